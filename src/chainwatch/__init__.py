@@ -1,0 +1,67 @@
+"""chainwatch: make TLS certificate outages impossible to miss.
+
+The engine is values in, values out::
+
+    from chainwatch import analyze, resolve_profile, load_bundle_file
+    report = analyze(load_bundle_file("fullchain.pem"),
+                     [resolve_profile("mozilla"), resolve_profile("legacy:mozilla@2016-06-01")],
+                     at=datetime(2021, 9, 29, tzinfo=UTC), host="app.example.com")
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from chainwatch.analysis.engine import analyze
+from chainwatch.errors import (
+    BundleError,
+    ChainwatchError,
+    InputError,
+    InventoryError,
+    ProbeError,
+    ProfileError,
+    StoreError,
+)
+from chainwatch.model import (
+    Building,
+    Cert,
+    Finding,
+    FindingCode,
+    PathError,
+    Profile,
+    ProfileResult,
+    Report,
+    Severity,
+    Status,
+    Store,
+    Target,
+)
+from chainwatch.parsing import load_bundle_file, parse_bundle
+from chainwatch.stores import resolve_profile
+
+__all__ = [
+    "Building",
+    "BundleError",
+    "Cert",
+    "ChainwatchError",
+    "Finding",
+    "FindingCode",
+    "InputError",
+    "InventoryError",
+    "PathError",
+    "ProbeError",
+    "Profile",
+    "ProfileError",
+    "ProfileResult",
+    "Report",
+    "Severity",
+    "Status",
+    "Store",
+    "StoreError",
+    "Target",
+    "__version__",
+    "analyze",
+    "load_bundle_file",
+    "parse_bundle",
+    "resolve_profile",
+]

@@ -1,0 +1,1 @@
+"""Pure analysis: path building, profile verdicts, forecasts and findings. No I/O."""

@@ -1,0 +1,340 @@
+"""Findings: one small function per check, each returning the findings it makes.
+
+Every check reads an :class:`Evidence` (the chain, the per-profile verdicts and the
+facts the engine derived) and returns a tuple of :class:`~chainwatch.model.Finding`.
+None of them raise on odd input: a check that cannot decide says nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from chainwatch.analysis import hostname
+from chainwatch.analysis.paths import could_issue, edge_valid
+from chainwatch.model import (
+    ONE_SECOND,
+    Cert,
+    Finding,
+    FindingCode,
+    PathError,
+    ProfileResult,
+    Severity,
+)
+
+
+def iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything the checks may look at (all already computed; nothing here does work)."""
+
+    chain: tuple[Cert, ...]
+    results: tuple[ProfileResult, ...]
+    at: dt.datetime
+    host: str | None
+    key_matches: bool | None
+    breaks_at: dt.datetime | None
+    days_left: int | None
+    warn_days: int
+    crit_days: int
+    anchors: frozenset[str]
+    """SHA-256 of every anchor of every profile (to tell roots from intermediates)."""
+    known: Mapping[str, Cert]
+    """Every certificate on any candidate path (chain and anchors), by SHA-256."""
+
+    @property
+    def leaf(self) -> Cert:
+        return self.chain[0]
+
+
+Check = Callable[[Evidence], tuple[Finding, ...]]
+
+
+def untrusted(ev: Evidence) -> tuple[Finding, ...]:
+    return tuple(
+        Finding(
+            FindingCode.UNTRUSTED,
+            Severity.CRITICAL,
+            f"{r.profile} trusts no path now ({(r.error or PathError.OTHER).value}): {r.reason}",
+            profile=r.profile,
+            cert=r.path[0] if r.path else None,
+        )
+        for r in ev.results
+        if not r.trusted
+    )
+
+
+def chain_incomplete(ev: Evidence) -> tuple[Finding, ...]:
+    out = []
+    for r in ev.results:
+        if r.trusted or r.error is not PathError.NO_PATH or r.dead_end is None:
+            continue
+        end = next((c for c in ev.chain if c.sha256 == r.dead_end), None)
+        if end is None or end.self_issued:
+            continue
+        out.append(
+            Finding(
+                FindingCode.CHAIN_INCOMPLETE,
+                Severity.CRITICAL,
+                f"the served chain stops at {end.subject}: its issuer {end.issuer} is not "
+                f"served and is not an anchor of {r.profile}; serve the missing intermediate",
+                profile=r.profile,
+                cert=end.sha256,
+            )
+        )
+    return tuple(out)
+
+
+def leaf_validity(ev: Evidence) -> tuple[Finding, ...]:
+    leaf = ev.leaf
+    if ev.at > leaf.not_after:
+        return (
+            Finding(
+                FindingCode.LEAF_EXPIRED,
+                Severity.CRITICAL,
+                f"the leaf {leaf.subject} expired at {iso(leaf.not_after)}",
+                cert=leaf.sha256,
+            ),
+        )
+    if ev.at < leaf.not_before:
+        return (
+            Finding(
+                FindingCode.LEAF_NOT_YET_VALID,
+                Severity.CRITICAL,
+                f"the leaf {leaf.subject} is not valid before {iso(leaf.not_before)}",
+                cert=leaf.sha256,
+            ),
+        )
+    return ()
+
+
+def hostname_mismatch(ev: Evidence) -> tuple[Finding, ...]:
+    if not ev.host or hostname.matches(ev.leaf, ev.host):
+        return ()
+    names = ", ".join(ev.leaf.names) or "no names"
+    return (
+        Finding(
+            FindingCode.HOSTNAME_MISMATCH,
+            Severity.CRITICAL,
+            f"the leaf does not cover {ev.host} (it covers: {names})",
+            cert=ev.leaf.sha256,
+        ),
+    )
+
+
+def key_mismatch(ev: Evidence) -> tuple[Finding, ...]:
+    if ev.key_matches is not False:
+        return ()
+    return (
+        Finding(
+            FindingCode.KEY_MISMATCH,
+            Severity.CRITICAL,
+            "the private key does not belong to the leaf certificate",
+            cert=ev.leaf.sha256,
+        ),
+    )
+
+
+def self_signed_leaf(ev: Evidence) -> tuple[Finding, ...]:
+    if not ev.leaf.self_signed:
+        return ()
+    return (
+        Finding(
+            FindingCode.SELF_SIGNED_LEAF,
+            Severity.CRITICAL,
+            f"the leaf {ev.leaf.subject} is self-signed",
+            cert=ev.leaf.sha256,
+        ),
+    )
+
+
+def expires_soon(ev: Evidence) -> tuple[Finding, ...]:
+    if ev.breaks_at is None or ev.days_left is None or ev.breaks_at <= ev.at:
+        return ()
+    if ev.days_left >= ev.warn_days:
+        return ()
+    severity = Severity.CRITICAL if ev.days_left < ev.crit_days else Severity.WARNING
+    return (
+        Finding(
+            FindingCode.EXPIRES_SOON,
+            severity,
+            f"trust breaks in {ev.days_left} days, at {iso(ev.breaks_at)}",
+            cert=_cause(ev, ev.breaks_at),
+        ),
+    )
+
+
+def _cause(ev: Evidence, when: dt.datetime) -> str | None:
+    """The certificate whose expiry makes trust break at ``when`` (reported path first)."""
+    for r in ev.results:
+        for path in (r.path, *r.all_paths):
+            for sha in path:
+                cert = ev.known.get(sha)
+                if cert is not None and cert.not_after + ONE_SECOND == when:
+                    return sha
+    return None
+
+
+def profile_breaks(ev: Evidence) -> tuple[Finding, ...]:
+    leaf_end = ev.leaf.not_after + ONE_SECOND
+    out = []
+    for r in ev.results:
+        if not r.trusted or r.breaks_at is None or r.breaks_at >= leaf_end:
+            continue
+        cause = _cause(ev, r.breaks_at)
+        known = ev.known.get(cause) if cause is not None else None
+        what = known.subject if known is not None else "a CA certificate on its path"
+        out.append(
+            Finding(
+                FindingCode.PROFILE_BREAKS,
+                Severity.WARNING,
+                f"{r.profile} stops trusting this chain at {iso(r.breaks_at)}, before the leaf "
+                f"expires ({iso(ev.leaf.not_after)}): {what} expires first",
+                profile=r.profile,
+                cert=cause,
+            )
+        )
+    return tuple(out)
+
+
+def expired_cert_sent(ev: Evidence) -> tuple[Finding, ...]:
+    return tuple(
+        Finding(
+            FindingCode.EXPIRED_CERT_SENT,
+            Severity.WARNING,
+            f"the served certificate #{i} {c.subject} expired at {iso(c.not_after)}; "
+            "legacy clients may build through it",
+            cert=c.sha256,
+        )
+        for i, c in enumerate(ev.chain)
+        if i > 0 and ev.at > c.not_after
+    )
+
+
+def chain_order(ev: Evidence) -> tuple[Finding, ...]:
+    chain = ev.chain
+    for i in range(len(chain) - 1):
+        cert, nxt = chain[i], chain[i + 1]
+        if cert.self_issued:
+            return ()
+        if could_issue(nxt, cert) and edge_valid(cert, nxt):
+            continue
+        later = [
+            j for j in range(i + 2, len(chain))
+            if could_issue(chain[j], cert) and edge_valid(cert, chain[j])
+        ]
+        if later:
+            return (
+                Finding(
+                    FindingCode.CHAIN_ORDER,
+                    Severity.WARNING,
+                    f"certificate #{i} ({cert.subject}) is followed by #{i + 1} ({nxt.subject}) "
+                    f"instead of its issuer #{later[0]}: serve leaf first, then each issuer",
+                    cert=chain[later[0]].sha256,
+                ),
+            )
+        return ()
+    return ()
+
+
+def chain_unused_cert(ev: Evidence) -> tuple[Finding, ...]:
+    on_paths = {sha for r in ev.results for p in r.all_paths for sha in p}
+    ancestry = _presented_ancestry(ev.chain)
+    return tuple(
+        Finding(
+            FindingCode.CHAIN_UNUSED_CERT,
+            Severity.INFO,
+            f"the served certificate #{i} {c.subject} is on no path from the leaf; "
+            "it only adds bytes to every handshake",
+            cert=c.sha256,
+        )
+        for i, c in enumerate(ev.chain)
+        if i > 0 and c.sha256 not in on_paths and c.sha256 not in ancestry
+    )
+
+
+def _presented_ancestry(chain: Sequence[Cert]) -> set[str]:
+    """Presented certificates reachable from the leaf through issuer links."""
+    seen = {chain[0].sha256}
+    frontier = [chain[0]]
+    for _ in range(len(chain)):
+        nxt = []
+        for cert in frontier:
+            for cand in chain[1:]:
+                if cand.sha256 not in seen and could_issue(cand, cert) and edge_valid(cert, cand):
+                    seen.add(cand.sha256)
+                    nxt.append(cand)
+        if not nxt:
+            break
+        frontier = nxt
+    return seen
+
+
+def root_sent(ev: Evidence) -> tuple[Finding, ...]:
+    return tuple(
+        Finding(
+            FindingCode.ROOT_SENT,
+            Severity.INFO,
+            f"the served certificate #{i} {c.subject} is a self-signed root; clients use "
+            "their own copy, so sending it only adds bytes",
+            cert=c.sha256,
+        )
+        for i, c in enumerate(ev.chain)
+        if i > 0 and c.self_signed
+    )
+
+
+def weak_key(ev: Evidence) -> tuple[Finding, ...]:
+    out = []
+    for i, c in enumerate(ev.chain):
+        if not c.weak_key:
+            continue
+        algo, bits = c.key_description
+        out.append(
+            Finding(
+                FindingCode.WEAK_KEY,
+                Severity.WARNING,
+                f"certificate #{i} {c.subject} has a weak {bits}-bit {algo} key",
+                cert=c.sha256,
+            )
+        )
+    return tuple(out)
+
+
+def weak_signature(ev: Evidence) -> tuple[Finding, ...]:
+    return tuple(
+        Finding(
+            FindingCode.WEAK_SIGNATURE,
+            Severity.WARNING,
+            f"certificate #{i} {c.subject} is signed with {c.signature_hash}",
+            cert=c.sha256,
+        )
+        for i, c in enumerate(ev.chain)
+        if c.weak_signature and not c.self_signed and c.sha256 not in ev.anchors
+    )
+
+
+CHECKS: tuple[Check, ...] = (
+    untrusted,
+    chain_incomplete,
+    leaf_validity,
+    hostname_mismatch,
+    key_mismatch,
+    self_signed_leaf,
+    expires_soon,
+    profile_breaks,
+    expired_cert_sent,
+    chain_order,
+    chain_unused_cert,
+    root_sent,
+    weak_key,
+    weak_signature,
+)
+
+
+def run_checks(ev: Evidence) -> tuple[Finding, ...]:
+    return tuple(f for check in CHECKS for f in check(ev))

@@ -1,0 +1,157 @@
+"""A profile's verdict on a chain at an instant, and its forecast.
+
+The time-independent part (which paths exist, which are acceptable) is computed once
+per (chain, store, building) and memoised; evaluating it at ``at`` is then cheap,
+which is what lets thousands of endpoints serving one chain cost one analysis.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chainwatch.analysis.forecast import Interval, breaks_at, interval
+from chainwatch.analysis.paths import BuildResult, Candidate, legacy_path, modern_paths
+from chainwatch.analysis.policy import PolicyOptions, path_violation
+from chainwatch.model import Building, Cert, PathError, Profile, ProfileResult, Store
+
+
+@dataclass(frozen=True)
+class PathInfo:
+    """A candidate path with its time-independent judgement."""
+
+    candidate: Candidate
+    bad_signature: Cert | None
+    violation: str | None
+    window: Interval
+
+    @property
+    def acceptable(self) -> bool:
+        return self.bad_signature is None and self.violation is None
+
+
+@dataclass(frozen=True)
+class Structure:
+    """Every candidate path of one (chain, store, building), judged without time."""
+
+    paths: tuple[PathInfo, ...]
+    dead_end: Cert | None
+    exhausted: bool
+
+    @property
+    def windows(self) -> tuple[Interval, ...]:
+        return tuple(p.window for p in self.paths if p.acceptable)
+
+
+_STRUCT_CACHE_SIZE = 20000
+_struct_cache: OrderedDict[tuple[tuple[str, ...], str, Building], Structure] = OrderedDict()
+
+
+def structure(chain: Sequence[Cert], store: Store, building: Building) -> Structure:
+    key = (tuple(c.sha256 for c in chain), store.digest, building)
+    hit = _struct_cache.get(key)
+    if hit is not None:
+        _struct_cache.move_to_end(key)
+        return hit
+    built: BuildResult = (
+        legacy_path(chain, store) if building is Building.LEGACY else modern_paths(chain, store)
+    )
+    opts = PolicyOptions(reject_weak=building is Building.MODERN)
+    infos = tuple(
+        PathInfo(
+            candidate=c,
+            bad_signature=c.bad_signature(),
+            violation=path_violation(c.certs, opts),
+            window=interval(c.certs),
+        )
+        for c in built.paths
+    )
+    result = Structure(infos, built.dead_end, built.exhausted)
+    _struct_cache[key] = result
+    if len(_struct_cache) > _STRUCT_CACHE_SIZE:
+        _struct_cache.popitem(last=False)
+    return result
+
+
+def _time_failure(path: PathInfo, at: dt.datetime) -> tuple[PathError, str] | None:
+    for cert in path.candidate.certs:
+        if at > cert.not_after:
+            when = cert.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+            return PathError.EXPIRED, f"{cert.subject} expired at {when}"
+    for cert in path.candidate.certs:
+        if at < cert.not_before:
+            when = cert.not_before.strftime("%Y-%m-%dT%H:%M:%SZ")
+            return PathError.NOT_YET_VALID, f"{cert.subject} is not valid before {when}"
+    return None
+
+
+def evaluate(chain: Sequence[Cert], profile: Profile, at: dt.datetime) -> ProfileResult:
+    """The verdict of ``profile`` on ``chain`` at ``at`` (pure; memoises the path search)."""
+    st = structure(chain, profile.store, profile.building)
+    all_paths = tuple(p.candidate.fingerprints for p in st.paths)
+    valid_now = [
+        p for p in st.paths if p.acceptable and p.window[0] <= at <= p.window[1]
+    ]
+    if valid_now:
+        best = max(valid_now, key=lambda p: (p.window[1], -len(p.candidate.certs)))
+        return ProfileResult(
+            profile=profile.spec,
+            trusted=True,
+            error=None,
+            reason=None,
+            path=best.candidate.fingerprints,
+            breaks_at=breaks_at(st.windows, at),
+            all_paths=all_paths,
+        )
+    if not st.paths:
+        end = st.dead_end
+        if st.exhausted:
+            reason = "path building gave up: the bundle has too many candidate paths"
+        elif end is None:
+            reason = f"no path to an anchor of {profile.store.name}"
+        elif end.self_issued:
+            reason = f"{end.subject} is not an anchor of {profile.store.name}"
+        else:
+            reason = f"issuer {end.issuer} of {end.subject} is neither presented nor an anchor"
+        return ProfileResult(
+            profile=profile.spec,
+            trusted=False,
+            error=PathError.NO_PATH,
+            reason=reason,
+            path=(),
+            breaks_at=None,
+            all_paths=(),
+            dead_end=None if end is None else end.sha256,
+        )
+    error, reason, path = _explain(st.paths, at)
+    return ProfileResult(
+        profile=profile.spec,
+        trusted=False,
+        error=error,
+        reason=reason,
+        path=path.candidate.fingerprints,
+        breaks_at=None,
+        all_paths=all_paths,
+    )
+
+
+def _explain(paths: Sequence[PathInfo], at: dt.datetime) -> tuple[PathError, str, PathInfo]:
+    """Why no path is valid now, told from the most promising path."""
+    acceptable = [p for p in paths if p.acceptable]
+    if acceptable:
+        # Prefer a path that is only expired (the common outage) over not-yet-valid.
+        judged = [(p, _time_failure(p, at)) for p in acceptable]
+        judged.sort(key=lambda pj: (pj[1] is None or pj[1][0] is not PathError.EXPIRED,))
+        path, failure = judged[0]
+        if failure is not None:
+            return failure[0], failure[1], path
+    first = paths[0]
+    if first.bad_signature is not None:
+        return (
+            PathError.BAD_SIGNATURE,
+            f"the signature on {first.bad_signature.subject} does not verify",
+            first,
+        )
+    return PathError.OTHER, first.violation or "path rejected", first

@@ -1,0 +1,548 @@
+"""Frozen value types shared by every room of chainwatch.
+
+Nothing here does I/O. A :class:`Cert` is parsed once from DER and then only read;
+stores, profiles, findings and reports are plain immutable values that can be
+rebuilt from the database or compared in tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cached_property
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
+
+from chainwatch.errors import EXIT_CRITICAL, EXIT_OK, EXIT_UNKNOWN, EXIT_WARNING
+
+UTC = dt.UTC
+ONE_SECOND = dt.timedelta(seconds=1)
+
+
+class Severity(StrEnum):
+    """How bad a finding is. Ordered: ``info < warning < critical``."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
+class Status(StrEnum):
+    """Overall verdict of a report, with the Nagios/Icinga exit status it maps to."""
+
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    UNKNOWN = "unknown"
+
+    @property
+    def exit_code(self) -> int:
+        return _STATUS_EXIT[self]
+
+    @property
+    def rank(self) -> int:
+        """Badness for picking the worst of several statuses (unknown sorts as critical+1)."""
+        return _STATUS_EXIT[self] if self is not Status.UNKNOWN else 3
+
+
+_STATUS_EXIT = {
+    Status.OK: EXIT_OK,
+    Status.WARNING: EXIT_WARNING,
+    Status.CRITICAL: EXIT_CRITICAL,
+    Status.UNKNOWN: EXIT_UNKNOWN,
+}
+
+
+class Building(StrEnum):
+    """Path-building behaviour of a client population (see DESIGN.md, Client profiles)."""
+
+    MODERN = "modern"
+    LEGACY = "legacy"
+
+
+class PathError(StrEnum):
+    """Why a profile trusts no path now (the JSON ``error`` field)."""
+
+    NO_PATH = "no_path"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    BAD_SIGNATURE = "bad_signature"
+    OTHER = "other"
+
+
+class FindingCode(StrEnum):
+    """Every finding code of the DESIGN.md contract."""
+
+    UNTRUSTED = "UNTRUSTED"
+    LEAF_EXPIRED = "LEAF_EXPIRED"
+    LEAF_NOT_YET_VALID = "LEAF_NOT_YET_VALID"
+    HOSTNAME_MISMATCH = "HOSTNAME_MISMATCH"
+    CHAIN_INCOMPLETE = "CHAIN_INCOMPLETE"
+    KEY_MISMATCH = "KEY_MISMATCH"
+    SELF_SIGNED_LEAF = "SELF_SIGNED_LEAF"
+    EXPIRES_SOON = "EXPIRES_SOON"
+    PROFILE_BREAKS = "PROFILE_BREAKS"
+    EXPIRED_CERT_SENT = "EXPIRED_CERT_SENT"
+    CHAIN_ORDER = "CHAIN_ORDER"
+    CHAIN_UNUSED_CERT = "CHAIN_UNUSED_CERT"
+    ROOT_SENT = "ROOT_SENT"
+    WEAK_KEY = "WEAK_KEY"
+    WEAK_SIGNATURE = "WEAK_SIGNATURE"
+    REVOKED = "REVOKED"
+    STALE_DEPLOYMENT = "STALE_DEPLOYMENT"
+    CA_CHANGED = "CA_CHANGED"
+    PROBE_FAILED = "PROBE_FAILED"
+    RENEWAL_OVERDUE = "RENEWAL_OVERDUE"
+
+
+NameKey = tuple[tuple[str, str], ...]
+
+
+def name_key(name: x509.Name) -> NameKey:
+    """A comparison key for a distinguished name.
+
+    RFC 5280 section 7.1 compares names after case folding and whitespace
+    normalisation of string attributes; this is the cheap form of that rule
+    used for issuer/subject matching.
+    """
+    out: list[tuple[str, str]] = []
+    for rdn in name.rdns:
+        for attr in sorted(rdn, key=lambda a: a.oid.dotted_string):
+            value = attr.value
+            text = value.hex() if isinstance(value, bytes) else " ".join(value.split()).casefold()
+            out.append((attr.oid.dotted_string, text))
+    return tuple(out)
+
+
+_WEAK_HASHES = frozenset({"sha1", "md5", "md2", "md4"})
+
+
+@dataclass(frozen=True, eq=False)
+class Cert:
+    """One parsed X.509 certificate.
+
+    Attributes:
+        der: the exact DER bytes (as served or as stored).
+        sha256: lowercase hex SHA-256 of ``der``; the identity used everywhere.
+        parsed: the ``cryptography`` object, for signature checks and extensions.
+        subject / issuer: RFC 4514 strings, for people.
+        subject_key / issuer_key: normalised names, for matching.
+        not_before / not_after: validity, timezone-aware UTC; ``not_after`` is inclusive.
+    Two ``Cert`` values are equal when their DER is equal.
+    """
+
+    der: bytes
+    sha256: str
+    parsed: x509.Certificate = field(repr=False)
+    subject: str
+    issuer: str
+    subject_key: NameKey = field(repr=False)
+    issuer_key: NameKey = field(repr=False)
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+    @classmethod
+    def from_der(cls, der: bytes) -> Cert:
+        """Parse DER. Raises ``ValueError`` when the bytes are not a certificate."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            cert = x509.load_der_x509_certificate(der)
+        return cls._from_x509(cert, der)
+
+    @classmethod
+    def from_x509(cls, cert: x509.Certificate) -> Cert:
+        return cls._from_x509(cert, cert.public_bytes(serialization.Encoding.DER))
+
+    @classmethod
+    def _from_x509(cls, cert: x509.Certificate, der: bytes) -> Cert:
+        return cls(
+            der=der,
+            sha256=hashlib.sha256(der).hexdigest(),
+            parsed=cert,
+            subject=cert.subject.rfc4514_string(),
+            issuer=cert.issuer.rfc4514_string(),
+            subject_key=name_key(cert.subject),
+            issuer_key=name_key(cert.issuer),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Cert) and other.der == self.der
+
+    def __hash__(self) -> int:
+        return hash(self.der)
+
+    # -- derived facts, computed on first use -------------------------------------------
+
+    @cached_property
+    def extensions(self) -> Mapping[str, x509.Extension[x509.ExtensionType]] | None:
+        """Extensions by dotted OID, or ``None`` when the extension block is malformed
+        (duplicate extensions, undecodable values)."""
+        try:
+            return {ext.oid.dotted_string: ext for ext in self.parsed.extensions}
+        except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+            return None
+
+    def ext(self, oid: x509.ObjectIdentifier) -> x509.Extension[x509.ExtensionType] | None:
+        exts = self.extensions
+        return None if exts is None else exts.get(oid.dotted_string)
+
+    @cached_property
+    def spki(self) -> bytes:
+        """DER SubjectPublicKeyInfo; with the subject, the identity of a trust anchor."""
+        try:
+            return self.parsed.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        except (ValueError, TypeError):
+            # Unsupported or malformed key: fall back to the raw TBS so identity stays unique.
+            return b"unparsed:" + self.sha256.encode()
+
+    @cached_property
+    def ski(self) -> bytes | None:
+        ext = self.ext(ExtensionOID.SUBJECT_KEY_IDENTIFIER)
+        return ext.value.digest if ext is not None and isinstance(
+            ext.value, x509.SubjectKeyIdentifier
+        ) else None
+
+    @cached_property
+    def aki(self) -> bytes | None:
+        ext = self.ext(ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
+        if ext is not None and isinstance(ext.value, x509.AuthorityKeyIdentifier):
+            return ext.value.key_identifier
+        return None
+
+    @cached_property
+    def basic_constraints(self) -> x509.BasicConstraints | None:
+        ext = self.ext(ExtensionOID.BASIC_CONSTRAINTS)
+        return ext.value if ext is not None and isinstance(
+            ext.value, x509.BasicConstraints
+        ) else None
+
+    @property
+    def is_ca(self) -> bool:
+        bc = self.basic_constraints
+        return bc is not None and bc.ca
+
+    @property
+    def self_issued(self) -> bool:
+        """Subject equals issuer (RFC 5280 "self-issued"); says nothing about the key."""
+        return self.subject_key == self.issuer_key
+
+    @cached_property
+    def self_signed(self) -> bool:
+        """Self-issued and its signature verifies under its own key."""
+        if not self.self_issued:
+            return False
+        if self.aki is not None and self.ski is not None and self.aki != self.ski:
+            return False
+        return signature_valid(self, self)
+
+    @cached_property
+    def signature_hash(self) -> str | None:
+        """Name of the signature's hash (``sha256``, ``sha1``...), or ``None`` for EdDSA
+        and algorithms cryptography does not know."""
+        try:
+            algo = self.parsed.signature_hash_algorithm
+        except Exception:  # UnsupportedAlgorithm: an unknown signature OID
+            return "unknown"
+        return None if algo is None else algo.name
+
+    @property
+    def weak_signature(self) -> bool:
+        return self.signature_hash in _WEAK_HASHES
+
+    @cached_property
+    def key_description(self) -> tuple[str, int]:
+        """(algorithm, size in bits) of the subject public key; ``("unknown", 0)`` if unparsable."""
+        try:
+            key = self.parsed.public_key()
+        except (ValueError, TypeError, Exception):
+            return ("unknown", 0)
+        if isinstance(key, rsa.RSAPublicKey):
+            return ("RSA", key.key_size)
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            return ("EC", key.curve.key_size)
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            return ("Ed25519", 256)
+        if isinstance(key, ed448.Ed448PublicKey):
+            return ("Ed448", 456)
+        if isinstance(key, dsa.DSAPublicKey):
+            return ("DSA", key.key_size)
+        return (type(key).__name__, 0)
+
+    @property
+    def weak_key(self) -> bool:
+        algo, bits = self.key_description
+        return (algo == "RSA" and bits < 2048) or (algo == "EC" and bits < 256) or algo == "DSA"
+
+    @cached_property
+    def dns_names(self) -> tuple[str, ...]:
+        ext = self.ext(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+        if ext is None or not isinstance(ext.value, x509.SubjectAlternativeName):
+            return ()
+        return tuple(ext.value.get_values_for_type(x509.DNSName))
+
+    @cached_property
+    def ip_addresses(self) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+        ext = self.ext(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+        if ext is None or not isinstance(ext.value, x509.SubjectAlternativeName):
+            return ()
+        return tuple(
+            ip
+            for ip in ext.value.get_values_for_type(x509.IPAddress)
+            if isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address)
+        )
+
+    @property
+    def has_san(self) -> bool:
+        return self.ext(ExtensionOID.SUBJECT_ALTERNATIVE_NAME) is not None
+
+    @cached_property
+    def common_names(self) -> tuple[str, ...]:
+        from cryptography.x509.oid import NameOID
+
+        return tuple(
+            str(a.value) for a in self.parsed.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        )
+
+    @property
+    def short_name(self) -> str:
+        """The subject's CN when it has one (for tables), else the full subject."""
+        return self.common_names[0] if self.common_names else self.subject
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Names the certificate covers, for people: SAN DNS names and IPs, else the CN."""
+        sans = self.dns_names + tuple(str(ip) for ip in self.ip_addresses)
+        return sans if sans or self.has_san else self.common_names
+
+    @cached_property
+    def server_auth_allowed(self) -> bool:
+        """EKU absent, or listing serverAuth / anyExtendedKeyUsage."""
+        ext = self.ext(ExtensionOID.EXTENDED_KEY_USAGE)
+        if ext is None or not isinstance(ext.value, x509.ExtendedKeyUsage):
+            return True
+        usages = set(ext.value)
+        return bool(
+            usages & {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
+        )
+
+    def valid_at(self, at: dt.datetime) -> bool:
+        return self.not_before <= at <= self.not_after
+
+    @property
+    def lifetime(self) -> dt.timedelta:
+        return self.not_after - self.not_before + ONE_SECOND
+
+
+def signature_valid(child: Cert, issuer: Cert) -> bool:
+    """True when ``child``'s signature verifies under ``issuer``'s public key.
+
+    Uses cryptography's primitives directly rather than ``verify_directly_issued_by``
+    because the latter refuses SHA-1 signatures, and chainwatch has to *see* SHA-1
+    chains (to say ``WEAK_SIGNATURE`` and to model legacy clients that accept them).
+    """
+    cert = child.parsed
+    try:
+        key = issuer.parsed.public_key()
+        sig = cert.signature
+        tbs = cert.tbs_certificate_bytes
+        if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            key.verify(sig, tbs)
+            return True
+        algo = cert.signature_hash_algorithm
+        if algo is None:
+            return False
+        if isinstance(key, rsa.RSAPublicKey):
+            params = cert.signature_algorithm_parameters
+            if isinstance(params, padding.PSS):
+                key.verify(sig, tbs, params, algo)
+            else:
+                key.verify(sig, tbs, padding.PKCS1v15(), algo)
+            return True
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(sig, tbs, ec.ECDSA(algo))
+            return True
+        if isinstance(key, dsa.DSAPublicKey):
+            key.verify(sig, tbs, algo)
+            return True
+    except Exception:  # InvalidSignature, UnsupportedAlgorithm, malformed keys: all mean "no"
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class Store:
+    """A set of trust anchors with a name and where it came from.
+
+    Attributes:
+        name: the spec part that names it (``mozilla``, ``mozilla@2016-06-01``, ``file:ca.pem``).
+        anchors: the anchor certificates, in the order the source lists them.
+        source: provenance for people (``certifi 2026.10.18``, a file path...).
+    """
+
+    name: str
+    anchors: tuple[Cert, ...]
+    source: str = ""
+
+    @cached_property
+    def by_subject(self) -> Mapping[NameKey, tuple[Cert, ...]]:
+        index: dict[NameKey, list[Cert]] = {}
+        for cert in self.anchors:
+            index.setdefault(cert.subject_key, []).append(cert)
+        return {k: tuple(v) for k, v in index.items()}
+
+    @cached_property
+    def fingerprints(self) -> frozenset[str]:
+        return frozenset(c.sha256 for c in self.anchors)
+
+    @cached_property
+    def identities(self) -> frozenset[tuple[NameKey, bytes]]:
+        """(subject, key) pairs: RFC 5280 trust anchors are a name and a key."""
+        return frozenset((c.subject_key, c.spki) for c in self.anchors)
+
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 over the sorted anchor fingerprints: which exact set of anchors this is."""
+        return hashlib.sha256("".join(sorted(self.fingerprints)).encode()).hexdigest()
+
+    def contains(self, cert: Cert) -> bool:
+        return cert.sha256 in self.fingerprints
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.digest))
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Store)
+            and other.name == self.name
+            and other.fingerprints == self.fingerprints
+        )
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A client population: trust anchors plus path-building behaviour.
+
+    ``spec`` is what the user wrote (``legacy:mozilla@2016-06-01``) or the inventory name;
+    it is how reports refer to the profile.
+    """
+
+    spec: str
+    store: Store
+    building: Building = Building.MODERN
+
+    @property
+    def legacy(self) -> bool:
+        return self.building is Building.LEGACY
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One observation about a chain. ``cert`` is the SHA-256 of the certificate it is
+    about, ``profile`` the profile spec it concerns; either may be ``None``."""
+
+    code: FindingCode
+    severity: Severity
+    message: str
+    profile: str | None = None
+    cert: str | None = None
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    """A profile's verdict at ``at``.
+
+    Attributes:
+        profile: the profile spec.
+        trusted: whether at least one acceptable path is valid at ``at`` (legacy: the one path).
+        error: why not, when not trusted.
+        reason: one human sentence explaining ``error`` (names the certificate at fault).
+        path: SHA-256 fingerprints leaf → anchor of the path reported (the trusted one,
+            or the closest failing one; empty when there is no path at all).
+        breaks_at: first instant ≥ ``at`` at which the profile stops trusting the chain;
+            ``None`` when it is untrusted already.
+        all_paths: every candidate path (leaf → anchor) the builder found, for findings.
+    """
+
+    profile: str
+    trusted: bool
+    error: PathError | None
+    reason: str | None
+    path: tuple[str, ...]
+    breaks_at: dt.datetime | None
+    all_paths: tuple[tuple[str, ...], ...] = ()
+    dead_end: str | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """An endpoint as the inventory or the command line names it."""
+
+    host: str
+    port: int = 443
+    ip: str | None = None
+    sni: str | None = None
+    starttls: str | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """The answer for one chain (or one endpoint). Serialised as the schema-1 JSON."""
+
+    status: Status
+    evaluated_at: dt.datetime
+    host: str | None
+    breaks_at: dt.datetime | None
+    days_left: int | None
+    chain: tuple[Cert, ...]
+    profiles: tuple[ProfileResult, ...]
+    findings: tuple[Finding, ...]
+    target: Target | None = None
+
+    def with_target(self, target: Target) -> Report:
+        from dataclasses import replace
+
+        return replace(self, target=target)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+__all__ = [
+    "ONE_SECOND",
+    "UTC",
+    "Building",
+    "Cert",
+    "Finding",
+    "FindingCode",
+    "PathError",
+    "Profile",
+    "ProfileResult",
+    "Report",
+    "Severity",
+    "Status",
+    "Store",
+    "Target",
+    "name_key",
+    "signature_valid",
+]

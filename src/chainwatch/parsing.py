@@ -1,0 +1,138 @@
+"""Reading certificate bundles and private keys: PEM, DER and PKCS#12.
+
+Every failure is a :class:`~chainwatch.errors.BundleError` naming the source and
+saying what is wrong with it in one line; nothing here lets a parser traceback out.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.utils import CryptographyDeprecationWarning
+
+from chainwatch.errors import BundleError
+from chainwatch.model import Cert
+
+MAX_BUNDLE_BYTES = 16 * 1024 * 1024
+
+_PEM_BLOCK = re.compile(
+    rb"-----BEGIN ([A-Z0-9 #]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL
+)
+_PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----")
+_CERT_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
+
+
+def read_source(path: str | Path) -> bytes:
+    """Read a file for parsing, mapping OS errors to a one-line ``BundleError``."""
+    p = Path(path)
+    try:
+        if p.stat().st_size > MAX_BUNDLE_BYTES:
+            raise BundleError(str(p), f"file is larger than {MAX_BUNDLE_BYTES} bytes")
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise BundleError(str(p), "no such file") from None
+    except IsADirectoryError:
+        raise BundleError(str(p), "is a directory, not a certificate file") from None
+    except PermissionError:
+        raise BundleError(str(p), "permission denied") from None
+    except OSError as exc:
+        raise BundleError(str(p), exc.strerror or str(exc)) from None
+
+
+def load_bundle_file(path: str | Path, password: bytes | None = None) -> tuple[Cert, ...]:
+    return parse_bundle(read_source(path), str(path), password=password)
+
+
+def parse_bundle(data: bytes, source: str, password: bytes | None = None) -> tuple[Cert, ...]:
+    """Certificates in served order from PEM (one or more), DER, or PKCS#12 bytes."""
+    if not data.strip():
+        raise BundleError(source, "file is empty")
+    if b"-----BEGIN" in data:
+        return _parse_pem(data, source)
+    try:
+        return (Cert.from_der(data),)
+    except ValueError:
+        pass
+    certs = _try_pkcs12(data, password)
+    if certs is not None:
+        if not certs:
+            raise BundleError(source, "PKCS#12 file holds no certificate")
+        return certs
+    raise BundleError(source, "not a certificate: neither PEM, DER nor PKCS#12")
+
+
+def _parse_pem(data: bytes, source: str) -> tuple[Cert, ...]:
+    certs: list[Cert] = []
+    others: list[str] = []
+    for number, match in enumerate(_PEM_BLOCK.finditer(data), start=1):
+        label = match.group(1)
+        if label not in _CERT_LABELS:
+            others.append(label.decode("ascii", "replace"))
+            continue
+        block = match.group(0)
+        if label == b"TRUSTED CERTIFICATE":
+            # OpenSSL's "trusted" form appends trust settings after the DER; keep the cert.
+            block = block.replace(b"TRUSTED CERTIFICATE", b"CERTIFICATE")
+        try:
+            with warnings.catch_warnings():
+                # Real-world bundles (certifi's included) hold certificates with non-positive
+                # serials; cryptography warns about them. They are still certificates.
+                warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+                loaded = x509.load_pem_x509_certificate(block)
+        except ValueError as exc:
+            raise BundleError(source, f"PEM certificate #{number} is malformed: {exc}") from None
+        certs.append(Cert.from_x509(loaded))
+    begins = len(_PEM_BEGIN.findall(data))
+    if begins > len(certs) + len(others):
+        raise BundleError(source, "truncated PEM: a BEGIN line has no matching END line")
+    if not certs:
+        if others:
+            raise BundleError(
+                source, f"no certificate in PEM (found only: {', '.join(sorted(set(others)))})"
+            )
+        raise BundleError(source, "no certificate in PEM")
+    return tuple(certs)
+
+
+def _try_pkcs12(data: bytes, password: bytes | None) -> tuple[Cert, ...] | None:
+    for pw in (password, b"") if password is None else (password,):
+        try:
+            key, cert, extra = pkcs12.load_key_and_certificates(data, pw)
+        except (ValueError, TypeError):
+            continue
+        del key
+        ordered = ([cert] if cert is not None else []) + list(extra)
+        return tuple(Cert.from_x509(c) for c in ordered)
+    return None
+
+
+def load_private_key(path: str | Path, password: bytes | None = None) -> PrivateKeyTypes:
+    """A private key from PEM, DER or PKCS#12, for the ``--key`` check."""
+    source = str(path)
+    data = read_source(path)
+    if not data.strip():
+        raise BundleError(source, "key file is empty")
+    loaders = (
+        serialization.load_pem_private_key,
+        serialization.load_der_private_key,
+    )
+    for loader in loaders:
+        try:
+            return loader(data, password)
+        except TypeError:
+            raise BundleError(source, "the private key is encrypted; no password given") from None
+        except ValueError:
+            continue
+    try:
+        key, _cert, _extra = pkcs12.load_key_and_certificates(data, password)
+    except (ValueError, TypeError):
+        key = None
+    if key is not None:
+        return key
+    raise BundleError(source, "not a private key (PEM, DER or PKCS#12 expected)")

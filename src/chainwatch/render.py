@@ -1,0 +1,165 @@
+"""Reports to JSON (schema 1) and to text (plugin summary line + readable tables)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from chainwatch.model import Cert, Finding, ProfileResult, Report, Severity, Status, Target
+
+SCHEMA = 1
+
+
+def iso(t: dt.datetime | None) -> str | None:
+    if t is None:
+        return None
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cert_json(index: int, cert: Cert) -> dict[str, Any]:
+    return {
+        "index": index,
+        "subject": cert.subject,
+        "issuer": cert.issuer,
+        "sha256": cert.sha256,
+        "not_before": iso(cert.not_before),
+        "not_after": iso(cert.not_after),
+        "is_ca": cert.is_ca,
+        "self_signed": cert.self_signed,
+    }
+
+
+def profile_json(r: ProfileResult) -> dict[str, Any]:
+    return {
+        "profile": r.profile,
+        "trusted": r.trusted,
+        "error": None if r.error is None else r.error.value,
+        "path": list(r.path),
+        "breaks_at": iso(r.breaks_at),
+        "reason": r.reason,
+    }
+
+
+def finding_json(f: Finding) -> dict[str, Any]:
+    return {
+        "code": f.code.value,
+        "severity": f.severity.value,
+        "message": f.message,
+        "profile": f.profile,
+        "cert": f.cert,
+    }
+
+
+def target_json(t: Target) -> dict[str, Any]:
+    return {"host": t.host, "port": t.port, "ip": t.ip, "sni": t.sni, "starttls": t.starttls}
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "schema": SCHEMA,
+        "status": report.status.value,
+        "evaluated_at": iso(report.evaluated_at),
+        "host": report.host,
+        "breaks_at": iso(report.breaks_at),
+        "days_left": report.days_left,
+        "chain": [cert_json(i, c) for i, c in enumerate(report.chain)],
+        "profiles": [profile_json(r) for r in report.profiles],
+        "findings": [finding_json(f) for f in report.findings],
+    }
+    if report.target is not None:
+        out["target"] = target_json(report.target)
+    return out
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False)
+
+
+def worst(statuses: Sequence[Status]) -> Status:
+    return max(statuses, key=lambda s: s.rank, default=Status.OK)
+
+
+# -- text ------------------------------------------------------------------------------
+
+_STYLE = {
+    Status.OK: "green",
+    Status.WARNING: "yellow",
+    Status.CRITICAL: "bold red",
+    Status.UNKNOWN: "magenta",
+    Severity.INFO: "cyan",
+    Severity.WARNING: "yellow",
+    Severity.CRITICAL: "bold red",
+}
+
+
+def summary_line(report: Report, warn_days: int, crit_days: int) -> str:
+    """One plugin-style line: ``CHAINWATCH STATUS - what | perfdata``."""
+    subject = report.host or (report.chain[0].subject if report.chain else "bundle")
+    if report.target is not None:
+        t = report.target
+        subject = f"{t.host}:{t.port}" + (f" [{t.ip}]" if t.ip else "")
+    worst_findings = [
+        f for f in report.findings if f.severity is not Severity.INFO
+    ]
+    worst_findings.sort(key=lambda f: -f.severity.rank)
+    if report.breaks_at is not None and report.days_left is not None and report.chain:
+        if report.breaks_at <= report.evaluated_at:
+            what = "broken now"
+        else:
+            what = f"trust breaks in {report.days_left} days ({iso(report.breaks_at)})"
+    else:
+        what = "no verdict"
+    codes = ", ".join(dict.fromkeys(f.code.value for f in worst_findings))
+    text = f"CHAINWATCH {report.status.value.upper()} - {subject}: {what}"
+    if codes:
+        text += f"; {codes}"
+    if report.status is Status.UNKNOWN and report.findings:
+        text += f": {report.findings[0].message}"
+    if report.days_left is not None:
+        text += f" | days_left={report.days_left};{warn_days};{crit_days}"
+    return text
+
+
+def _short(dn: str) -> str:
+    first = dn.split(",", 1)[0]
+    return first[3:] if first.startswith("CN=") else dn
+
+
+def render_text(report: Report, console: Console, warn_days: int, crit_days: int) -> None:
+    console.print(summary_line(report, warn_days, crit_days), style=_STYLE[report.status],
+                  highlight=False, soft_wrap=True)
+    if report.chain:
+        chain = Table(title="Served chain", title_justify="left", expand=False)
+        for col in ("#", "subject", "issuer", "not after", "sha256"):
+            chain.add_column(col, overflow="fold")
+        for i, c in enumerate(report.chain):
+            expired = report.evaluated_at > c.not_after
+            chain.add_row(
+                str(i), c.short_name, _short(c.issuer),
+                f"[red]{iso(c.not_after)}[/red]" if expired else str(iso(c.not_after)),
+                c.sha256[:16],
+            )
+        console.print(chain)
+    if report.profiles:
+        prof = Table(title="Client profiles", title_justify="left")
+        for col in ("profile", "trusted", "breaks at", "why / path"):
+            prof.add_column(col, overflow="fold")
+        for r in report.profiles:
+            error = r.error.value if r.error else "?"
+            verdict = "[green]yes[/green]" if r.trusted else f"[red]no ({error})[/red]"
+            detail = r.reason or " → ".join(p[:8] for p in r.path)
+            prof.add_row(r.profile, verdict, iso(r.breaks_at) or "-", detail)
+        console.print(prof)
+    if report.findings:
+        fnd = Table(title="Findings", title_justify="left")
+        for col in ("severity", "code", "message"):
+            fnd.add_column(col, overflow="fold")
+        for f in sorted(report.findings, key=lambda f: -f.severity.rank):
+            style = _STYLE[f.severity]
+            fnd.add_row(f"[{style}]{f.severity.value}[/{style}]", f.code.value, f.message)
+        console.print(fnd)

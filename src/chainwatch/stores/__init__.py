@@ -1,0 +1,147 @@
+"""Trust-store sources and the profile-spec grammar (DESIGN.md, Client profiles).
+
+============================  ==============================================  ========
+spec                          anchors                                         building
+============================  ==============================================  ========
+``mozilla``                   the installed ``certifi`` bundle                modern
+``mozilla@YYYY-MM-DD``        Mozilla's store as it stood that day            modern
+``system``                    the OS store of this machine                    modern
+``file:PATH``                 the certificates in a PEM/DER/PKCS#12 file      modern
+``legacy:STORE``              STORE as above                                  legacy
+``PRESET``                    a named population (see :mod:`.presets`)        (preset)
+============================  ==============================================  ========
+
+Stores are loaded once and memoised (``file:`` stores are re-read when the file
+changes), so resolving the same spec for many endpoints is free.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import ssl
+from functools import lru_cache
+from pathlib import Path
+
+from chainwatch.errors import BundleError, ProfileError, StoreError
+from chainwatch.model import Building, Cert, Profile, Store
+from chainwatch.parsing import load_bundle_file, parse_bundle
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def resolve_profile(spec: str, *, base_dir: Path | None = None) -> Profile:
+    """Turn a profile spec into a :class:`Profile`. Raises ``ProfileError``/``StoreError``."""
+    text = spec.strip()
+    if not text:
+        raise ProfileError("empty profile spec")
+    from chainwatch.stores.presets import PRESETS
+
+    if text in PRESETS:
+        target = resolve_profile(PRESETS[text].spec, base_dir=base_dir)
+        return Profile(spec=text, store=target.store, building=target.building)
+    building = Building.MODERN
+    store_spec = text
+    if text.startswith("legacy:"):
+        building = Building.LEGACY
+        store_spec = text[len("legacy:") :]
+        if store_spec.startswith("legacy:"):
+            raise ProfileError(f"profile {spec!r}: 'legacy:' given twice")
+    return Profile(spec=text, store=resolve_store(store_spec, base_dir=base_dir), building=building)
+
+
+def resolve_store(spec: str, *, base_dir: Path | None = None) -> Store:
+    if spec == "mozilla":
+        return mozilla_store()
+    if spec.startswith("mozilla@"):
+        day = spec[len("mozilla@") :]
+        if not _DATE.match(day):
+            raise ProfileError(f"profile store {spec!r}: expected mozilla@YYYY-MM-DD")
+        try:
+            date = dt.date.fromisoformat(day)
+        except ValueError:
+            raise ProfileError(f"profile store {spec!r}: {day} is not a calendar date") from None
+        return historic_mozilla_store(date)
+    if spec == "system":
+        return system_store()
+    if spec.startswith("file:"):
+        raw = spec[len("file:") :]
+        if not raw:
+            raise ProfileError("profile store 'file:' needs a path, e.g. file:ca/backend.pem")
+        path = Path(raw).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        return file_store(path, display=raw)
+    raise ProfileError(
+        f"unknown profile {spec!r}: expected mozilla, mozilla@YYYY-MM-DD, system, file:PATH, "
+        "legacy:STORE or a preset (chainwatch stores --presets)"
+    )
+
+
+@lru_cache(maxsize=1)
+def mozilla_store() -> Store:
+    import certifi
+
+    path = certifi.where()
+    version = getattr(certifi, "__version__", "unknown")
+    certs = load_bundle_file(path)
+    return Store(name="mozilla", anchors=certs, source=f"certifi {version}")
+
+
+@lru_cache(maxsize=64)
+def historic_mozilla_store(day: dt.date) -> Store:
+    from chainwatch.stores import history
+
+    snap = history.snapshot_for(day)
+    anchors = tuple(Cert.from_der(der) for der in history.anchors_der(snap))
+    return Store(
+        name=f"mozilla@{day.isoformat()}",
+        anchors=anchors,
+        source=f"certifi {snap.version} ({snap.date.isoformat()})",
+    )
+
+
+@lru_cache(maxsize=1)
+def system_store() -> Store:
+    paths = ssl.get_default_verify_paths()
+    candidates = [
+        os.environ.get(paths.openssl_cafile_env) or "",
+        paths.cafile or "",
+        paths.openssl_cafile or "",
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Store(name="system", anchors=_load_anchors(Path(candidate)), source=candidate)
+    capath = os.environ.get(paths.openssl_capath_env) or paths.capath or paths.openssl_capath
+    if capath and Path(capath).is_dir():
+        anchors: list[Cert] = []
+        for entry in sorted(Path(capath).iterdir()):
+            if entry.is_file() and entry.suffix in {".pem", ".crt", ".0", ".1"}:
+                try:
+                    anchors.extend(load_bundle_file(entry))
+                except BundleError:
+                    continue
+        if anchors:
+            return Store(name="system", anchors=tuple(dict.fromkeys(anchors)), source=capath)
+    raise StoreError("profile store 'system': this machine has no OpenSSL CA file or directory")
+
+
+def file_store(path: Path, *, display: str | None = None) -> Store:
+    try:
+        stat = path.stat()
+    except OSError:
+        raise StoreError(f"profile store 'file:{display or path}': {path}: no such file") from None
+    return _file_store(str(path.resolve()), stat.st_mtime_ns, stat.st_size, display or str(path))
+
+
+@lru_cache(maxsize=256)
+def _file_store(path: str, mtime_ns: int, size: int, display: str) -> Store:
+    del mtime_ns, size  # part of the cache key only: a changed file is re-read
+    return Store(name=f"file:{display}", anchors=_load_anchors(Path(path)), source=path)
+
+
+def _load_anchors(path: Path) -> tuple[Cert, ...]:
+    data = path.read_bytes() if path.is_file() else b""
+    certs = parse_bundle(data, str(path))
+    return tuple(dict.fromkeys(certs))
