@@ -120,6 +120,7 @@ def _analyze(
         warn_days=warn_days,
         crit_days=crit_days,
         anchors=frozenset(sha for p in profiles for sha in p.store.fingerprints),
+        anchor_names=frozenset(k for p in profiles for k in p.store.by_subject),
         known=known,
     )
     findings = _only_required(run_checks(evidence), need)

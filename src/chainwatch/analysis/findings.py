@@ -18,6 +18,7 @@ from chainwatch.model import (
     Cert,
     Finding,
     FindingCode,
+    NameKey,
     PathError,
     ProfileResult,
     Severity,
@@ -43,6 +44,8 @@ class Evidence:
     crit_days: int
     anchors: frozenset[str]
     """SHA-256 of every anchor of every profile (to tell roots from intermediates)."""
+    anchor_names: frozenset[NameKey]
+    """Subjects of every anchor of every profile."""
     known: Mapping[str, Cert]
     """Every certificate on any candidate path (chain and anchors), by SHA-256."""
 
@@ -69,19 +72,23 @@ def untrusted(ev: Evidence) -> tuple[Finding, ...]:
 
 
 def chain_incomplete(ev: Evidence) -> tuple[Finding, ...]:
+    """A profile finds no path because the served chain stops at a certificate whose
+    issuer is neither served nor an anchor. When another profile being checked does hold
+    that issuer as an anchor, the chain is complete and this profile simply does not
+    trust the hierarchy (UNTRUSTED says so); no CHAIN_INCOMPLETE then."""
     out = []
     for r in ev.results:
         if r.trusted or r.error is not PathError.NO_PATH or r.dead_end is None:
             continue
         end = next((c for c in ev.chain if c.sha256 == r.dead_end), None)
-        if end is None or end.self_issued:
+        if end is None or end.self_issued or end.issuer_key in ev.anchor_names:
             continue
         out.append(
             Finding(
                 FindingCode.CHAIN_INCOMPLETE,
                 Severity.CRITICAL,
-                f"the served chain stops at {end.subject}: its issuer {end.issuer} is not "
-                f"served and is not an anchor of {r.profile}; serve the missing intermediate",
+                f"the served chain stops at {end.subject}: its issuer {end.issuer} is neither "
+                f"served nor an anchor of {r.profile}; serve the missing intermediate",
                 profile=r.profile,
                 cert=end.sha256,
             )
