@@ -11,7 +11,9 @@ import datetime as dt
 import hashlib
 import ipaddress
 import warnings
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -130,6 +132,17 @@ def name_key(name: x509.Name) -> NameKey:
     return tuple(out)
 
 
+@contextmanager
+def lenient() -> Iterator[None]:
+    """Silence cryptography's warnings about real-world rule breaking (an attribute longer
+    than its upper bound, a non-positive serial): such certificates are in real trust
+    stores and served chains, and chainwatch must still read them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        yield
+
+
 _WEAK_HASHES = frozenset({"sha1", "md5", "md2", "md4"})
 
 
@@ -159,11 +172,23 @@ class Cert:
 
     @classmethod
     def from_der(cls, der: bytes) -> Cert:
-        """Parse DER. Raises ``ValueError`` when the bytes are not a certificate."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        """Parse DER. Raises ``ValueError`` when the bytes are not a certificate.
+
+        Parsing the same DER again returns the same (immutable) object, from a bounded
+        table of recently parsed certificates: a CA certificate served in thousands of
+        chains is parsed, and its derived facts computed, once per stay in the table.
+        """
+        der = bytes(der)
+        hit = _parsed.get(der)
+        if hit is not None and type(hit) is cls:
+            return hit
+        with lenient():
             cert = x509.load_der_x509_certificate(der)
-        return cls._from_x509(cert, der)
+        result = cls._from_x509(cert, der)
+        _parsed[der] = result
+        if len(_parsed) > _PARSED_SIZE:
+            _parsed.popitem(last=False)
+        return result
 
     @classmethod
     def from_x509(cls, cert: x509.Certificate) -> Cert:
@@ -171,17 +196,19 @@ class Cert:
 
     @classmethod
     def _from_x509(cls, cert: x509.Certificate, der: bytes) -> Cert:
-        return cls(
-            der=der,
-            sha256=hashlib.sha256(der).hexdigest(),
-            parsed=cert,
-            subject=cert.subject.rfc4514_string(),
-            issuer=cert.issuer.rfc4514_string(),
-            subject_key=name_key(cert.subject),
-            issuer_key=name_key(cert.issuer),
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
-        )
+        with lenient():
+            subject, issuer = cert.subject, cert.issuer
+            return cls(
+                der=der,
+                sha256=hashlib.sha256(der).hexdigest(),
+                parsed=cert,
+                subject=subject.rfc4514_string(),
+                issuer=issuer.rfc4514_string(),
+                subject_key=name_key(subject),
+                issuer_key=name_key(issuer),
+                not_before=cert.not_valid_before_utc,
+                not_after=cert.not_valid_after_utc,
+            )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Cert) and other.der == self.der
@@ -196,7 +223,8 @@ class Cert:
         """Extensions by dotted OID, or ``None`` when the extension block is malformed
         (duplicate extensions, undecodable values)."""
         try:
-            return {ext.oid.dotted_string: ext for ext in self.parsed.extensions}
+            with lenient():
+                return {ext.oid.dotted_string: ext for ext in self.parsed.extensions}
         except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
             return None
 
@@ -319,9 +347,9 @@ class Cert:
     def common_names(self) -> tuple[str, ...]:
         from cryptography.x509.oid import NameOID
 
-        return tuple(
-            str(a.value) for a in self.parsed.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        )
+        with lenient():
+            attrs = self.parsed.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return tuple(str(a.value) for a in attrs)
 
     @property
     def short_name(self) -> str:
@@ -351,6 +379,16 @@ class Cert:
     @property
     def lifetime(self) -> dt.timedelta:
         return self.not_after - self.not_before + ONE_SECOND
+
+
+_PARSED_SIZE = 4096
+"""Certificates :meth:`Cert.from_der` remembers (first in, first out)."""
+_parsed: OrderedDict[bytes, Cert] = OrderedDict()
+
+
+def clear_parsed() -> None:
+    """Forget the certificates :meth:`Cert.from_der` remembers."""
+    _parsed.clear()
 
 
 def signature_valid(child: Cert, issuer: Cert) -> bool:

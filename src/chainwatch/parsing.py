@@ -7,17 +7,15 @@ saying what is wrong with it in one line; nothing here lets a parser traceback o
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.utils import CryptographyDeprecationWarning
 
 from chainwatch.errors import BundleError
-from chainwatch.model import Cert
+from chainwatch.model import Cert, lenient
 
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 
@@ -80,10 +78,7 @@ def _parse_pem(data: bytes, source: str) -> tuple[Cert, ...]:
             # OpenSSL's "trusted" form appends trust settings after the DER; keep the cert.
             block = block.replace(b"TRUSTED CERTIFICATE", b"CERTIFICATE")
         try:
-            with warnings.catch_warnings():
-                # Real-world bundles (certifi's included) hold certificates with non-positive
-                # serials; cryptography warns about them. They are still certificates.
-                warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            with lenient():
                 loaded = x509.load_pem_x509_certificate(block)
         except ValueError as exc:
             raise BundleError(source, f"PEM certificate #{number} is malformed: {exc}") from None
