@@ -11,22 +11,26 @@ from __future__ import annotations
 import datetime as dt
 from collections import OrderedDict
 from collections.abc import Sequence
+from functools import lru_cache
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from chainwatch.analysis.findings import Evidence, run_checks
-from chainwatch.analysis.profiles import evaluate, structure
+from chainwatch.analysis.profiles import structure, verdict
 from chainwatch.model import (
     Cert,
     Finding,
     FindingCode,
+    NameKey,
     Profile,
     ProfileResult,
     Report,
     Severity,
     Status,
+    Store,
     Target,
+    clear_parsed,
 )
 
 DEFAULT_WARN_DAYS = 30
@@ -100,15 +104,17 @@ def _analyze(
     key_spki: bytes | None,
     required: Sequence[str] | None,
 ) -> Report:
-    results = tuple(evaluate(chain, p, at) for p in profiles)
+    structures = tuple(structure(chain, p.store, p.building) for p in profiles)
+    results = tuple(verdict(st, p, at) for st, p in zip(structures, profiles, strict=True))
     need = set(required) if required is not None else {p.spec for p in profiles}
     needed = [r for r in results if r.profile in need]
     breaks, days = target_breaks_at(needed, at)
     known: dict[str, Cert] = {c.sha256: c for c in chain}
-    for p in profiles:
-        for info in structure(chain, p.store, p.building).paths:
+    for st in structures:
+        for info in st.paths:
             for c in info.candidate.certs:
                 known.setdefault(c.sha256, c)
+    stores = tuple(p.store for p in profiles)
     evidence = Evidence(
         chain=chain,
         results=results,
@@ -119,8 +125,8 @@ def _analyze(
         days_left=days,
         warn_days=warn_days,
         crit_days=crit_days,
-        anchors=frozenset(sha for p in profiles for sha in p.store.fingerprints),
-        anchor_names=frozenset(k for p in profiles for k in p.store.by_subject),
+        anchors=_anchor_fingerprints(stores),
+        anchor_names=_anchor_names(stores),
         known=known,
     )
     findings = _only_required(run_checks(evidence), need)
@@ -134,6 +140,18 @@ def _analyze(
         profiles=results,
         findings=findings,
     )
+
+
+@lru_cache(maxsize=64)
+def _anchor_fingerprints(stores: tuple[Store, ...]) -> frozenset[str]:
+    """SHA-256 of every anchor of ``stores`` (the same few store sets recur on every call)."""
+    return frozenset(sha for store in stores for sha in store.fingerprints)
+
+
+@lru_cache(maxsize=64)
+def _anchor_names(stores: tuple[Store, ...]) -> frozenset[NameKey]:
+    """Subject names of every anchor of ``stores``."""
+    return frozenset(name for store in stores for name in store.by_subject)
 
 
 def _only_required(findings: tuple[Finding, ...], need: set[str]) -> tuple[Finding, ...]:
@@ -214,5 +232,9 @@ def clear_caches() -> None:
     from chainwatch.analysis import paths, profiles
 
     _report_cache.clear()
+    _anchor_fingerprints.cache_clear()
+    _anchor_names.cache_clear()
     profiles._struct_cache.clear()
+    profiles._judged.clear()
     paths._sig_cache.clear()
+    clear_parsed()

@@ -1,8 +1,9 @@
 """A profile's verdict on a chain at an instant, and its forecast.
 
 The time-independent part (which paths exist, which are acceptable) is computed once
-per (chain, store, building) and memoised; evaluating it at ``at`` is then cheap,
-which is what lets thousands of endpoints serving one chain cost one analysis.
+per (chain, store, building) and memoised, and each candidate path is judged once per
+building whichever store led to it; evaluating it at ``at`` is then cheap, which is what
+lets thousands of endpoints serving one chain cost one analysis.
 """
 
 from __future__ import annotations
@@ -58,21 +59,48 @@ def structure(chain: Sequence[Cert], store: Store, building: Building) -> Struct
     built: BuildResult = (
         legacy_path(chain, store) if building is Building.LEGACY else modern_paths(chain, store)
     )
-    opts = PolicyOptions(reject_weak=building is Building.MODERN)
-    infos = tuple(
-        PathInfo(
-            candidate=c,
-            bad_signature=c.bad_signature(),
-            violation=path_violation(c.certs, opts),
-            window=interval(c.certs),
-        )
-        for c in built.paths
+    result = Structure(
+        paths=tuple(judge(c, building) for c in built.paths),
+        dead_end=built.dead_end,
+        exhausted=built.exhausted,
     )
-    result = Structure(infos, built.dead_end, built.exhausted)
     _struct_cache[key] = result
     if len(_struct_cache) > _STRUCT_CACHE_SIZE:
         _struct_cache.popitem(last=False)
     return result
+
+
+_JUDGED_CACHE_SIZE = 1024
+"""Every path starts at the leaf, so a judgement is shared by the profiles of one chain
+(and by that chain's next analysis, which the structure cache serves anyway): a short
+memory suffices, and keeps the parsed leaves alive no longer than the other caches do."""
+_judged: OrderedDict[tuple[tuple[str, ...], Building], PathInfo] = OrderedDict()
+
+
+def judge(candidate: Candidate, building: Building) -> PathInfo:
+    """The time-independent judgement of one candidate path by clients of ``building``.
+
+    It depends on the path's certificates only, not on the store that made it a
+    candidate, so it is memoised: the same path found through several stores (two
+    profiles whose stores share a root) is judged once.
+    """
+    key = (candidate.fingerprints, building)
+    hit = _judged.get(key)
+    if hit is not None:
+        _judged.move_to_end(key)
+        return hit
+    info = PathInfo(
+        candidate=candidate,
+        bad_signature=candidate.bad_signature(),
+        violation=path_violation(
+            candidate.certs, PolicyOptions(reject_weak=building is Building.MODERN)
+        ),
+        window=interval(candidate.certs),
+    )
+    _judged[key] = info
+    if len(_judged) > _JUDGED_CACHE_SIZE:
+        _judged.popitem(last=False)
+    return info
 
 
 def _time_failure(path: PathInfo, at: dt.datetime) -> tuple[PathError, str] | None:
@@ -89,7 +117,11 @@ def _time_failure(path: PathInfo, at: dt.datetime) -> tuple[PathError, str] | No
 
 def evaluate(chain: Sequence[Cert], profile: Profile, at: dt.datetime) -> ProfileResult:
     """The verdict of ``profile`` on ``chain`` at ``at`` (pure; memoises the path search)."""
-    st = structure(chain, profile.store, profile.building)
+    return verdict(structure(chain, profile.store, profile.building), profile, at)
+
+
+def verdict(st: Structure, profile: Profile, at: dt.datetime) -> ProfileResult:
+    """The verdict of ``profile`` at ``at``, given its :func:`structure` for the chain."""
     all_paths = tuple(p.candidate.fingerprints for p in st.paths)
     valid_now = [
         p for p in st.paths if p.acceptable and p.window[0] <= at <= p.window[1]
