@@ -1,0 +1,132 @@
+"""Engines and migrations: which database, how it is tuned, and bringing it to head.
+
+* ``None`` means the default: a SQLite file in the user's data directory
+  (``$XDG_DATA_HOME/chainwatch/chainwatch.sqlite``, usually
+  ``~/.local/share/chainwatch/chainwatch.sqlite``).
+* A plain path means a SQLite file there.
+* ``postgresql://`` and ``postgres://`` URLs use the psycopg 3 driver.
+
+SQLite connections run in WAL mode (readers never block the writer), enforce foreign
+keys, wait up to :data:`SQLITE_BUSY_TIMEOUT_MS` for a lock instead of failing, and
+sync fully on commit. chainwatch issues ``BEGIN`` itself (the SQLAlchemy recipe for
+pysqlite) so that writes take the write lock up front with ``BEGIN IMMEDIATE`` and
+migrations are transactional.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_MIGRATION_LOCK = 0x63776D67  # "cwmg": PostgreSQL advisory lock serialising migrations
+BEGIN_OPTION = "chainwatch_sqlite_begin"
+"""Execution option naming the SQLite ``BEGIN`` flavour (``IMMEDIATE`` for writes)."""
+
+
+def default_path() -> Path:
+    return platformdirs.user_data_path("chainwatch") / "chainwatch.sqlite"
+
+
+def normalize_url(url: str | Path | None) -> str:
+    """The SQLAlchemy URL for ``url`` (see the module docstring)."""
+    if url is None:
+        url = default_path()
+    text = str(url)
+    if "://" not in text:
+        return f"sqlite:///{Path(text).expanduser().absolute()}"
+    for prefix in ("postgresql://", "postgres://"):
+        if text.startswith(prefix):
+            return "postgresql+psycopg://" + text[len(prefix) :]
+    return text
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for logs and reprs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for a normalised URL, tuned for its backend."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    database = parsed.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _tune(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # the driver must not BEGIN on its own
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(BEGIN_OPTION, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def _config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str | None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision``: a no-op when it is there already.
+
+    On PostgreSQL an advisory lock makes concurrent openers (workers starting together)
+    migrate one at a time; SQLite's ``BEGIN IMMEDIATE`` does the same for a file.
+    """
+    postgres = engine.dialect.name == "postgresql"
+    with engine.connect() as conn:
+        conn = conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
+        if postgres:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({_MIGRATION_LOCK})")
+            conn.commit()
+        try:
+            config = _config(conn)
+            heads = set(MigrationContext.configure(conn).get_current_heads())
+            conn.commit()
+            wanted = set(ScriptDirectory.from_config(config).get_revisions(revision))
+            if heads != {script.revision for script in wanted}:
+                command.upgrade(config, revision)
+            if conn.in_transaction():
+                conn.commit()
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+            if postgres:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK})")
+                conn.commit()

@@ -1,0 +1,153 @@
+"""The database schema as typed SQLAlchemy ORM classes (the migrations create it).
+
+Timestamps are timezone-aware UTC in Python on every backend: PostgreSQL stores
+``timestamptz``; SQLite, which has no time zones, stores naive UTC, converted on the
+way in and out by :class:`UTCDateTime`. A naive datetime is refused, never guessed.
+
+``targets`` stores "absent" ``ip``/``sni``/``starttls`` as the empty string, not
+NULL: SQL unique constraints treat NULLs as distinct, and a target must be one row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+UTC = dt.UTC
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes in and out; naive UTC at rest on SQLite."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()}: chainwatch stores aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, dt.datetime):  # pragma: no cover - drivers return datetimes
+            raise TypeError(f"expected a datetime from the database, got {type(value).__name__}")
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+"""JSON text on SQLite, ``jsonb`` on PostgreSQL."""
+
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+"""64-bit ids; SQLite only auto-increments a column declared ``INTEGER PRIMARY KEY``."""
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dt.datetime: UTCDateTime()}
+
+
+class CertificateRow(Base):
+    """Every certificate ever seen, once, by SHA-256 of its DER. ``subject``, ``issuer``
+    and the dates are NULL when a server sent bytes that do not parse."""
+
+    __tablename__ = "certificates"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    subject: Mapped[str | None] = mapped_column(Text)
+    issuer: Mapped[str | None] = mapped_column(Text)
+    not_before: Mapped[dt.datetime | None]
+    not_after: Mapped[dt.datetime | None] = mapped_column(index=True)
+    first_seen: Mapped[dt.datetime]
+
+
+class TargetRow(Base):
+    """An endpoint as probed: host, port and the address actually connected to."""
+
+    __tablename__ = "targets"
+    __table_args__ = (
+        UniqueConstraint("host", "port", "ip", "sni", "starttls", name="uq_targets_identity"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    sni: Mapped[str] = mapped_column(String(255), default="")
+    starttls: Mapped[str] = mapped_column(String(16), default="")
+
+
+class ObservationRow(Base):
+    """One probe of one target and its analysis: the raw facts, the verdict columns
+    that queries need, and the whole schema-1 report as JSON."""
+
+    __tablename__ = "observations"
+    __table_args__ = (
+        Index("ix_observations_target_time", "target_id", "observed_at", "id"),
+        Index("ix_observations_observed_at", "observed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("targets.id", ondelete="CASCADE"))
+    observed_at: Mapped[dt.datetime]
+    status: Mapped[str] = mapped_column(String(16))
+    breaks_at: Mapped[dt.datetime | None]
+    days_left: Mapped[int | None] = mapped_column(Integer)
+    leaf_sha256: Mapped[str | None] = mapped_column(ForeignKey("certificates.sha256"))
+    tls_version: Mapped[str | None] = mapped_column(String(32))
+    cipher: Mapped[str | None] = mapped_column(String(128))
+    ocsp_staple: Mapped[bytes | None] = mapped_column(LargeBinary)
+    failure: Mapped[str | None] = mapped_column(String(32))
+    message: Mapped[str | None] = mapped_column(Text)
+    elapsed: Mapped[float] = mapped_column(Float, default=0.0)
+    findings: Mapped[list[str]] = mapped_column(JSONDocument)
+    report: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+
+    target: Mapped[TargetRow] = relationship(lazy="joined", innerjoin=True)
+    certs: Mapped[list[ObservationCertRow]] = relationship(
+        order_by="ObservationCertRow.position", lazy="selectin", passive_deletes=True
+    )
+
+
+class ObservationCertRow(Base):
+    """The served chain of an observation, in served order (``position`` 0 = leaf)."""
+
+    __tablename__ = "observation_certs"
+    __table_args__ = (Index("ix_observation_certs_sha256", "sha256"),)
+
+    observation_id: Mapped[int] = mapped_column(
+        RowId, ForeignKey("observations.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(ForeignKey("certificates.sha256"))
+
+
+class HeartbeatRow(Base):
+    """The last sign of life of each component (scheduler, worker@zone, web...)."""
+
+    __tablename__ = "heartbeats"
+
+    component: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_beat: Mapped[dt.datetime]
+    info: Mapped[dict[str, Any]] = mapped_column(JSONDocument)

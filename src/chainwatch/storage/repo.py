@@ -1,0 +1,454 @@
+"""The repository: what the monitor writes and reads, in whole transactions.
+
+::
+
+    db = Database("postgresql+psycopg://chainwatch@db/chainwatch")   # or None: SQLite
+    oid = db.record(observation, report)          # certs + target + observation, atomically
+    for row in db.latest_per_target(): ...
+    db.prune(older_than=timedelta(days=400))       # keeps every target's latest row
+    db.close()
+
+An observation is written with its certificates (inserted once, ever, by SHA-256),
+its target (created on first sight) and its chain rows in ONE transaction: a crash
+at any instant leaves either the whole observation or none of it. Values returned
+are frozen dataclasses; timestamps are aware UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Select, and_, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from chainwatch.model import Cert, Report, Status, Target, sha256_hex
+from chainwatch.probe import Observation
+from chainwatch.render import report_json
+from chainwatch.storage.db import BEGIN_OPTION, make_engine, normalize_url, redacted, upgrade
+from chainwatch.storage.models import (
+    CertificateRow,
+    HeartbeatRow,
+    ObservationCertRow,
+    ObservationRow,
+    TargetRow,
+)
+
+UTC = dt.UTC
+DEFAULT_BATCH = 500
+_IN_CHUNK = 500  # ids per IN (...) list: far below every backend's parameter limit
+
+
+@dataclass(frozen=True)
+class StoredCertificate:
+    """A certificate as stored. ``subject``/``issuer``/dates are ``None`` when the
+    served bytes did not parse."""
+
+    sha256: str
+    der: bytes = field(repr=False)
+    subject: str | None
+    issuer: str | None
+    not_before: dt.datetime | None
+    not_after: dt.datetime | None
+    first_seen: dt.datetime
+
+    def cert(self) -> Cert:
+        """The parsed certificate (raises ``ValueError`` for unparsable DER)."""
+        return Cert.from_der(self.der)
+
+
+@dataclass(frozen=True)
+class StoredObservation:
+    """One stored probe result.
+
+    Attributes:
+        id: the row id (increasing in write order).
+        target: the endpoint probed (``ip`` is the address connected to, if known).
+        observed_at / status / breaks_at / days_left: as in the report.
+        leaf_sha256: the served leaf, ``None`` when the probe failed.
+        chain: SHA-256 of each served certificate, in served order.
+        tls_version / cipher / ocsp_staple / failure / message / elapsed: the probe's facts.
+        findings: the finding codes of the report, in report order.
+        report: the schema-1 report JSON, with its ``target``.
+    """
+
+    id: int
+    target: Target
+    observed_at: dt.datetime
+    status: Status
+    breaks_at: dt.datetime | None
+    days_left: int | None
+    leaf_sha256: str | None
+    chain: tuple[str, ...]
+    tls_version: str | None
+    cipher: str | None
+    failure: str | None
+    message: str | None
+    elapsed: float
+    findings: tuple[str, ...]
+    report: Mapping[str, Any] = field(repr=False, compare=False)
+    ocsp_staple: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """The last sign of life of a component."""
+
+    component: str
+    last_beat: dt.datetime
+    info: Mapping[str, Any]
+
+
+TargetKey = tuple[str, int, str, str, str]
+
+
+def _target_key(t: Target) -> TargetKey:
+    return (t.host.lower(), t.port, t.ip or "", t.sni or "", t.starttls or "")
+
+
+def _target(row: TargetRow) -> Target:
+    return Target(
+        host=row.host,
+        port=row.port,
+        ip=row.ip or None,
+        sni=row.sni or None,
+        starttls=row.starttls or None,
+    )
+
+
+def _stored(row: ObservationRow) -> StoredObservation:
+    return StoredObservation(
+        id=row.id,
+        target=_target(row.target),
+        observed_at=row.observed_at,
+        status=Status(row.status),
+        breaks_at=row.breaks_at,
+        days_left=row.days_left,
+        leaf_sha256=row.leaf_sha256,
+        chain=tuple(c.sha256 for c in row.certs),
+        tls_version=row.tls_version,
+        cipher=row.cipher,
+        failure=row.failure,
+        message=row.message,
+        elapsed=row.elapsed,
+        findings=tuple(row.findings),
+        report=row.report,
+        ocsp_staple=row.ocsp_staple,
+    )
+
+
+def _aware(value: dt.datetime, what: str) -> dt.datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"{what} must be timezone-aware, got {value.isoformat()}")
+    return value.astimezone(UTC)
+
+
+def _cert_row(der: bytes, sha256: str, seen: dt.datetime) -> dict[str, Any]:
+    try:
+        cert = Cert.from_der(der)
+    except ValueError:
+        return {"sha256": sha256, "der": der, "subject": None, "issuer": None,
+                "not_before": None, "not_after": None, "first_seen": seen}
+    return {"sha256": sha256, "der": der, "subject": cert.subject, "issuer": cert.issuer,
+            "not_before": cert.not_before, "not_after": cert.not_after, "first_seen": seen}
+
+
+class Database:
+    """chainwatch's store: SQLite (default, a file in the user's data directory) or
+    PostgreSQL (``postgresql+psycopg://...``). Opening migrates the schema to head.
+
+    Thread-safe: every method checks a connection out of the engine's pool for the
+    duration of one transaction. Use one ``Database`` per process.
+    """
+
+    def __init__(self, url: str | None = None, *, migrate: bool = True) -> None:
+        self.url = normalize_url(url)
+        self.engine: Engine = make_engine(self.url)
+        self._insert = postgresql.insert if self.engine.dialect.name == "postgresql" else (
+            sqlite.insert
+        )
+        if migrate:
+            upgrade(self.engine)
+        # Only facts that a rollback cannot undo are cached: rows known to be committed.
+        # Certificates and targets are never deleted, so the caches never go stale.
+        self._known_certs: set[str] = set()
+        self._target_ids: dict[TargetKey, int] = {}
+
+    def __repr__(self) -> str:
+        return f"Database({redacted(self.url)!r})"
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
+            with conn.begin():
+                yield conn
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def record(self, observation: Observation, report: Report) -> int:
+        """Store one observation and its report in one transaction; returns its id."""
+        return self.record_many([(observation, report)])[0]
+
+    def record_many(
+        self,
+        items: Iterable[tuple[Observation, Report]],
+        *,
+        batch_size: int = DEFAULT_BATCH,
+    ) -> list[int]:
+        """Store many observations, one transaction per ``batch_size`` of them; returns
+        their ids in input order. A failure rolls back the batch it happened in only."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        ids: list[int] = []
+        iterator = iter(items)
+        while batch := list(itertools.islice(iterator, batch_size)):
+            ids.extend(self._write_batch(batch))
+        return ids
+
+    def _write_batch(self, batch: Sequence[tuple[Observation, Report]]) -> list[int]:
+        rows: list[dict[str, Any]] = []
+        chains: list[list[str]] = []
+        new_certs: dict[str, dict[str, Any]] = {}
+        for observation, report in batch:
+            observed_at = _aware(observation.observed_at, "observed_at")
+            shas: list[str] = []
+            for der in observation.chain:
+                sha = sha256_hex(der)
+                shas.append(sha)
+                if sha not in self._known_certs and sha not in new_certs:
+                    new_certs[sha] = _cert_row(der, sha, observed_at)
+            chains.append(shas)
+            if report.target is None:
+                report = report.with_target(observation.target)
+            rows.append({
+                "target_id": 0,  # filled in below
+                "observed_at": observed_at,
+                "status": report.status.value,
+                "breaks_at": report.breaks_at,
+                "days_left": report.days_left,
+                "leaf_sha256": shas[0] if shas else None,
+                "tls_version": observation.tls_version,
+                "cipher": observation.cipher,
+                "ocsp_staple": observation.ocsp_staple,
+                "failure": None if observation.failure is None else observation.failure.value,
+                "message": observation.message,
+                "elapsed": float(observation.elapsed),
+                "findings": [f.code.value for f in report.findings],
+                "report": report_json(report),
+            })
+        keys = [_target_key(observation.target) for observation, _ in batch]
+        with self._write() as conn:
+            # Rows are inserted in key order, so that concurrent writers on PostgreSQL
+            # take their row locks in one order and cannot deadlock.
+            if new_certs:
+                conn.execute(
+                    self._insert(CertificateRow).on_conflict_do_nothing(
+                        index_elements=["sha256"]
+                    ),
+                    [new_certs[sha] for sha in sorted(new_certs)],
+                )
+            target_ids = self._target_ids_for(conn, keys)
+            for row, key in zip(rows, keys, strict=True):
+                row["target_id"] = target_ids[key]
+            result = conn.execute(
+                self._insert(ObservationRow).returning(
+                    ObservationRow.id, sort_by_parameter_order=True
+                ),
+                rows,
+            )
+            ids = [int(i) for i in result.scalars().all()]
+            links = [
+                {"observation_id": oid, "position": pos, "sha256": sha}
+                for oid, shas in zip(ids, chains, strict=True)
+                for pos, sha in enumerate(shas)
+            ]
+            if links:
+                conn.execute(self._insert(ObservationCertRow), links)
+        self._known_certs.update(new_certs)
+        self._target_ids.update(target_ids)
+        return ids
+
+    def _target_ids_for(self, conn: Connection, keys: Sequence[TargetKey]) -> dict[TargetKey, int]:
+        found = {k: self._target_ids[k] for k in keys if k in self._target_ids}
+        missing = sorted(k for k in set(keys) if k not in found)
+        if missing:
+            conn.execute(
+                self._insert(TargetRow).on_conflict_do_nothing(
+                    index_elements=["host", "port", "ip", "sni", "starttls"]
+                ),
+                [
+                    {"host": h, "port": p, "ip": ip, "sni": sni, "starttls": st}
+                    for h, p, ip, sni, st in missing
+                ],
+            )
+            for key in missing:
+                found[key] = self._lookup_target(conn, key)
+        return found
+
+    @staticmethod
+    def _lookup_target(conn: Connection, key: TargetKey) -> int:
+        host, port, ip, sni, starttls = key
+        target_id = conn.execute(
+            select(TargetRow.id).where(
+                TargetRow.host == host,
+                TargetRow.port == port,
+                TargetRow.ip == ip,
+                TargetRow.sni == sni,
+                TargetRow.starttls == starttls,
+            )
+        ).scalar_one()
+        return int(target_id)
+
+    def beat(
+        self,
+        component: str,
+        info: Mapping[str, Any] | None = None,
+        *,
+        at: dt.datetime | None = None,
+    ) -> None:
+        """Record that ``component`` is alive (``at`` defaults to now)."""
+        when = dt.datetime.now(UTC) if at is None else _aware(at, "at")
+        values = {"component": component, "last_beat": when, "info": dict(info or {})}
+        stmt = self._insert(HeartbeatRow).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["component"],
+            set_={"last_beat": stmt.excluded.last_beat, "info": stmt.excluded.info},
+        )
+        with self._write() as conn:
+            conn.execute(stmt)
+
+    def prune(self, older_than: dt.timedelta, *, now: dt.datetime | None = None) -> int:
+        """Delete observations older than ``older_than`` (before ``now``), except each
+        target's latest one. Certificates and targets are kept. Returns rows deleted."""
+        if older_than < dt.timedelta(0):
+            raise ValueError("older_than must not be negative")
+        cutoff = (dt.datetime.now(UTC) if now is None else _aware(now, "now")) - older_than
+        stmt = delete(ObservationRow).where(
+            ObservationRow.observed_at < cutoff,
+            ObservationRow.id.not_in(self._latest_ids()),
+        )
+        with self._write() as conn:
+            result = conn.execute(stmt)
+        return int(result.rowcount)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _latest_ids() -> Select[int]:
+        """The id of every target's newest observation (one index seek per target)."""
+        newer = (
+            select(ObservationRow.id)
+            .where(ObservationRow.target_id == TargetRow.id)
+            .order_by(ObservationRow.observed_at.desc(), ObservationRow.id.desc())
+            .limit(1)
+            .correlate(TargetRow)
+            .scalar_subquery()
+        )
+        return select(newer).select_from(TargetRow)
+
+    def _observations(self, stmt: Select[ObservationRow]) -> list[StoredObservation]:
+        with Session(self.engine) as session:
+            return [_stored(row) for row in session.scalars(stmt).unique()]
+
+    def latest_per_target(self) -> list[StoredObservation]:
+        """Every target's newest observation, ordered by host, port, ip, sni, starttls."""
+        stmt = (
+            select(ObservationRow)
+            .join(ObservationRow.target)
+            .where(ObservationRow.id.in_(self._latest_ids()))
+            .order_by(TargetRow.host, TargetRow.port, TargetRow.ip, TargetRow.sni,
+                      TargetRow.starttls)
+        )
+        return self._observations(stmt)
+
+    def history(
+        self, host: str, port: int | None = None, *, limit: int | None = 100
+    ) -> list[StoredObservation]:
+        """Observations of every target with this host (and port), newest first."""
+        where = [TargetRow.host == host.lower()]
+        if port is not None:
+            where.append(TargetRow.port == port)
+        stmt = (
+            select(ObservationRow)
+            .join(ObservationRow.target)
+            .where(and_(*where))
+            .order_by(ObservationRow.observed_at.desc(), ObservationRow.id.desc())
+            .limit(limit)
+        )
+        return self._observations(stmt)
+
+    def observations_for(
+        self, target: Target, *, limit: int | None = None
+    ) -> list[StoredObservation]:
+        """Observations of exactly ``target``, newest first."""
+        host, port, ip, sni, starttls = _target_key(target)
+        stmt = (
+            select(ObservationRow)
+            .join(ObservationRow.target)
+            .where(
+                TargetRow.host == host,
+                TargetRow.port == port,
+                TargetRow.ip == ip,
+                TargetRow.sni == sni,
+                TargetRow.starttls == starttls,
+            )
+            .order_by(ObservationRow.observed_at.desc(), ObservationRow.id.desc())
+            .limit(limit)
+        )
+        return self._observations(stmt)
+
+    def targets(self) -> list[Target]:
+        """Every target ever observed."""
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(TargetRow).order_by(TargetRow.host, TargetRow.port, TargetRow.id)
+            )
+            return [_target(row) for row in rows]
+
+    def certificate(self, sha256: str) -> StoredCertificate | None:
+        with Session(self.engine) as session:
+            row = session.get(CertificateRow, sha256.lower())
+            if row is None:
+                return None
+            return StoredCertificate(
+                sha256=row.sha256,
+                der=row.der,
+                subject=row.subject,
+                issuer=row.issuer,
+                not_before=row.not_before,
+                not_after=row.not_after,
+                first_seen=row.first_seen,
+            )
+
+    def last_beat(self, component: str) -> Heartbeat | None:
+        with Session(self.engine) as session:
+            row = session.get(HeartbeatRow, component)
+            if row is None:
+                return None
+            return Heartbeat(row.component, row.last_beat, dict(row.info))
+
+    def count_observations(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(ObservationRow)).scalar_one())

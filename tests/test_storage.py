@@ -1,0 +1,597 @@
+"""Storage against SQLite and PostgreSQL: round trips with real chains, certificates
+stored once, failed probes kept as history, ordering, retention, migrations, and
+crash safety (a writer killed with SIGKILL never leaves half an observation).
+
+PostgreSQL tests use a database created for this run on 127.0.0.1:5432 and a schema
+per test. With ``CHAINWATCH_REQUIRE_SERVICES=1`` they fail when the server cannot be
+reached; otherwise they skip, saying why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import OperationalError
+
+from chainwatch.analysis.engine import analyze, probe_failed_report
+from chainwatch.model import Cert, Profile, Report, Status, Store, Target
+from chainwatch.probe import FailureReason, Observation
+from chainwatch.render import report_json
+from chainwatch.storage import Database, normalize_url
+from chainwatch.storage import db as storage_db
+from chainwatch.storage.models import Base
+
+from .pki import CA, PKI, at
+
+NOW = at("2024-03-01T12:00:00Z")
+PG_ADMIN_URL = os.environ.get(
+    "CHAINWATCH_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database created for this test run on the local PostgreSQL, dropped afterwards.
+
+    The one place that decides between failing and skipping: with
+    ``CHAINWATCH_REQUIRE_SERVICES=1`` an unreachable server fails the tests that need it.
+    """
+    admin = create_engine(
+        PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        admin.dispose()
+        why = " ".join(str(exc.orig).split())
+        reason = f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {why}"
+        if os.environ.get("CHAINWATCH_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{reason} (CHAINWATCH_REQUIRE_SERVICES=1)", pytrace=False)
+        pytest.skip(reason)
+    name = f"chainwatch_test_{secrets.token_hex(6)}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_url(postgres_database: str) -> Iterator[str]:
+    """A fresh, empty schema in the run's database (selected with ``search_path``)."""
+    schema = f"t_{secrets.token_hex(6)}"
+    engine = create_engine(postgres_database, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{postgres_database}?options=-csearch_path%3D{schema}"
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'chainwatch.sqlite'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    url: str = request.getfixturevalue(name)
+    return url
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database(db_url)
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+class Lab:
+    """A small hierarchy and a trusting profile, to make real observations and reports."""
+
+    def __init__(self) -> None:
+        self.pki = PKI(now=NOW)
+        self.root = self.pki.root("Storage Root")
+        self.inter: CA = self.root.intermediate("Storage CA")
+        self.profile = Profile("lab", Store("lab", (self.root.cert,)))
+
+    def chain(self, host: str, **kw: Any) -> tuple[Cert, ...]:
+        return self.inter.leaf(host, **kw).chain(self.inter)
+
+    def served(
+        self, target: Target, when: dt.datetime, chain: tuple[Cert, ...] | None = None
+    ) -> tuple[Observation, Report]:
+        chain = chain if chain is not None else self.chain(target.host)
+        report = analyze(chain, [self.profile], at=when, host=target.host).with_target(target)
+        observation = Observation(
+            target=target,
+            observed_at=when,
+            chain=tuple(c.der for c in chain),
+            tls_version="TLSv1.3",
+            cipher="TLS_AES_128_GCM_SHA256",
+            elapsed=0.042,
+        )
+        return observation, report
+
+    @staticmethod
+    def failed(target: Target, when: dt.datetime) -> tuple[Observation, Report]:
+        message = f"{target.host}:{target.port}: connection refused"
+        observation = Observation(
+            target, when, failure=FailureReason.REFUSED, message=message, elapsed=0.001
+        )
+        return observation, probe_failed_report(target, message, when)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Lab:
+    return Lab()
+
+
+def count(database: Database, table: str) -> int:
+    with database.engine.connect() as conn:
+        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+# -- migrations -------------------------------------------------------------------------------
+
+
+def test_migrations_upgrade_from_empty(db_url: str) -> None:
+    engine = storage_db.make_engine(storage_db.normalize_url(db_url))
+    try:
+        assert storage_db.current_revision(engine) is None
+        assert inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
+
+    with Database(db_url) as database:
+        assert storage_db.current_revision(database.engine) == storage_db.head_revision()
+        tables = set(inspect(database.engine).get_table_names())
+        assert tables == {"alembic_version", "certificates", "targets", "observations",
+                          "observation_certs", "heartbeats"}
+        # The migrations build exactly what the ORM models describe.
+        with database.engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+    with Database(db_url) as again:  # opening an up-to-date database changes nothing
+        assert storage_db.current_revision(again.engine) == storage_db.head_revision()
+
+
+def test_migrations_ship_with_the_package() -> None:
+    assert (storage_db.MIGRATIONS / "env.py").is_file()
+    assert (storage_db.MIGRATIONS / "script.py.mako").is_file()
+    assert list((storage_db.MIGRATIONS / "versions").glob("0001_*.py"))
+
+
+# -- round trips ------------------------------------------------------------------------------
+
+
+def test_observation_round_trip(db: Database, lab: Lab) -> None:
+    target = Target("www.example.com", 443, ip="127.0.0.1", sni="alt.example.com")
+    chain = lab.chain("www.example.com", expires=NOW + dt.timedelta(days=20))
+    # An observation taken in another time zone is the same instant in UTC.
+    when = NOW.astimezone(dt.timezone(dt.timedelta(hours=2)))
+    observation, report = lab.served(target, when, chain)
+    observation = dataclasses.replace(observation, ocsp_staple=b"\x30\x03staple")
+    oid = db.record(observation, report)
+
+    (stored,) = db.observations_for(target)
+    assert stored.id == oid
+    assert stored.target == target
+    assert stored.observed_at == NOW and stored.observed_at.tzinfo == dt.UTC
+    assert stored.status is Status.WARNING and report.status is Status.WARNING
+    assert stored.breaks_at == report.breaks_at and stored.breaks_at is not None
+    assert stored.breaks_at.tzinfo == dt.UTC
+    assert stored.days_left == report.days_left == 20
+    assert stored.chain == tuple(c.sha256 for c in chain)
+    assert stored.leaf_sha256 == chain[0].sha256
+    assert stored.findings == tuple(f.code.value for f in report.findings)
+    assert "EXPIRES_SOON" in stored.findings
+    assert (stored.tls_version, stored.cipher, stored.elapsed) == (
+        "TLSv1.3", "TLS_AES_128_GCM_SHA256", 0.042
+    )
+    assert stored.ocsp_staple == b"\x30\x03staple"
+    assert stored.failure is None and stored.message is None
+    assert stored.report == report_json(report)
+    assert stored.report["target"]["sni"] == "alt.example.com"
+
+    for cert in chain:
+        row = db.certificate(cert.sha256)
+        assert row is not None
+        assert row.der == cert.der and row.cert() == cert
+        assert (row.subject, row.issuer) == (cert.subject, cert.issuer)
+        assert (row.not_before, row.not_after) == (cert.not_before, cert.not_after)
+        assert row.first_seen == NOW
+    assert db.certificate("0" * 64) is None
+    assert db.targets() == [target]
+
+
+def test_report_without_target_gets_the_observations(db: Database, lab: Lab) -> None:
+    target = Target("bare.example.com", 8443)
+    chain = lab.chain(target.host)
+    report = analyze(chain, [lab.profile], at=NOW, host=target.host)
+    assert report.target is None
+    db.record(Observation(target, NOW, tuple(c.der for c in chain)), report)
+    (stored,) = db.history("bare.example.com")
+    assert stored.report["target"] == {"host": "bare.example.com", "port": 8443, "ip": None,
+                                       "sni": None, "starttls": None}
+
+
+def test_certificates_are_stored_once(db: Database, lab: Lab) -> None:
+    chain = lab.chain("shared.example.com")
+    later = NOW + dt.timedelta(hours=1)
+    for i, target in enumerate([Target("a.example.com"), Target("b.example.com")]):
+        for when in (later, NOW):
+            db.record(*lab.served(target, when + dt.timedelta(seconds=i), chain))
+    # A second Database (another process, say) knows nothing of the first one's cache.
+    with Database(db.url) as other:
+        other.record(*lab.served(Target("c.example.com"), NOW, chain))
+    assert count(db, "certificates") == 2
+    assert count(db, "observations") == 5
+    assert count(db, "observation_certs") == 10
+    assert count(db, "targets") == 3
+    leaf = db.certificate(chain[0].sha256)
+    assert leaf is not None and leaf.first_seen == later  # written first, kept since
+
+
+def test_failed_probe_is_history(db: Database, lab: Lab) -> None:
+    target = Target("down.example.com", 25, starttls="smtp")
+    db.record(*lab.served(target, NOW))
+    oid = db.record(*lab.failed(target, NOW + dt.timedelta(hours=1)))
+    latest, earlier = db.observations_for(target)
+    assert latest.id == oid
+    assert latest.status is Status.UNKNOWN
+    assert latest.chain == () and latest.leaf_sha256 is None
+    assert latest.breaks_at is None and latest.days_left is None
+    assert latest.failure == "refused"
+    assert latest.message == "down.example.com:25: connection refused"
+    assert latest.findings == ("PROBE_FAILED",)
+    assert latest.report["chain"] == [] and latest.report["status"] == "unknown"
+    assert earlier.status is Status.OK and len(earlier.chain) == 2
+
+
+def test_unparsable_certificate_is_kept(db: Database) -> None:
+    target = Target("garbage.example.com")
+    junk = b"\x30\x03\x02\x01\x00"
+    report = probe_failed_report(target, "the server sent no parsable certificate", NOW)
+    db.record(Observation(target, NOW, chain=(junk,), failure=FailureReason.OTHER), report)
+    (stored,) = db.observations_for(target)
+    assert len(stored.chain) == 1
+    row = db.certificate(stored.chain[0])
+    assert row is not None and row.der == junk and row.subject is None and row.not_after is None
+
+
+def test_history_ordering(db: Database, lab: Lab) -> None:
+    https, alt = Target("svc.example.com", 443), Target("svc.example.com", 8443)
+    hours = [5, 1, 3, 2, 4]  # written out of time order on purpose
+    for h in hours:
+        db.record(*lab.served(https, NOW + dt.timedelta(hours=h)))
+    db.record(*lab.served(alt, NOW + dt.timedelta(hours=10)))
+    # Two observations at the same instant: the later write is the newer.
+    tie_a = db.record(*lab.served(https, NOW + dt.timedelta(hours=6)))
+    tie_b = db.record(*lab.served(https, NOW + dt.timedelta(hours=6)))
+    db.record(*lab.served(Target("other.example.com"), NOW + dt.timedelta(hours=20)))
+
+    both = db.history("SVC.example.com")
+    assert [o.observed_at for o in both] == [
+        NOW + dt.timedelta(hours=h) for h in (10, 6, 6, 5, 4, 3, 2, 1)
+    ]
+    assert [o.id for o in both[1:3]] == [tie_b, tie_a]
+    only_https = db.history("svc.example.com", 443, limit=3)
+    assert [o.observed_at for o in only_https] == [
+        NOW + dt.timedelta(hours=h) for h in (6, 6, 5)
+    ]
+    assert all(o.target == https for o in only_https)
+    assert db.history("nothing.example.com") == []
+    assert len(db.observations_for(https, limit=2)) == 2
+
+
+def test_latest_per_target(db: Database, lab: Lab) -> None:
+    a, b, c = Target("a.example.com"), Target("b.example.com"), Target("a.example.com", 993)
+    newest_a = db.record(*lab.served(a, NOW + dt.timedelta(hours=2)))
+    db.record(*lab.served(a, NOW))  # written later, observed earlier: not the latest
+    db.record(*lab.served(b, NOW))
+    newest_b = db.record(*lab.failed(b, NOW + dt.timedelta(minutes=5)))
+    newest_c = db.record(*lab.served(c, NOW))
+    latest = db.latest_per_target()
+    assert [(o.target, o.id) for o in latest] == [(a, newest_a), (c, newest_c), (b, newest_b)]
+    assert latest[2].status is Status.UNKNOWN
+
+
+def test_retention_keeps_the_latest(db: Database, lab: Lab) -> None:
+    quiet, busy = Target("quiet.example.com"), Target("busy.example.com")
+    for day in range(5):  # quiet: observed only long ago
+        db.record(*lab.served(quiet, NOW - dt.timedelta(days=100 + day)))
+    for day in range(10):  # busy: every day up to now
+        db.record(*lab.served(busy, NOW - dt.timedelta(days=day)))
+    certs_before = count(db, "certificates")
+
+    deleted = db.prune(dt.timedelta(days=30), now=NOW)
+    assert deleted == 4  # quiet's four older ones; busy has nothing older than 30 days
+    (kept,) = db.observations_for(quiet)
+    assert kept.observed_at == NOW - dt.timedelta(days=100)
+    assert len(db.observations_for(busy)) == 10
+
+    assert db.prune(dt.timedelta(days=3), now=NOW) == 6
+    assert [o.observed_at for o in db.observations_for(busy)] == [
+        NOW - dt.timedelta(days=d) for d in range(4)
+    ]
+    assert len(db.observations_for(quiet)) == 1  # never deletes a target's latest
+    assert db.prune(dt.timedelta(0), now=NOW + dt.timedelta(days=1)) == 3
+    assert {o.target for o in db.latest_per_target()} == {quiet, busy}
+    # The chains of deleted observations go with them; certificates stay.
+    assert count(db, "observation_certs") == 2 * count(db, "observations") == 4
+    assert count(db, "certificates") == certs_before
+
+
+def test_record_many_batches(db: Database, lab: Lab) -> None:
+    chain = lab.chain("batch.example.com")
+    items = [
+        lab.served(Target(f"h{i % 17}.example.com"), NOW + dt.timedelta(seconds=i), chain)
+        for i in range(1100)
+    ]
+    ids = db.record_many(items, batch_size=250)
+    assert len(ids) == 1100 and ids == sorted(ids) and len(set(ids)) == 1100
+    assert count(db, "observations") == 1100
+    assert count(db, "targets") == 17
+    assert count(db, "certificates") == 2
+    assert db.record_many([]) == []
+
+
+def test_a_failing_batch_leaves_nothing_behind(
+    db: Database, lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = Target("atomic.example.com")
+    item = lab.served(target, NOW)
+    real_insert = db._insert
+
+    def failing_insert(table: Any) -> Any:
+        if getattr(table, "__tablename__", None) == "observation_certs":
+            raise RuntimeError("the disk caught fire")
+        return real_insert(table)
+
+    monkeypatch.setattr(db, "_insert", failing_insert)
+    with pytest.raises(RuntimeError, match="caught fire"):
+        db.record(*item)
+    for table in ("certificates", "targets", "observations", "observation_certs"):
+        assert count(db, table) == 0, table
+
+    monkeypatch.setattr(db, "_insert", real_insert)  # what was rolled back is not "known"
+    db.record(*item)
+    assert count(db, "certificates") == 2 and count(db, "observation_certs") == 2
+
+
+def test_timestamps_must_be_aware(db: Database, lab: Lab) -> None:
+    observation, report = lab.served(Target("naive.example.com"), NOW)
+    naive = dataclasses.replace(observation, observed_at=NOW.replace(tzinfo=None))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        db.record(naive, report)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        db.beat("scheduler", at=NOW.replace(tzinfo=None))
+    assert count(db, "observations") == 0
+
+
+def test_heartbeats(db: Database) -> None:
+    assert db.last_beat("scheduler") is None
+    db.beat("scheduler", {"targets": 3}, at=NOW)
+    db.beat("scheduler", {"targets": 4}, at=NOW + dt.timedelta(minutes=1))
+    db.beat("worker@dc-east", at=NOW)
+    beat = db.last_beat("scheduler")
+    assert beat is not None
+    assert beat.last_beat == NOW + dt.timedelta(minutes=1) and beat.info == {"targets": 4}
+    other = db.last_beat("worker@dc-east")
+    assert other is not None and other.info == {}
+    before = dt.datetime.now(dt.UTC)
+    db.beat("web")
+    web = db.last_beat("web")
+    assert web is not None and web.last_beat >= before - dt.timedelta(seconds=1)
+
+
+# -- SQLite specifics -------------------------------------------------------------------------
+
+
+def test_urls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert normalize_url(None) == f"sqlite:///{tmp_path}/xdg/chainwatch/chainwatch.sqlite"
+    assert normalize_url(tmp_path / "a.db") == f"sqlite:///{tmp_path}/a.db"
+    assert normalize_url("postgresql://u:p@db/cw") == "postgresql+psycopg://u:p@db/cw"
+    assert normalize_url("postgres://db/cw") == "postgresql+psycopg://db/cw"
+    assert normalize_url("sqlite:///:memory:") == "sqlite:///:memory:"
+    with Database() as default:  # creates the data directory
+        assert (tmp_path / "xdg" / "chainwatch" / "chainwatch.sqlite").is_file()
+        assert repr(default) == f"Database('{normalize_url(None)}')"
+    assert storage_db.redacted("postgresql+psycopg://u:hunter2@db/cw") == (
+        "postgresql+psycopg://u:***@db/cw"
+    )
+
+
+def test_sqlite_pragmas(sqlite_url: str) -> None:
+    with Database(sqlite_url) as database, database.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+
+
+def test_concurrent_writers_share_a_sqlite_file(sqlite_url: str, lab: Lab) -> None:
+    """Two processes' worth of writers (two Databases, two threads each) on one file:
+    BEGIN IMMEDIATE and the busy timeout make them queue, never fail."""
+    errors: list[BaseException] = []
+    items = [lab.served(Target(f"c{i % 5}.example.com"), NOW + dt.timedelta(seconds=i))
+             for i in range(200)]
+    databases = [Database(sqlite_url), Database(sqlite_url)]
+
+    def write(database: Database, part: int) -> None:
+        try:
+            for item in items[part::4]:
+                database.record(*item)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(databases[n % 2], n)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for database in databases:
+        database.close()
+    assert errors == []
+    with Database(sqlite_url) as database:
+        assert database.count_observations() == 200
+        assert count(database, "targets") == 5
+
+
+# -- crash safety -----------------------------------------------------------------------------
+
+WRITER = r"""
+import datetime as dt
+import itertools
+import sys
+
+from chainwatch.analysis.engine import analyze, probe_failed_report
+from chainwatch.model import Profile, Store, Target
+from chainwatch.pki import PKI
+from chainwatch.probe import FailureReason, Observation
+from chainwatch.storage import Database
+
+url, limit = sys.argv[1], int(sys.argv[2])
+start = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
+pki = PKI(now=start)
+root = pki.root("Kill Root")
+inter = root.intermediate("Kill CA")
+profile = Profile("kill", Store("kill", (root.cert,)))
+
+
+def item(i):
+    when = start + dt.timedelta(seconds=i)
+    target = Target(f"host{i % 7}.example.com", 443)
+    if i % 11 == 0:
+        message = "connect timed out"
+        return (Observation(target, when, failure=FailureReason.TIMEOUT, message=message),
+                probe_failed_report(target, message, when))
+    chain = inter.leaf(target.host).chain(inter)  # a new leaf each time: new certificate rows
+    report = analyze(chain, [profile], at=when, host=target.host)
+    return Observation(target, when, tuple(c.der for c in chain), "TLSv1.3"), report
+
+
+# Everything but the writing is done up front, so that the writer spends its time
+# inside write transactions and the kill lands in one more often than not.
+items = itertools.cycle([item(i) for i in range(150)])
+db = Database(url)
+print("ready", flush=True)
+written = 0
+while written < limit:
+    if (written // 20) % 2:
+        ids = db.record_many([next(items) for _ in range(20)], batch_size=20)
+    else:
+        ids = [db.record(*next(items))]
+    print(*ids, flush=True)  # only after the commit returned
+    written += len(ids)
+"""
+
+
+def kill_writer_midway(url: str, after: int, delay: float) -> set[int]:
+    """Start the writer, let it commit at least ``after`` observations, SIGKILL it
+    ``delay`` seconds later; return the ids it reported committed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, url, "100000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    committed: set[int] = set()
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        stdout, stderr = proc.stdout, proc.stderr
+        assert stdout.readline().strip() == "ready", stderr.read()
+        while len(committed) < after:
+            line = stdout.readline()
+            assert line, f"writer stopped early: {stderr.read()}"
+            committed.update(int(x) for x in line.split())
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        rest, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:  # pragma: no cover - only when an assertion failed above
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL, err
+    committed.update(int(x) for line in rest.splitlines() for x in line.split())
+    return committed
+
+
+def assert_whole(database: Database, committed: set[int]) -> int:
+    """Every observation present is complete, and every committed one is present."""
+    with database.engine.connect() as conn:
+        observations = conn.execute(
+            text("SELECT id, leaf_sha256, failure, report FROM observations")
+        ).all()
+        links: dict[int, list[tuple[int, str]]] = {}
+        for oid, pos, sha in conn.execute(
+            text("SELECT observation_id, position, sha256 FROM observation_certs")
+        ):
+            links.setdefault(oid, []).append((pos, sha))
+        certs = {sha for (sha,) in conn.execute(text("SELECT sha256 FROM certificates"))}
+    present = {row.id for row in observations}
+    assert committed <= present, f"lost committed observations: {sorted(committed - present)}"
+    assert set(links) <= present, "chain rows without their observation"
+    for oid, leaf, failure, report in observations:
+        report = report if isinstance(report, dict) else json.loads(report)
+        chain = [sha for _, sha in sorted(links.get(oid, []))]
+        assert sorted(pos for pos, _ in links.get(oid, [])) == list(range(len(chain)))
+        assert chain == [c["sha256"] for c in report["chain"]], f"observation {oid} is partial"
+        assert set(chain) <= certs, f"observation {oid} lacks certificates"
+        assert leaf == (chain[0] if chain else None)
+        assert (failure is None) == bool(chain)
+    return len(present)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_killed_writer_leaves_no_half_observation(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    url: str = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+    committed: set[int] = set()
+    seen = 0
+    # Three crashes at different moments, into the same database.
+    for after, delay in [(30, 0.0), (45, 0.013), (60, 0.037)]:
+        committed |= kill_writer_midway(url, after=after, delay=delay)
+        with Database(url) as database:  # opens cleanly (and is already at head)
+            if backend == "sqlite":
+                with database.engine.connect() as conn:
+                    assert conn.exec_driver_sql("PRAGMA integrity_check").all() == [("ok",)]
+                    assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+            total = assert_whole(database, committed)
+            assert total > seen
+            seen = total
+    with Database(url) as database:  # and it is still writable
+        lab = Lab()
+        database.record(*lab.served(Target("after.example.com"), NOW))
+        assert database.count_observations() == seen + 1
