@@ -1,0 +1,285 @@
+"""The escalation policy: a pure state machine (DESIGN.md, Alerts).
+
+``decide(config, situation, state, at)`` says what to send now and returns the
+target's next state; nothing here reads a clock, a database or the network, so the
+same function drives the monitor, ``scan --at`` rehearsals and ``alerts plan``.
+
+Rules, in DESIGN.md's words:
+
+- Per target, count down to its ``breaks_at`` (the effective expiry across required
+  profiles). The current step is the one with the smallest ``days`` that
+  ``breaks_at - at`` falls under; only the current step fires.
+- A target *broken now* (untrusted, host mismatch, probe failed, stale deployment,
+  CA changed) is handled by the ``broken`` rule instead.
+- Certificates whose lifetime is <= ``short_lived.max_lifetime`` use the short-lived
+  steps instead of the day steps: ``overdue`` (``RENEWAL_OVERDUE``) and
+  ``remaining: P%`` (``breaks_at - at`` under P% of the leaf's lifetime).
+- Each (target, step, renewal cycle) fires once; a step with ``repeat`` fires again
+  after that interval while it stays current.
+- An acknowledgement silences the ackable step it was made under until it expires or
+  the step changes (it snoozes until the next step at most); ``ackable: false`` steps
+  page regardless.
+- When the renewal cycle changes (the renewed certificate is served on every address)
+  and anything had fired, one ``resolve`` is sent; a broken episode that clears with no
+  step current resolves too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from chainwatch.inventory import AlertsConfig, AlertStep, BrokenRule, ShortLivedStep
+
+RESOLVE = "resolve"
+
+
+@dataclass(frozen=True)
+class Step:
+    """The step a target is on, whatever kind of rule it came from."""
+
+    id: str
+    action: str
+    repeat: dt.timedelta | None
+    ackable: bool
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Situation:
+    """What the monitor knows about one target at ``at``.
+
+    Attributes:
+        key: stable identity of the target (``host:port`` or ``file:PATH``).
+        cycle: the renewal cycle being counted down: the SHA-256 of the served leaf
+            when every address serves the same one (the oldest one otherwise).
+        breaks_at: the target's ``breaks_at``; ``None`` when it was never observed.
+        lifetime: the leaf's lifetime (for short-lived rules).
+        broken: broken now (the ``broken`` rule applies).
+        overdue: ``RENEWAL_OVERDUE`` now.
+        summary: one human line saying what is wrong or coming.
+        status / findings: passed through to deliveries (webhook payloads).
+    """
+
+    key: str
+    cycle: str | None
+    breaks_at: dt.datetime | None
+    lifetime: dt.timedelta | None = None
+    broken: bool = False
+    overdue: bool = False
+    summary: str = ""
+    status: str = "ok"
+    findings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ack:
+    """An acknowledgement: who, why, until when, and under which step."""
+
+    step: str
+    until: dt.datetime
+    by: str
+    why: str
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """A target's escalation state, persisted between runs.
+
+    ``fired`` maps step id to when it last fired in this cycle; ``open`` says whether
+    anything fired that has not been resolved.
+    """
+
+    cycle: str | None = None
+    fired: tuple[tuple[str, dt.datetime], ...] = ()
+    open: bool = False
+    ack: Ack | None = None
+    current: str | None = None
+
+    def last_fired(self, step: str) -> dt.datetime | None:
+        return dict(self.fired).get(step)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message to send: the outbox row the policy asks for."""
+
+    event: str
+    step: str
+    channels: tuple[str, ...]
+    dedup_key: str
+    message: str
+    target: str
+    breaks_at: dt.datetime | None
+    status: str
+    findings: tuple[str, ...] = field(default=())
+
+
+def dedup_key(key: str, cycle: str | None) -> str:
+    """Stable for one target and renewal cycle, so receivers update rather than duplicate."""
+    return f"chainwatch:{key}:{(cycle or 'unobserved')[:16]}"
+
+
+def _day_step(step: AlertStep) -> Step:
+    return Step(f"days:{step.days}", step.action.value, step.repeat, step.ackable, step.channels)
+
+
+def _broken_step(rule: BrokenRule) -> Step:
+    return Step("broken", rule.action.value, rule.repeat, rule.ackable, rule.channels)
+
+
+def _short_step(step: ShortLivedStep) -> Step:
+    ident = "overdue" if step.overdue else f"remaining:{(step.remaining or 0) * 100:g}%"
+    return Step(ident, step.action.value, step.repeat, step.ackable, step.channels)
+
+
+def current_step(config: AlertsConfig, sit: Situation, at: dt.datetime) -> Step | None:
+    """The one step that may fire for ``sit`` at ``at`` (``None``: nothing is due)."""
+    if sit.broken:
+        return _broken_step(config.broken)
+    if sit.breaks_at is None:
+        return None
+    left = sit.breaks_at - at
+    short = config.short_lived
+    if short is not None and sit.lifetime is not None and sit.lifetime <= short.max_lifetime:
+        lifetime = sit.lifetime.total_seconds()
+        due = [
+            s for s in short.steps
+            if s.remaining is not None and left.total_seconds() < s.remaining * lifetime
+        ]
+        if due:
+            return _short_step(min(due, key=lambda s: s.remaining or 0.0))
+        overdue = [s for s in short.steps if s.overdue]
+        if sit.overdue and overdue:
+            return _short_step(overdue[0])
+        return None
+    due_days = [s for s in config.steps if left < dt.timedelta(days=s.days)]
+    if due_days:
+        return _day_step(min(due_days, key=lambda s: s.days))
+    return None
+
+
+def decide(
+    config: AlertsConfig, sit: Situation, state: AlertState, at: dt.datetime
+) -> tuple[tuple[Delivery, ...], AlertState]:
+    """What to send for one target at ``at``, and the state to remember."""
+    out: list[Delivery] = []
+    # A new renewal cycle: the renewed certificate is served everywhere.
+    if state.cycle is not None and sit.cycle is not None and sit.cycle != state.cycle:
+        if state.open:
+            out.append(_delivery(RESOLVE, "resolve", (), state.cycle, sit,
+                                 f"{sit.key}: renewed certificate now served on every address"))
+        state = AlertState(cycle=sit.cycle)
+    elif state.cycle is None and sit.cycle is not None:
+        state = replace(state, cycle=sit.cycle)
+
+    step = current_step(config, sit, at)
+    if step is None:
+        if state.open and state.current == "broken":
+            out.append(_delivery(RESOLVE, "resolve", (), state.cycle, sit,
+                                 f"{sit.key}: no longer broken"))
+            state = replace(state, open=False)
+        return tuple(out), replace(state, current=None)
+
+    ack = state.ack
+    if ack is not None and (ack.step != step.id or at >= ack.until):
+        ack = None  # acknowledgements end with their step or their expiry
+    state = replace(state, ack=ack, current=step.id)
+    if ack is not None and step.ackable:
+        return tuple(out), state
+    last = state.last_fired(step.id)
+    due = last is None or (step.repeat is not None and at - last >= step.repeat)
+    if not due:
+        return tuple(out), state
+    out.append(_delivery(step.action, step.id, step.channels, state.cycle, sit,
+                         _message(step, sit, at)))
+    fired = dict(state.fired)
+    fired[step.id] = at
+    return tuple(out), replace(state, fired=tuple(sorted(fired.items())), open=True)
+
+
+def acknowledge(
+    state: AlertState, *, step: str, until: dt.datetime, by: str, why: str
+) -> AlertState:
+    """Record an acknowledgement of ``step`` (the target's current step)."""
+    return replace(state, ack=Ack(step=step, until=until, by=by, why=why))
+
+
+def plan(
+    config: AlertsConfig,
+    sit: Situation,
+    state: AlertState,
+    start: dt.datetime,
+    until: dt.datetime,
+    *,
+    max_events: int = 1000,
+) -> list[tuple[dt.datetime, Delivery]]:
+    """The deliveries that would fire between ``start`` and ``until`` if nothing changed
+    (no renewal, no acknowledgement): the rehearsal behind ``alerts plan``."""
+    events: list[tuple[dt.datetime, Delivery]] = []
+    t = start
+    for _ in range(max_events * 4):
+        if t > until or len(events) >= max_events:
+            break
+        sent, state = decide(config, sit, state, t)
+        events.extend((t, d) for d in sent)
+        nxt = _next_instant(config, sit, state, t)
+        if nxt is None:
+            break
+        t = nxt
+    return events
+
+
+def _next_instant(
+    config: AlertsConfig, sit: Situation, state: AlertState, t: dt.datetime
+) -> dt.datetime | None:
+    """The next instant after ``t`` at which :func:`decide` could do something new."""
+    candidates: list[dt.datetime] = []
+    step = current_step(config, sit, t)
+    if step is not None and step.repeat is not None:
+        last = state.last_fired(step.id)
+        if last is not None:
+            candidates.append(last + step.repeat)
+    if sit.breaks_at is not None and not sit.broken:
+        thresholds: Sequence[dt.timedelta] = [dt.timedelta(days=s.days) for s in config.steps]
+        short = config.short_lived
+        if short is not None and sit.lifetime is not None and sit.lifetime <= short.max_lifetime:
+            thresholds = [sit.lifetime * s.remaining for s in short.steps if s.remaining]
+        for th in thresholds:
+            # current_step uses a strict "<": the step starts one microsecond after.
+            when = sit.breaks_at - th + dt.timedelta(microseconds=1)
+            if when > t:
+                candidates.append(when)
+    return min(candidates) if candidates else None
+
+
+def _delivery(
+    event: str, step: str, channels: tuple[str, ...], cycle: str | None, sit: Situation,
+    message: str,
+) -> Delivery:
+    return Delivery(
+        event=event,
+        step=step,
+        channels=channels,
+        dedup_key=dedup_key(sit.key, cycle),
+        message=message,
+        target=sit.key,
+        breaks_at=sit.breaks_at,
+        status=sit.status,
+        findings=sit.findings,
+    )
+
+
+def _message(step: Step, sit: Situation, at: dt.datetime) -> str:
+    if sit.broken:
+        return f"{sit.key} is broken now: {sit.summary}"
+    if sit.breaks_at is None:
+        return f"{sit.key}: {sit.summary}"
+    left = sit.breaks_at - at
+    days = int(left.total_seconds() // 86400)
+    when = sit.breaks_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    lead = f"{sit.key}: trust breaks in {days} days ({when})"
+    if step.id == "overdue":
+        lead = f"{sit.key}: renewal overdue, trust breaks in {days} days ({when})"
+    return f"{lead}: {sit.summary}" if sit.summary else lead

@@ -1,0 +1,140 @@
+"""The escalation state machine, walked through simulated time (pure: no clock, no I/O)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from itertools import pairwise
+
+from chainwatch.inventory import AlertsConfig
+from chainwatch.policy import AlertState, Situation, acknowledge, current_step, decide, plan
+
+from .pki import at
+
+CONFIG = AlertsConfig(channels={})  # DESIGN.md default steps
+BREAKS = at("2026-03-01T00:00:00Z")
+HOUR = dt.timedelta(hours=1)
+DAY = dt.timedelta(days=1)
+
+
+def sit(**kw: object) -> Situation:
+    base: dict[str, object] = {"key": "app.example.com:443", "cycle": "a" * 64,
+                               "breaks_at": BREAKS, "lifetime": dt.timedelta(days=398)}
+    base.update(kw)
+    return Situation(**base)  # type: ignore[arg-type]
+
+
+def walk(start: dt.datetime, end: dt.datetime, situation: Situation,
+         state: AlertState | None = None, step: dt.timedelta = HOUR,
+         ack_at: dt.datetime | None = None) -> list[tuple[dt.datetime, str, str]]:
+    state = state or AlertState()
+    out = []
+    t = start
+    for _ in range(24 * 60):  # bounded: at most 60 simulated days hour by hour
+        if t > end:
+            break
+        sent, state = decide(CONFIG, situation, state, t)
+        out += [(t, d.event, d.step) for d in sent]
+        if ack_at is not None and t == ack_at and state.current:
+            state = acknowledge(state, step=state.current, until=t + 3 * DAY, by="ops",
+                                why="renewal in progress")
+        t += step
+    return out
+
+
+def test_forty_days_to_expiry_escalates_exactly_as_designed() -> None:
+    events = walk(BREAKS - 40 * DAY, BREAKS - HOUR, sit())
+    kinds = [(e, s) for _, e, s in events]
+    assert kinds[0] == ("ticket", "days:30")
+    assert kinds[1] == ("notify", "days:14")
+    pages7 = [t for t, e, s in events if s == "days:7"]
+    pages2 = [t for t, e, s in events if s == "days:2"]
+    assert len([k for k in kinds if k[1] == "days:30"]) == 1
+    assert len([k for k in kinds if k[1] == "days:14"]) == 1
+    # 7 -> 2 days: one page a day (5 pages); last 2 days: every 4 hours (12 pages).
+    assert len(pages7) == 5
+    assert all(b - a == DAY for a, b in pairwise(pages7))
+    assert len(pages2) == 12
+    assert all(b - a == 4 * HOUR for a, b in pairwise(pages2))
+    assert events[0][0] == BREAKS - 30 * DAY + HOUR  # first hour strictly under 30 days
+    assert len(events) == 1 + 1 + 5 + 12
+
+
+def test_only_the_current_step_fires_when_first_seen_late() -> None:
+    events = walk(BREAKS - 5 * DAY, BREAKS - 5 * DAY, sit())
+    assert [(e, s) for _, e, s in events] == [("page", "days:7")]
+
+
+def test_ack_silences_ackable_steps_until_the_next_step() -> None:
+    start = BREAKS - 8 * DAY
+    events = walk(start, BREAKS - HOUR, sit(), ack_at=BREAKS - 7 * DAY + HOUR)
+    pages7 = [t for t, _, s in events if s == "days:7"]
+    # Paged once at 7 days, acked for 3 days, then the daily page resumes.
+    assert pages7[0] == BREAKS - 7 * DAY + HOUR
+    assert pages7[1] >= BREAKS - 4 * DAY + HOUR
+    assert len([t for t, _, s in events if s == "days:2"]) == 12
+
+
+def test_ack_in_the_last_two_days_does_not_silence_pages() -> None:
+    events = walk(BREAKS - 3 * DAY, BREAKS - HOUR, sit(), ack_at=BREAKS - 2 * DAY + 2 * HOUR)
+    assert len([t for t, _, s in events if s == "days:2"]) == 12
+
+
+def test_renewal_resolves_once_and_starts_a_new_cycle() -> None:
+    state = AlertState()
+    sent, state = decide(CONFIG, sit(), state, BREAKS - 10 * DAY)
+    assert [d.event for d in sent] == ["notify"]
+    old_key = sent[0].dedup_key
+    renewed = sit(cycle="b" * 64, breaks_at=BREAKS + 90 * DAY)
+    sent, state = decide(CONFIG, renewed, state, BREAKS - 9 * DAY)
+    assert [d.event for d in sent] == ["resolve"]
+    assert sent[0].dedup_key == old_key
+    sent, state = decide(CONFIG, renewed, state, BREAKS - 8 * DAY)
+    assert sent == ()
+    assert state.open is False
+
+
+def test_broken_pages_hourly_and_resolves_when_fixed() -> None:
+    broken = sit(broken=True, summary="mozilla trusts no path now")
+    events = walk(BREAKS - 60 * DAY, BREAKS - 60 * DAY + 3 * HOUR, broken,
+                  step=dt.timedelta(minutes=30))
+    assert [e for _, e, _ in events] == ["page"] * 4
+    state = AlertState()
+    _, state = decide(CONFIG, broken, state, BREAKS - 60 * DAY)
+    sent, state = decide(CONFIG, sit(), state, BREAKS - 59 * DAY)
+    assert [d.event for d in sent] == ["resolve"]
+
+
+def test_short_lived_routine_renewals_are_silent() -> None:
+    """A 24-hour certificate renewed every 16 hours for a week: no alert at all."""
+    state = AlertState()
+    lifetime = DAY
+    t0 = at("2026-01-01T00:00:00Z")
+    deliveries = []
+    for i in range(7 * 24):  # hourly for a week
+        t = t0 + i * HOUR
+        issued = t0 + (i // 16) * 16 * HOUR
+        s = sit(cycle=f"leaf-{i // 16}", breaks_at=issued + lifetime, lifetime=lifetime)
+        sent, state = decide(CONFIG, s, state, t)
+        deliveries += sent
+    assert deliveries == []
+
+
+def test_short_lived_steps_replace_day_steps() -> None:
+    lifetime = 90 * DAY
+    s = sit(lifetime=lifetime, breaks_at=BREAKS)
+    assert current_step(CONFIG, s, BREAKS - 29 * DAY) is None  # no day-30 ticket
+    assert current_step(CONFIG, sit(lifetime=lifetime, overdue=True),
+                        BREAKS - 20 * DAY).id == "overdue"  # type: ignore[union-attr]
+    assert current_step(CONFIG, s, BREAKS - 8 * DAY).id == "remaining:10%"  # type: ignore[union-attr]
+    step = current_step(CONFIG, s, BREAKS - 2 * DAY)
+    assert step is not None and step.id == "remaining:3%" and not step.ackable
+
+
+def test_plan_matches_the_walk() -> None:
+    events = plan(CONFIG, sit(), AlertState(), BREAKS - 40 * DAY, BREAKS)
+    kinds = [d.step for _, d in events]
+    assert kinds.count("days:30") == 1
+    assert kinds.count("days:14") == 1
+    assert kinds.count("days:7") == 5
+    assert kinds.count("days:2") == 12
+    assert events[0][0] > BREAKS - 30 * DAY
