@@ -225,7 +225,7 @@ class Cert:
         try:
             with lenient():
                 return {ext.oid.dotted_string: ext for ext in self.parsed.extensions}
-        except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+        except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
             return None
 
     def ext(self, oid: x509.ObjectIdentifier) -> x509.Extension[x509.ExtensionType] | None:
@@ -358,9 +358,9 @@ class Cert:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Names the certificate covers, for people: SAN DNS names and IPs, else the CN."""
-        sans = self.dns_names + tuple(str(ip) for ip in self.ip_addresses)
-        return sans if sans or self.has_san else self.common_names
+        """Names the certificate covers: its SAN DNS names and IP addresses. Clients no
+        longer fall back to the subject CN, so neither does chainwatch."""
+        return self.dns_names + tuple(str(ip) for ip in self.ip_addresses)
 
     @cached_property
     def server_auth_allowed(self) -> bool:

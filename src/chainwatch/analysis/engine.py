@@ -222,9 +222,12 @@ def probe_failed_report(
 
 
 def _utc(at: dt.datetime) -> dt.datetime:
+    """``at`` in UTC, truncated to the second: X.509 times have whole-second precision and
+    OpenSSL, BoringSSL and NSS compare at that precision (so ``breaks_at`` = notAfter + 1 s
+    is exactly the first instant a client rejects)."""
     if at.tzinfo is None:
-        return at.replace(tzinfo=dt.UTC)
-    return at.astimezone(dt.UTC)
+        at = at.replace(tzinfo=dt.UTC)
+    return at.astimezone(dt.UTC).replace(microsecond=0)
 
 
 def clear_caches() -> None:

@@ -122,12 +122,18 @@ def leaf_validity(ev: Evidence) -> tuple[Finding, ...]:
 def hostname_mismatch(ev: Evidence) -> tuple[Finding, ...]:
     if not ev.host or hostname.matches(ev.leaf, ev.host):
         return ()
-    names = ", ".join(ev.leaf.names) or "no names"
+    if ev.leaf.names:
+        why = f"it covers: {', '.join(ev.leaf.names)}"
+    elif ev.leaf.common_names:
+        why = (f"it has no subjectAltName; clients ignore its CN "
+               f"{', '.join(ev.leaf.common_names)}")
+    else:
+        why = "it names no host at all"
     return (
         Finding(
             FindingCode.HOSTNAME_MISMATCH,
             Severity.CRITICAL,
-            f"the leaf does not cover {ev.host} (it covers: {names})",
+            f"the leaf does not cover {ev.host} ({why})",
             cert=ev.leaf.sha256,
         ),
     )

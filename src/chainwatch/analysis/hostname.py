@@ -5,7 +5,10 @@
   label, never the bare parent (``example.com``) nor two labels (``a.b.example.com``),
   and never a name with fewer than three labels (``*.com`` covers nothing).
 - An IP address matches only an IP SAN, never a DNS SAN or the CN.
-- The subject CN is consulted only when the certificate has no SAN extension at all.
+- A SAN dNSName must be ASCII (an IA5String holding A-labels); one that is not covers
+  nothing, whatever its IDNA reading would be.
+- The subject CN is never consulted: Chrome (since 58) and Go (since 1.15) ignore it, so
+  a certificate without a SAN matches no host for most clients.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ def _valid_reference(name: str) -> bool:
 
 def dns_pattern_matches(pattern: str, host: str) -> bool:
     """``pattern`` from a certificate against a normalised reference ``host``."""
+    if not pattern.isascii():
+        return False
     pat = normalize_dns(pattern)
     if pat is None or not pat.isascii():
         return False
@@ -77,6 +82,4 @@ def matches(cert: Cert, host: str) -> bool:
     ref = normalize_dns(host)
     if ref is None or not _valid_reference(ref):
         return False
-    if cert.has_san:
-        return any(dns_pattern_matches(p, ref) for p in cert.dns_names)
-    return any(dns_pattern_matches(cn, ref) for cn in cert.common_names)
+    return any(dns_pattern_matches(p, ref) for p in cert.dns_names)
