@@ -13,7 +13,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -26,8 +25,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import inspect, text
 
 from chainwatch.analysis.engine import analyze, probe_failed_report
 from chainwatch.model import Cert, Profile, Report, Status, Store, Target
@@ -40,58 +38,9 @@ from chainwatch.storage.models import Base
 from .pki import CA, PKI, at
 
 NOW = at("2024-03-01T12:00:00Z")
-PG_ADMIN_URL = os.environ.get(
-    "CHAINWATCH_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 
-# -- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A database created for this test run on the local PostgreSQL, dropped afterwards.
-
-    The one place that decides between failing and skipping: with
-    ``CHAINWATCH_REQUIRE_SERVICES=1`` an unreachable server fails the tests that need it.
-    """
-    admin = create_engine(
-        PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
-    )
-    try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except OperationalError as exc:
-        admin.dispose()
-        why = " ".join(str(exc.orig).split())
-        reason = f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {why}"
-        if os.environ.get("CHAINWATCH_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{reason} (CHAINWATCH_REQUIRE_SERVICES=1)", pytrace=False)
-        pytest.skip(reason)
-    name = f"chainwatch_test_{secrets.token_hex(6)}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture
-def pg_url(postgres_database: str) -> Iterator[str]:
-    """A fresh, empty schema in the run's database (selected with ``search_path``)."""
-    schema = f"t_{secrets.token_hex(6)}"
-    engine = create_engine(postgres_database, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{postgres_database}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
+# -- fixtures (postgres_database and pg_url are in conftest.py) -------------------------------
 
 
 @pytest.fixture
@@ -176,7 +125,7 @@ def test_migrations_upgrade_from_empty(db_url: str) -> None:
         assert storage_db.current_revision(database.engine) == storage_db.head_revision()
         tables = set(inspect(database.engine).get_table_names())
         assert tables == {"alembic_version", "certificates", "targets", "observations",
-                          "observation_certs", "heartbeats"}
+                          "observation_certs", "heartbeats", "alert_state", "outbox", "acks"}
         # The migrations build exactly what the ORM models describe.
         with database.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []

@@ -7,10 +7,12 @@ brings the schema to the newest migration shipped with the package.
 
 from __future__ import annotations
 
+from chainwatch.storage.alerts_repo import AlertsRepo
 from chainwatch.storage.db import default_path, normalize_url
 from chainwatch.storage.repo import Database, Heartbeat, StoredCertificate, StoredObservation
 
 __all__ = [
+    "AlertsRepo",
     "Database",
     "Heartbeat",
     "StoredCertificate",

@@ -1,0 +1,189 @@
+"""``chainwatch alerts ...``: list open alerts, acknowledge one, test a channel.
+
+Thin like the rest of the CLI: it parses flags and calls :mod:`chainwatch.alerting`.
+Errors (an unknown alert or channel, a failed test delivery) raise
+:class:`~chainwatch.errors.ChainwatchError` subclasses, which ``chainwatch.cli.run``
+prints as one line and maps to exit status 3.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from chainwatch.inventory import AlertsConfig
+
+alerts_app = typer.Typer(
+    help="Open alerts: list them, acknowledge one, test a channel.", no_args_is_help=True
+)
+
+
+class AlertsFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+InventoryArg = Annotated[Path, typer.Argument(help="Inventory YAML file.")]
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="Database URL (default: a SQLite file in the user data dir; "
+                 "postgresql+psycopg://... for production)."),
+]
+FormatOption = Annotated[
+    AlertsFormat, typer.Option("--format", help="Output format.", case_sensitive=False)
+]
+
+
+def _alerts_config(inventory: Path) -> AlertsConfig:
+    from chainwatch.errors import InputError
+    from chainwatch.inventory import load_inventory
+
+    inv = load_inventory(inventory)
+    if inv.alerts is None:
+        raise InputError(f"{inventory}: the inventory has no alerts section")
+    return inv.alerts
+
+
+def _z(value: dt.datetime | None) -> str:
+    return "-" if value is None else value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@alerts_app.command("list")
+def list_command(
+    inventory: InventoryArg,
+    db: DbOption = None,
+    output: FormatOption = AlertsFormat.text,
+) -> None:
+    """Show every open alert with the id that `alerts ack` takes."""
+    from chainwatch import alerting
+    from chainwatch.render import dumps
+    from chainwatch.storage.repo import Database
+
+    config = _alerts_config(inventory)
+    now = dt.datetime.now(dt.UTC)
+    with Database(db) as database:
+        alerts = alerting.list_alerts(database, now=now, config=config)
+    if output is AlertsFormat.json:
+        typer.echo(dumps({"schema": 1, "alerts": [a.to_json() for a in alerts]}))
+        return
+    if not alerts:
+        typer.echo("no open alerts")
+        return
+    typer.echo(f"{len(alerts)} open alert{'s' if len(alerts) != 1 else ''}")
+    for a in alerts:
+        step = a.step or "(none now)"
+        if a.ackable is False:
+            step += ", not ackable"
+        typer.echo(f"\nid: {a.id}\n  step: {step}   last fired: {_z(a.last_fired)}")
+        if a.breaks_at:
+            typer.echo(f"  trust breaks: {a.breaks_at} ({a.days_left} days left)")
+        if a.message:
+            typer.echo(f"  {a.message}")
+        if a.ack is not None:
+            typer.echo(f"  acknowledged by {a.ack.by} until {_z(a.ack.until)}: {a.ack.why}")
+
+
+@alerts_app.command("ack")
+def ack_command(
+    alert_id: Annotated[str, typer.Argument(metavar="ID",
+                                            help="The alert's id, as `alerts list` shows it.")],
+    inventory: InventoryArg,
+    for_: Annotated[str, typer.Option("--for", help="How long, e.g. 4h, 3d, 1w.")],
+    why: Annotated[str, typer.Option("--why", help="Why (shown to whoever looks next).")],
+    by: Annotated[str | None, typer.Option("--by", help="Who acknowledges (default: $USER).")]
+    = None,
+    db: DbOption = None,
+) -> None:
+    """Acknowledge an alert's current step until --for has passed.
+
+    Its pages stop until the acknowledgement expires or the step changes; steps with
+    ackable: false page regardless.
+    """
+    from chainwatch import alerting
+    from chainwatch.errors import InputError
+    from chainwatch.inventory import parse_duration
+    from chainwatch.storage.repo import Database
+
+    try:
+        duration = parse_duration(for_)
+    except ValueError as exc:
+        raise InputError(f"--for: {exc}") from None
+    who = by or os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
+    config = _alerts_config(inventory)
+    with Database(db) as database:
+        result = alerting.acknowledge(database, alert_id, for_=duration, by=who, why=why,
+                                      now=dt.datetime.now(dt.UTC), config=config)
+    typer.echo(f"acknowledged {result.target} step {result.ack.step} until "
+               f"{_z(result.ack.until)} (by {result.ack.by})")
+    if result.ackable is False:
+        typer.echo(f"note: step {result.ack.step} is not ackable: it keeps paging until the "
+                   "certificate is renewed")
+
+
+@alerts_app.command("test")
+def test_command(
+    channel: Annotated[str, typer.Argument(help="A channel name from alerts.channels.")],
+    inventory: InventoryArg,
+) -> None:
+    """Send a clearly marked test message (event `test`) through CHANNEL now."""
+    from chainwatch import alerting
+
+    config = _alerts_config(inventory)
+    alerting.send_test(config, channel, dt.datetime.now(dt.UTC))
+    kind = config.channels[channel].type
+    typer.echo(f"test message sent through {channel} ({kind})")
+
+
+@alerts_app.command("plan")
+def plan_command(
+    inventory: InventoryArg,
+    db: DbOption = None,
+    until: Annotated[str | None, typer.Option(
+        "--until", help="Plan up to this instant (ISO 8601; default: 60 days from now).")] = None,
+    output: FormatOption = AlertsFormat.text,
+) -> None:
+    """Print the schedule of alerts that would fire if nothing changed; sends nothing.
+
+    Probes the inventory's endpoints now (storing nothing) and continues from each
+    target's stored escalation state.
+    """
+    from chainwatch.alerting import plan_all
+    from chainwatch.cli import parse_when
+    from chainwatch.errors import InputError
+    from chainwatch.inventory import load_inventory
+    from chainwatch.monitor import scan
+    from chainwatch.render import dumps
+    from chainwatch.storage.repo import Database
+
+    inv = load_inventory(inventory)
+    if inv.alerts is None:
+        raise InputError(f"{inventory}: the inventory has no alerts section")
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    end = parse_when(until) if until is not None else now + dt.timedelta(days=60)
+    if end <= now:
+        raise InputError(f"--until {until!r}: must be in the future")
+    result = scan(inv, None)
+    with Database(db) as database:
+        events = plan_all(database, inv.alerts, result.situations, now, end)
+    channels = list(inv.alerts.channels)
+    rows = [
+        {"at": _z(when), "event": d.event, "step": d.step, "target": d.target,
+         "channels": list(d.channels) or channels, "dedup_key": d.dedup_key,
+         "message": d.message}
+        for when, d in events
+    ]
+    if output is AlertsFormat.json:
+        typer.echo(dumps({"schema": 1, "from": _z(now), "until": _z(end), "plan": rows}))
+        return
+    typer.echo(f"Alert plan from {_z(now)} until {_z(end)} (nothing is sent):")
+    if not rows:
+        typer.echo("  nothing would fire")
+    for row in rows:
+        typer.echo(f"  {row['at']}  {row['event']:<7} {row['target']}  -> "
+                   f"{', '.join(row['channels'])}: {row['message']}")

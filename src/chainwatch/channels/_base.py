@@ -1,0 +1,257 @@
+"""What every channel shares: the protocol, the one error type, redaction, HTTP calls
+with timeouts, and the human text of a message."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
+
+import httpx
+
+from chainwatch.errors import ChainwatchError
+
+Payload = Mapping[str, Any]
+"""The channel-neutral message: DESIGN.md's webhook payload (``schema``, ``event``,
+``dedup_key``, ``target``, ``breaks_at``, ``days_left``, ``status``, ``findings``,
+``message``, ``sent_at``; chainwatch adds ``step``)."""
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds allowed for each phase (connect, read, write, pool) of one HTTP request."""
+MAX_ERROR_BODY = 200
+"""Characters of a receiver's response body quoted in an error."""
+USER_AGENT = "chainwatch"
+MIN_FRAGMENT = 6
+"""Shortest part of a secret URL (path segment, query value, user, password) redacted
+on its own; the whole secret is always redacted."""
+
+_URL_QUERY = re.compile(r"\b([a-z][a-z0-9+.-]*://[^\s?#'\"<>]*)[?#][^\s'\"<>]*", re.IGNORECASE)
+
+
+class DeliveryError(ChainwatchError):
+    """A message could not be delivered.
+
+    ``retryable`` says whether sending the same message later may succeed (timeouts,
+    refused connections, HTTP 408/425/429/5xx) or not (the receiver rejected it:
+    other 4xx, an invalid URL). The message is one line with no secrets in it: no
+    URL query strings, tokens, routing keys or passwords, and at most
+    :data:`MAX_ERROR_BODY` characters of a response body. ``retry_after`` is the
+    receiver's ``Retry-After``, in seconds, when it sent one.
+    """
+
+    def __init__(self, retryable: bool, message: str, *, retry_after: float | None = None) -> None:
+        self.retryable = retryable
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class Channel(Protocol):
+    """Somewhere alerts go. ``send`` delivers one message or raises DeliveryError."""
+
+    name: str
+
+    def send(self, payload: Payload) -> None: ...
+
+
+# -- redaction ------------------------------------------------------------------------------
+
+
+def secret_fragments(value: str) -> tuple[str, ...]:
+    """The parts of a secret that must never be shown: the whole value and, for a URL,
+    its credentials, path segments and query values (for non-HTTP URLs such as
+    Apprise's ``tgram://TOKEN/CHAT`` also the host part, which carries tokens). Parts
+    shorter than :data:`MIN_FRAGMENT` are left alone: they are words, not tokens."""
+    out = [value]
+    parts = urlsplit(value) if "://" in value else None
+    if parts is not None and parts.scheme:
+        pieces: list[str] = []
+        if parts.username:
+            pieces.append(parts.username)
+        if parts.password:
+            pieces.append(parts.password)
+        if parts.scheme.lower() not in ("http", "https"):
+            pieces.extend(re.split(r"[:@]", parts.netloc))
+        pieces.extend(parts.path.split("/"))
+        pieces.extend(v for _, v in parse_qsl(parts.query, keep_blank_values=True))
+        out.extend(p for p in pieces if len(p) >= MIN_FRAGMENT)
+    expanded: list[str] = []
+    for piece in out:
+        expanded.extend({piece, unquote(piece), quote(piece, safe=""), quote_plus(piece)})
+    return tuple(sorted({p for p in expanded if p}, key=len, reverse=True))
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` without any of ``secrets`` (see :func:`secret_fragments`) and without
+    the query string of any URL in it, on one line."""
+    for secret in secrets:
+        for fragment in secret_fragments(secret):
+            text = text.replace(fragment, "***")
+    text = _URL_QUERY.sub(r"\1?…", text)
+    return " ".join(text.split())
+
+
+def where(url: str) -> str:
+    """``scheme://host[:port]`` of a URL: enough to say which receiver failed, and never
+    a token in a path or query."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}"
+
+
+# -- HTTP -----------------------------------------------------------------------------------
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "").strip()
+    if value.isdigit():
+        return float(value)
+    return None
+
+
+def status_retryable(status: int) -> bool:
+    return status in (408, 425, 429) or status >= 500
+
+
+class Http:
+    """HTTP calls for one channel: a timeout on every request, no redirects followed,
+    errors mapped to :class:`DeliveryError` with ``secrets`` redacted."""
+
+    def __init__(
+        self,
+        channel: str,
+        *,
+        secrets: Sequence[str] = (),
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | tuple[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.channel = channel
+        self.secrets = tuple(secrets)
+        self.timeout = timeout
+        self._client = httpx.Client(
+            headers={"User-Agent": USER_AGENT, **(headers or {})},
+            auth=auth,
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Http:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def fail(
+        self, retryable: bool, what: str, *, retry_after: float | None = None
+    ) -> DeliveryError:
+        return DeliveryError(retryable, redact(f"{self.channel}: {what}", self.secrets),
+                             retry_after=retry_after)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        doing: str,
+        json: Any = None,
+        params: Mapping[str, str | int] | None = None,
+        content: str | None = None,
+        ok: Sequence[int] = (),
+    ) -> httpx.Response:
+        """Send one request; any status outside 2xx (and ``ok``) raises DeliveryError.
+        ``doing`` names the operation in errors (``create issue``)."""
+        try:
+            response = self._client.request(method, url, json=json, params=params,
+                                            content=content)
+        except httpx.TimeoutException:
+            raise self.fail(True, f"{doing}: {where(url)} timed out after "
+                                  f"{self.timeout:g}s") from None
+        except httpx.InvalidURL:
+            raise self.fail(False, f"{doing}: invalid URL") from None
+        except httpx.UnsupportedProtocol:
+            raise self.fail(False, f"{doing}: unsupported URL scheme "
+                                   f"{urlsplit(url).scheme!r}") from None
+        except httpx.HTTPError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise self.fail(True, f"{doing}: {where(url)}: {reason}") from None
+        status = response.status_code
+        if 200 <= status < 300 or status in ok:
+            return response
+        body = response.text[: MAX_ERROR_BODY * 4]
+        body = redact(body, self.secrets)
+        if len(body) > MAX_ERROR_BODY:
+            body = body[:MAX_ERROR_BODY] + "…"
+        detail = f": {body}" if body else ""
+        raise self.fail(
+            status_retryable(status),
+            f"{doing}: {where(url)} answered HTTP {status} {response.reason_phrase}{detail}",
+            retry_after=_retry_after(response),
+        )
+
+    def json(self, response: httpx.Response, doing: str) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise self.fail(True, f"{doing}: the response is not JSON") from None
+
+
+# -- text -----------------------------------------------------------------------------------
+
+EVENT_TITLES = {
+    "ticket": "Certificate needs renewal",
+    "notify": "Certificate expiring",
+    "page": "CERTIFICATE ALERT",
+    "resolve": "Resolved",
+    "watchdog": "chainwatch watchdog",
+    "test": "TEST message",
+}
+
+
+def target_label(payload: Payload) -> str:
+    target = payload.get("target") or {}
+    return str(target.get("key") or target.get("host") or "?")
+
+
+def title(payload: Payload) -> str:
+    """A one-line title: ``[chainwatch] CERTIFICATE ALERT: app.example.com:443``."""
+    event = str(payload.get("event", ""))
+    head = EVENT_TITLES.get(event, event)
+    if event in ("watchdog", "test"):
+        return f"[chainwatch] {head}"
+    return f"[chainwatch] {head}: {target_label(payload)}"
+
+
+def details(payload: Payload) -> list[str]:
+    """The facts of a message, one per line (for chats, mails and issue bodies)."""
+    lines = [str(payload.get("message", ""))]
+    if payload.get("event") == "test":
+        lines.append("This is a test sent by `chainwatch alerts test`; nothing is wrong.")
+    if payload.get("breaks_at"):
+        lines.append(f"Trust breaks at: {payload['breaks_at']} "
+                     f"({payload.get('days_left')} days left)")
+    if payload.get("status"):
+        lines.append(f"Status: {payload['status']}")
+    findings = [str(f.get("code", f)) if isinstance(f, Mapping) else str(f)
+                for f in payload.get("findings") or ()]
+    if findings:
+        lines.append(f"Findings: {', '.join(findings)}")
+    lines.append(f"Dedup key: {payload.get('dedup_key')}")
+    return lines
+
+
+def body(payload: Payload) -> str:
+    return "\n".join(details(payload))
+
+
+def now_z() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
