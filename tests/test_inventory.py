@@ -314,7 +314,7 @@ BAD = [
         "endpoints:\n  - host: a.example.com\n    prot: 443\n",
         "inv.yaml:3: endpoints[0].prot: unknown key; did you mean 'port'? (allowed: host, "
         "port, ip, sni, starttls, profiles, tags, owner, zone, interval, timeout, warn_days, "
-        "crit_days)",
+        "crit_days, renew_at, grace, acme)",
         id="unknown-key",
     ),
     pytest.param(
@@ -567,3 +567,82 @@ def test_yaml_anchors_and_merge_keys(tmp_path: Path) -> None:
         ("api.example.com", ("api",), "team-api"),
         ("api2.example.com", ("api",), "team-api"),
     ]
+
+
+def test_deadman_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    inline = load_inventory(write(tmp_path, """
+        alerts:
+          deadman: {url: "https://hc-ping.example.org/5e1f-s3cr3t"}
+        """))
+    assert inline.alerts is not None and inline.alerts.deadman is not None
+    ping = inline.alerts.deadman
+    assert ping.method == "get"
+    assert ping.url.reveal() == "https://hc-ping.example.org/5e1f-s3cr3t"
+    assert "s3cr3t" not in repr(inline.alerts) and "hc-ping.example.org" in repr(ping)
+
+    by_env = load_inventory(write(tmp_path, "alerts:\n  deadman: {url_env: HC_URL, method: post}\n",
+                                  name="env.yaml"))
+    assert by_env.alerts is not None and by_env.alerts.deadman is not None
+    assert by_env.alerts.deadman.url == Secret.env("HC_URL")
+    assert by_env.alerts.deadman.method == "post"
+    none = load_inventory(write(tmp_path, "alerts: {}\n", name="none.yaml"))
+    assert none.alerts is not None and none.alerts.deadman is None
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("alerts:\n  deadman: {}\n",
+     "inv.yaml:2: alerts.deadman: the ping URL is required: give one of url, url_env, url_file"),
+    ("alerts:\n  deadman: {url: ftp://x.example.org/ping}\n",
+     "inv.yaml:2: alerts.deadman.url: must be an http:// or https:// URL, "
+     "got 'ftp://x.example.org/ping'"),
+    ("alerts:\n  deadman: {url_env: HC, method: put}\n",
+     "inv.yaml:2: alerts.deadman.method: must be 'get' or 'post', got 'put'"),
+])
+def test_bad_deadman(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(InventoryError) as caught:
+        load_inventory(write(tmp_path, text))
+    assert str(caught.value).replace(str(tmp_path) + "/", "") == message
+
+
+def test_renewal_expectations(tmp_path: Path) -> None:
+    from chainwatch.inventory import parse_inventory
+
+    inv = parse_inventory(
+        "defaults: {renew_at: 50%, grace: 5%}\n"
+        "endpoints:\n"
+        "  - www.example.com\n"
+        "  - {host: api.example.com, renew_at: 30d}\n"
+        "  - {host: acme.example.com, acme: 'https://acme.example.net/directory', grace: 20%}\n",
+        path=tmp_path / "inv.yaml",
+    )
+    www, api, acme = inv.endpoints
+    assert (www.renewal.fraction, www.renewal.grace, www.renewal.before) == (0.5, 0.05, None)
+    assert api.renewal.before == dt.timedelta(days=30)
+    assert api.renewal.grace == 0.05
+    assert acme.acme == "https://acme.example.net/directory"
+    assert acme.renewal.grace == 0.20
+    with pytest.raises(InventoryError, match=r"inv.yaml:2: endpoints\[0\].renew_at: must be"):
+        parse_inventory("endpoints:\n  - {host: a.example.com, renew_at: soon}\n",
+                        path=tmp_path / "inv.yaml")
+
+
+def test_named_profile_aia(tmp_path: Path, pki_files: dict[str, object]) -> None:
+    inv = load_inventory(write(tmp_path, """
+        profiles:
+          browsers: {trust: ["file:ca/corp.pem"], aia: true}
+          curl: {trust: ["file:ca/corp.pem"]}
+        endpoints:
+          - {host: api.example.com, profiles: [browsers, curl]}
+        """))
+    browsers, curl = inv.profiles["browsers"], inv.profiles["curl"]
+    assert browsers.aia and browsers.building is Building.MODERN
+    assert not curl.aia
+    assert [(p.spec, p.aia) for p in inv.endpoints[0].profiles] == [
+        ("browsers", True), ("curl", False)
+    ]
+    with pytest.raises(InventoryError) as caught:
+        load_inventory(write(tmp_path, "profiles:\n  b: {trust: [mozilla], aia: sometimes}\n",
+                             name="bad.yaml"))
+    assert str(caught.value).replace(str(tmp_path) + "/", "") == (
+        "bad.yaml:2: profiles.b.aia: expected true or false, got 'sometimes'"
+    )

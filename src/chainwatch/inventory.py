@@ -34,7 +34,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
@@ -57,7 +57,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from chainwatch.errors import InputError, InventoryError, ProfileError
-from chainwatch.model import Building, Profile, Store, Target
+from chainwatch.model import Building, Profile, RenewalPolicy, Store, Target
 from chainwatch.stores import resolve_profile, resolve_store
 from chainwatch.stores.presets import PRESETS
 
@@ -72,6 +72,7 @@ __all__ = [
     "AppriseChannel",
     "BrokenRule",
     "Channel",
+    "Deadman",
     "Defaults",
     "Endpoint",
     "FileSource",
@@ -338,6 +339,21 @@ DEFAULT_SHORT_LIVED = ShortLivedPolicy(
 
 
 @dataclass(frozen=True)
+class Deadman:
+    """A dead-man's switch: a Healthchecks-style ping URL requested after every completed
+    scan, so that an outside service notices when the monitor itself stops. The URL
+    identifies the check and is treated as a secret (inline allowed, redacted in repr).
+
+    Attributes:
+        url: the ping URL.
+        method: ``get`` or ``post`` (a POST carries a one-line summary of the scan).
+    """
+
+    url: Secret
+    method: Literal["get", "post"] = "get"
+
+
+@dataclass(frozen=True)
 class AlertsConfig:
     """The ``alerts`` section.
 
@@ -347,12 +363,14 @@ class AlertsConfig:
         broken: the rule for targets broken now.
         short_lived: the policy for short-lived certificates; ``None`` when the file
             says ``short_lived: null`` (the DESIGN.md default when omitted).
+        deadman: the dead-man's switch pinged after each scan, if any.
     """
 
     channels: Mapping[str, Channel]
     steps: tuple[AlertStep, ...] = DEFAULT_STEPS
     broken: BrokenRule = DEFAULT_BROKEN
     short_lived: ShortLivedPolicy | None = DEFAULT_SHORT_LIVED
+    deadman: Deadman | None = None
 
 
 @dataclass(frozen=True)
@@ -364,6 +382,8 @@ class Defaults:
     crit_days: int = 7
     interval: dt.timedelta = dt.timedelta(hours=1)
     timeout: dt.timedelta = dt.timedelta(seconds=10)
+    renewal: RenewalPolicy = field(default_factory=RenewalPolicy)
+    retention: dt.timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -380,6 +400,8 @@ class Endpoint:
         tags / owner / zone: free labels; ``zone`` picks the vantage queue.
         interval / timeout: how often to probe, and the limit on one probe.
         warn_days / crit_days: thresholds on ``days_left``.
+        renewal: when its certificates are expected to be renewed (``RENEWAL_OVERDUE``).
+        acme: the ACME directory URL of its CA, for ACME Renewal Information (RFC 9773).
         line: where the endpoint is in the inventory.
     """
 
@@ -396,6 +418,8 @@ class Endpoint:
     timeout: dt.timedelta = dt.timedelta(seconds=10)
     warn_days: int = 30
     crit_days: int = 7
+    renewal: RenewalPolicy = field(default_factory=RenewalPolicy)
+    acme: str | None = None
     line: int | None = field(default=None, compare=False)
 
     @property
@@ -522,6 +546,33 @@ def _parse_percent(value: object) -> float:
     return pct / 100
 
 
+def _parse_renew_at(value: object) -> float | dt.timedelta:
+    """``renew_at``: a percentage of the lifetime (``66%``) or a duration before expiry
+    (``30d``)."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        return _parse_percent(value)
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(
+            f"must be a percentage of the lifetime (66%) or a duration before expiry (30d), "
+            f"got {_show(value)}"
+        ) from None
+
+
+def renewal_policy(renew_at: float | dt.timedelta | None, grace: float | None,
+                   base: RenewalPolicy) -> RenewalPolicy:
+    """``base`` with the ``renew_at``/``grace`` given in the inventory applied."""
+    policy = base
+    if isinstance(renew_at, dt.timedelta):
+        policy = replace(policy, before=renew_at)
+    elif renew_at is not None:
+        policy = replace(policy, fraction=renew_at, before=None)
+    if grace is not None:
+        policy = replace(policy, grace=grace)
+    return policy
+
+
 def _check_port(value: int) -> int:
     if not 1 <= value <= 65535:
         raise ValueError(f"must be 1-65535, got {value}")
@@ -566,6 +617,7 @@ def _one_of(choices: type[StrEnum]) -> Callable[[str], str]:
 
 Duration = Annotated[dt.timedelta, BeforeValidator(parse_duration)]
 Percent = Annotated[float, BeforeValidator(_parse_percent)]
+RenewAt = Annotated[float | dt.timedelta, BeforeValidator(_parse_renew_at)]
 Port = Annotated[StrictInt, AfterValidator(_check_port)]
 Days = Annotated[StrictInt, AfterValidator(_check_days)]
 Text = Annotated[StrictStr, AfterValidator(_check_text)]
@@ -623,11 +675,15 @@ class _DefaultsModel(_Edge):
     crit_days: Days | None = None
     interval: Duration | None = None
     timeout: Duration | None = None
+    renew_at: RenewAt | None = None
+    grace: Percent | None = None
+    retention: Duration | None = None
 
 
 class _ProfileModel(_Edge):
     trust: list[Text]
     building: BuildingName = "modern"
+    aia: StrictBool = False
 
 
 class _EndpointModel(_Edge):
@@ -644,6 +700,9 @@ class _EndpointModel(_Edge):
     timeout: Duration | None = None
     warn_days: Days | None = None
     crit_days: Days | None = None
+    renew_at: RenewAt | None = None
+    grace: Percent | None = None
+    acme: HttpUrl | None = None
 
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
@@ -784,11 +843,24 @@ class _ShortLivedModel(_Edge):
     steps: list[_ShortStepModel] | None = None
 
 
+class _DeadmanModel(_Edge):
+    url: HttpUrl | None = None
+    url_env: EnvName | None = None
+    url_file: Text | None = None
+    method: Literal["get", "post"] = "get"
+
+    @model_validator(mode="after")
+    def _secret(self) -> _DeadmanModel:
+        _exactly_one(self, ("url", "url_env", "url_file"), "the ping URL")
+        return self
+
+
 class _AlertsModel(_Edge):
     channels: dict[str, _ChannelModel] = {}
     steps: list[_StepModel] | None = None
     broken: _BrokenModel | None = None
     short_lived: _ShortLivedModel | None = None
+    deadman: _DeadmanModel | None = None
 
 
 class _InventoryModel(_Edge):
@@ -1018,6 +1090,7 @@ class _Builder:
             spec=name,
             store=Store(name=name, anchors=anchors, source=source),
             building=Building(model.building),
+            aia=model.aia,
         )
 
     def profile(self, ref: str, path: YamlPath) -> Profile:
@@ -1077,6 +1150,8 @@ class _Builder:
             crit_days=crit,
             interval=model.interval or base.interval,
             timeout=model.timeout or base.timeout,
+            renewal=renewal_policy(model.renew_at, model.grace, base.renewal),
+            retention=model.retention,
         )
 
     # endpoints ----------------------------------------------------------------------------
@@ -1153,6 +1228,8 @@ class _Builder:
             timeout=model.timeout or defaults.timeout,
             warn_days=warn,
             crit_days=crit,
+            renewal=renewal_policy(model.renew_at, model.grace, defaults.renewal),
+            acme=model.acme,
             line=self.doc.line(path),
         )
 
@@ -1253,8 +1330,12 @@ class _Builder:
             short = None if model.short_lived is None else self.short_lived(
                 model.short_lived, channels
             )
+        deadman = None
+        if model.deadman is not None:
+            deadman = Deadman(url=self.secret(model.deadman, "url"), method=model.deadman.method)
         return AlertsConfig(
-            channels=MappingProxyType(channels), steps=steps, broken=broken, short_lived=short
+            channels=MappingProxyType(channels), steps=steps, broken=broken, short_lived=short,
+            deadman=deadman,
         )
 
     def short_lived(

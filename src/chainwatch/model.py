@@ -19,7 +19,7 @@ from enum import StrEnum
 from functools import cached_property
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
@@ -111,6 +111,9 @@ class FindingCode(StrEnum):
     CA_CHANGED = "CA_CHANGED"
     PROBE_FAILED = "PROBE_FAILED"
     RENEWAL_OVERDUE = "RENEWAL_OVERDUE"
+    REVOCATION_UNKNOWN = "REVOCATION_UNKNOWN"
+    """An extension of the contract (info): revocation was checked, but neither the
+    staple, an OCSP responder nor a CRL gave a usable answer (the message says why)."""
 
 
 NameKey = tuple[tuple[str, str], ...]
@@ -401,26 +404,43 @@ def signature_valid(child: Cert, issuer: Cert) -> bool:
     cert = child.parsed
     try:
         key = issuer.parsed.public_key()
-        sig = cert.signature
-        tbs = cert.tbs_certificate_bytes
-        if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-            key.verify(sig, tbs)
-            return True
         algo = cert.signature_hash_algorithm
-        if algo is None:
+        params = cert.signature_algorithm_parameters
+    except Exception:  # UnsupportedAlgorithm, malformed keys: "no"
+        return False
+    return signature_verifies(
+        key, cert.signature, cert.tbs_certificate_bytes, algo,
+        params if isinstance(params, padding.PSS) else None,
+    )
+
+
+def signature_verifies(
+    key: object,
+    signature: bytes,
+    data: bytes,
+    algorithm: hashes.HashAlgorithm | None,
+    pss: padding.PSS | None = None,
+) -> bool:
+    """True when ``signature`` over ``data`` verifies under the public ``key`` with the
+    hash ``algorithm`` (``None`` for EdDSA); ``pss``: RSA-PSS parameters (else PKCS#1 v1.5).
+
+    The primitive under :func:`signature_valid`, shared with OCSP responses and CRLs,
+    which are signed the same way and exist with SHA-1 signatures too.
+    """
+    try:
+        if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            key.verify(signature, data)
+            return True
+        if algorithm is None:
             return False
         if isinstance(key, rsa.RSAPublicKey):
-            params = cert.signature_algorithm_parameters
-            if isinstance(params, padding.PSS):
-                key.verify(sig, tbs, params, algo)
-            else:
-                key.verify(sig, tbs, padding.PKCS1v15(), algo)
+            key.verify(signature, data, pss if pss is not None else padding.PKCS1v15(), algorithm)
             return True
         if isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(sig, tbs, ec.ECDSA(algo))
+            key.verify(signature, data, ec.ECDSA(algorithm))
             return True
         if isinstance(key, dsa.DSAPublicKey):
-            key.verify(sig, tbs, algo)
+            key.verify(signature, data, algorithm)
             return True
     except Exception:  # InvalidSignature, UnsupportedAlgorithm, malformed keys: all mean "no"
         return False
@@ -481,12 +501,16 @@ class Profile:
     """A client population: trust anchors plus path-building behaviour.
 
     ``spec`` is what the user wrote (``legacy:mozilla@2016-06-01``) or the inventory name;
-    it is how reports refer to the profile.
+    it is how reports refer to the profile. ``aia``: the clients complete a chain whose
+    intermediate is not served by fetching it from the caIssuers URL of the certificate's
+    Authority Information Access extension, as most browsers do (OpenSSL, Go, Java and
+    Firefox do not); path building may then use the certificates the probe layer fetched.
     """
 
     spec: str
     store: Store
     building: Building = Building.MODERN
+    aia: bool = False
 
     @property
     def legacy(self) -> bool:
@@ -529,6 +553,33 @@ class ProfileResult:
     breaks_at: dt.datetime | None
     all_paths: tuple[tuple[str, ...], ...] = ()
     dead_end: str | None = None
+
+
+@dataclass(frozen=True)
+class RenewalPolicy:
+    """When a served leaf is expected to have been renewed (DESIGN.md, ``RENEWAL_OVERDUE``).
+
+    ``renew_at`` is not_before + ``fraction`` of the lifetime (default 2/3), or ``before``
+    the expiry when that is set, or the start of the ACME Renewal Information window
+    (RFC 9773) when one is known; the leaf is overdue ``grace`` (a fraction of its
+    lifetime, default 10%) after that (after the window's end for ARI).
+    """
+
+    fraction: float = 2 / 3
+    before: dt.timedelta | None = None
+    grace: float = 0.10
+    window: tuple[dt.datetime, dt.datetime] | None = None
+
+    def renew_at(self, leaf: Cert) -> dt.datetime:
+        if self.window is not None:
+            return self.window[0]
+        if self.before is not None:
+            return leaf.not_after - self.before
+        return leaf.not_before + leaf.lifetime * self.fraction
+
+    def overdue_at(self, leaf: Cert) -> dt.datetime:
+        base = self.window[1] if self.window is not None else self.renew_at(leaf)
+        return base + leaf.lifetime * self.grace
 
 
 @dataclass(frozen=True)
@@ -583,4 +634,5 @@ __all__ = [
     "Target",
     "name_key",
     "signature_valid",
+    "signature_verifies",
 ]

@@ -18,6 +18,7 @@ from chainwatch.analysis.engine import (
     analyze,
     probe_failed_report,
 )
+from chainwatch.analysis.revocation import Revocation
 from chainwatch.model import Cert, Profile, Report
 from chainwatch.probe import Observation
 from chainwatch.probe.tls import where
@@ -51,6 +52,8 @@ def report_for(
     warn_days: int = DEFAULT_WARN_DAYS,
     crit_days: int = DEFAULT_CRIT_DAYS,
     required: Sequence[str] | None = None,
+    revocation: Revocation | None = None,
+    fetched: Sequence[Cert] = (),
 ) -> Report:
     """The report of one observation, with ``target`` set to the observed address.
 
@@ -62,6 +65,10 @@ def report_for(
             ``None`` skips the hostname check, as for a certificate file.
         warn_days / crit_days: thresholds on ``days_left``.
         required: profile specs whose trust is required (default: all).
+        revocation: the leaf's revocation status, when it was checked (``REVOKED``,
+            ``REVOCATION_UNKNOWN``); ``None``: not checked.
+        fetched: certificates fetched via AIA for profiles with ``aia`` set.
+            Both come from :func:`chainwatch.probe.fetch.gather_inputs`.
     """
     target = observation.target
     if not observation.ok:
@@ -74,7 +81,7 @@ def report_for(
         return probe_failed_report(target, chain, at, host=host)
     report = analyze(
         chain, profiles, at=at, host=host, warn_days=warn_days, crit_days=crit_days,
-        required=required,
+        required=required, revocation=revocation, fetched=fetched,
     )
     return report.with_target(target)
 

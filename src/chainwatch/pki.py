@@ -228,8 +228,10 @@ class CA:
         key: str = "ec256",
         sha1: bool = False,
         path_length: int | None = None,
+        extra: Sequence[x509.ExtensionType] = (),
     ) -> CA:
-        """A subordinate CA signed by this one."""
+        """A subordinate CA signed by this one. ``extra``: more (non-critical) extensions,
+        e.g. an ``AuthorityInformationAccess`` naming where its issuer can be fetched."""
         private = self.pki.keys.get(key)
         cert = self.pki._build(
             subject=_name(name),
@@ -242,6 +244,7 @@ class CA:
             path_length=path_length,
             aki_from=self.key.public_key(),
             sha1=sha1,
+            extra=extra,
         )
         return CA(self.pki, private, cert, issuer=self)
 

@@ -222,13 +222,22 @@ def plan(
     for _ in range(max_events * 4):
         if t > until or len(events) >= max_events:
             break
-        sent, state = decide(config, sit, state, t)
+        now = _as_of(sit, t)
+        sent, state = decide(config, now, state, t)
         events.extend((t, d) for d in sent)
-        nxt = _next_instant(config, sit, state, t)
+        nxt = _next_instant(config, now, state, t)
         if nxt is None:
             break
         t = nxt
     return events
+
+
+def _as_of(sit: Situation, t: dt.datetime) -> Situation:
+    """``sit`` as it will be at ``t`` if nothing changes: broken once trust has broken."""
+    if sit.broken or sit.breaks_at is None or t < sit.breaks_at:
+        return sit
+    when = sit.breaks_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return replace(sit, broken=True, summary=f"trust broke at {when}", status="critical")
 
 
 def _next_instant(
@@ -242,6 +251,8 @@ def _next_instant(
         if last is not None:
             candidates.append(last + step.repeat)
     if sit.breaks_at is not None and not sit.broken:
+        if sit.breaks_at > t:
+            candidates.append(sit.breaks_at)  # it becomes broken then
         thresholds: Sequence[dt.timedelta] = [dt.timedelta(days=s.days) for s in config.steps]
         short = config.short_lived
         if short is not None and sit.lifetime is not None and sit.lifetime <= short.max_lifetime:

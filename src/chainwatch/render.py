@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -163,3 +163,124 @@ def render_text(report: Report, console: Console, warn_days: int, crit_days: int
             style = _STYLE[f.severity]
             fnd.add_row(f"[{style}]{f.severity.value}[/{style}]", f.code.value, f.message)
         console.print(fnd)
+
+
+# -- scans and history -------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from chainwatch.monitor import ScanResult
+    from chainwatch.storage.repo import StoredObservation
+
+
+def _sort_key(report: Report) -> tuple[int, str, str]:
+    far = "9999-12-31T23:59:59Z"
+    return (-report.status.rank, iso(report.breaks_at) or far, _target_text(report))
+
+
+def _target_text(report: Report) -> str:
+    t = report.target
+    if t is None:
+        return report.host or "-"
+    if t.host.startswith("file:"):
+        return t.host
+    text = f"{t.host}:{t.port}"
+    if t.starttls:
+        text += f" ({t.starttls})"
+    if t.ip and t.ip != t.host:
+        text += f" [{t.ip}]"
+    return text
+
+
+def scan_json(result: ScanResult) -> dict[str, Any]:
+    """``{"schema": 1, "reports": [...]}`` (DESIGN.md), reports sorted by ``breaks_at``,
+    plus ``uncovered_names`` and ``renewals`` (additions to the contract)."""
+    reports = sorted(result.reports, key=lambda r: (iso(r.breaks_at) or "~", _target_text(r)))
+    return {
+        "schema": SCHEMA,
+        "reports": [report_json(r) for r in reports],
+        "uncovered_names": list(result.uncovered),
+        "notes": list(result.notes),
+        "renewals": [
+            {"target": target_json(r.target), "old_leaf": r.old_leaf, "new_leaf": r.new_leaf,
+             "observed_at": iso(r.observed_at)}
+            for r in result.renewals
+        ],
+    }
+
+
+def scan_text(result: ScanResult, console: Console) -> None:
+    counts: dict[Status, int] = {}
+    for r in result.reports:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    soonest = min((r.breaks_at for r in result.reports if r.breaks_at is not None), default=None)
+    parts = ", ".join(f"{n} {s.value}" for s, n in sorted(counts.items(), key=lambda i: -i[0].rank))
+    line = f"CHAINWATCH {result.status.value.upper()} - {len(result.reports)} targets: {parts}"
+    if soonest is not None:
+        line += f"; first break {iso(soonest)}"
+    console.print(line, style=_STYLE[result.status], highlight=False, soft_wrap=True)
+    table = Table(title="Targets by urgency", title_justify="left")
+    for col in ("status", "target", "breaks at", "days", "findings"):
+        table.add_column(col, overflow="fold")
+    for r in sorted(result.reports, key=_sort_key):
+        style = _STYLE[r.status]
+        codes = ", ".join(dict.fromkeys(
+            f.code.value for f in r.findings if f.severity is not Severity.INFO
+        ))
+        if r.status is Status.UNKNOWN and r.findings:
+            codes = r.findings[0].message
+        table.add_row(f"[{style}]{r.status.value}[/{style}]", _target_text(r),
+                      iso(r.breaks_at) or "-", "-" if r.days_left is None else str(r.days_left),
+                      codes or "-")
+    console.print(table)
+    if result.renewals:
+        console.print("Renewals seen: " + ", ".join(
+            f"{r.target.host}:{r.target.port} [{r.target.ip}] {r.old_leaf[:12]} → "
+            f"{r.new_leaf[:12]}" for r in result.renewals), highlight=False, soft_wrap=True)
+    for note in result.notes:
+        console.print(f"note: {note}", style="cyan", highlight=False, soft_wrap=True)
+    if result.uncovered:
+        console.print("Names on served certificates that no endpoint watches: "
+                      + ", ".join(result.uncovered), style="yellow", highlight=False,
+                      soft_wrap=True)
+
+
+def history_json(rows: Sequence[StoredObservation]) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "observations": [
+            {
+                "observed_at": iso(r.observed_at),
+                "target": target_json(r.target),
+                "status": r.status.value,
+                "leaf_sha256": r.leaf_sha256,
+                "chain": list(r.chain),
+                "breaks_at": iso(r.breaks_at),
+                "days_left": r.days_left,
+                "findings": list(r.findings),
+                "failure": r.failure,
+                "message": r.message,
+            }
+            for r in rows
+        ],
+    }
+
+
+def history_text(rows: Sequence[StoredObservation], console: Console) -> None:
+    """The timeline, oldest first, marking each change of served leaf per address."""
+    table = Table(title="History", title_justify="left")
+    for col in ("observed", "address", "status", "leaf", "breaks at", "event"):
+        table.add_column(col, overflow="fold")
+    last_leaf: dict[tuple[str, int, str | None], str | None] = {}
+    for r in sorted(rows, key=lambda r: (r.observed_at, r.id)):
+        addr = (r.target.host, r.target.port, r.target.ip)
+        event = ""
+        if addr in last_leaf and last_leaf[addr] != r.leaf_sha256 and r.leaf_sha256:
+            event = "new certificate"
+        if r.failure:
+            event = f"probe failed: {r.failure}"
+        last_leaf[addr] = r.leaf_sha256 or last_leaf.get(addr)
+        style = _STYLE[r.status]
+        table.add_row(iso(r.observed_at) or "-", f"{r.target.ip or r.target.host}",
+                      f"[{style}]{r.status.value}[/{style}]", (r.leaf_sha256 or "-")[:16],
+                      iso(r.breaks_at) or "-", event)
+    console.print(table)

@@ -1,9 +1,13 @@
 """``analyze(chain, profiles, host, at) -> Report``: the engine's one entry point.
 
 Pure: values in, values out, ``at`` always a parameter. Results are memoised by
-(chain fingerprints, profiles, host, at, thresholds, key) so that thousands of
-endpoints serving one chain cost one analysis; the path search underneath is memoised
-without ``at`` so re-evaluating a known chain on a new day is cheap too.
+(chain fingerprints, profiles, host, at, thresholds, key, revocation, fetched) so that
+thousands of endpoints serving one chain cost one analysis; the path search underneath
+is memoised without ``at`` so re-evaluating a known chain on a new day is cheap too.
+
+Inputs that need the network (the leaf's revocation status, certificates fetched via
+AIA) are gathered by the probe layer (:mod:`chainwatch.probe.fetch`) and handed in as
+values.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from chainwatch.analysis.findings import Evidence, run_checks
 from chainwatch.analysis.profiles import structure, verdict
+from chainwatch.analysis.revocation import Revocation
 from chainwatch.model import (
     Cert,
     Finding,
@@ -57,6 +62,8 @@ def analyze(
     crit_days: int = DEFAULT_CRIT_DAYS,
     key_spki: bytes | None = None,
     required: Sequence[str] | None = None,
+    revocation: Revocation | None = None,
+    fetched: Sequence[Cert] = (),
 ) -> Report:
     """Analyse ``chain`` (leaf first, as presented) for every profile at ``at``.
 
@@ -68,25 +75,38 @@ def analyze(
         warn_days / crit_days: thresholds on ``days_left``.
         key_spki: SubjectPublicKeyInfo DER of a private key that should match the leaf.
         required: the profile specs whose trust is required (default: all of them).
+        revocation: the leaf's revocation status, when it was checked: ``revoked`` makes
+            a critical ``REVOKED`` finding, ``unknown`` an informational
+            ``REVOCATION_UNKNOWN`` one; ``None`` means not checked (no finding).
+        fetched: certificates fetched via the AIA caIssuers URLs of the chain; profiles
+            with ``aia`` set may build paths through them. They are never counted as
+            presented: findings about the served chain stay as they are.
     """
     if not chain:
         raise ValueError("analyze() needs at least one certificate")
     at = _utc(at)
+    extra = (
+        tuple(c for c in dict.fromkeys(fetched) if c not in chain)
+        if fetched and any(p.aia for p in profiles) else ()
+    )
     cache_key = (
         tuple(c.sha256 for c in chain),
-        tuple((p.spec, p.store.digest, p.building) for p in profiles),
+        tuple((p.spec, p.store.digest, p.building, p.aia) for p in profiles),
         host,
         at,
         warn_days,
         crit_days,
         key_spki,
         None if required is None else tuple(required),
+        revocation,
+        tuple(c.sha256 for c in extra),
     )
     hit = _report_cache.get(cache_key)
     if hit is not None:
         return hit
     report = _analyze(
-        tuple(chain), tuple(profiles), at, host, warn_days, crit_days, key_spki, required
+        tuple(chain), tuple(profiles), at, host, warn_days, crit_days, key_spki, required,
+        revocation, extra,
     )
     _report_cache[cache_key] = report
     if len(_report_cache) > _REPORT_CACHE_SIZE:
@@ -103,9 +123,18 @@ def _analyze(
     crit_days: int,
     key_spki: bytes | None,
     required: Sequence[str] | None,
+    revocation: Revocation | None = None,
+    fetched: tuple[Cert, ...] = (),
 ) -> Report:
-    structures = tuple(structure(chain, p.store, p.building) for p in profiles)
+    structures = tuple(
+        structure(chain, p.store, p.building, fetched if p.aia else ()) for p in profiles
+    )
     results = tuple(verdict(st, p, at) for st, p in zip(structures, profiles, strict=True))
+    served_only = {
+        p.spec: verdict(structure(chain, p.store, p.building), p, at)
+        for p in profiles
+        if p.aia and fetched
+    }
     need = set(required) if required is not None else {p.spec for p in profiles}
     needed = [r for r in results if r.profile in need]
     breaks, days = target_breaks_at(needed, at)
@@ -128,6 +157,10 @@ def _analyze(
         anchors=_anchor_fingerprints(stores),
         anchor_names=_anchor_names(stores),
         known=known,
+        revocation=revocation,
+        fetched=fetched,
+        served_only=served_only,
+        aia_profiles=frozenset(p.spec for p in profiles if p.aia),
     )
     findings = _only_required(run_checks(evidence), need)
     return Report(

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chainwatch.analysis import hostname
 from chainwatch.analysis.paths import could_issue, edge_valid
+from chainwatch.analysis.revocation import Revocation, RevocationStatus
 from chainwatch.model import (
     ONE_SECOND,
     Cert,
@@ -48,6 +49,15 @@ class Evidence:
     """Subjects of every anchor of every profile."""
     known: Mapping[str, Cert]
     """Every certificate on any candidate path (chain and anchors), by SHA-256."""
+    revocation: Revocation | None = None
+    """The leaf's revocation status, when it was checked."""
+    fetched: tuple[Cert, ...] = ()
+    """Certificates fetched via AIA caIssuers (never counted as presented)."""
+    served_only: Mapping[str, ProfileResult] = field(default_factory=dict)
+    """For each AIA-fetching profile that had fetched certificates to use: its verdict on
+    the served chain alone (what it would say without fetching)."""
+    aia_profiles: frozenset[str] = frozenset()
+    """Specs of the profiles whose clients fetch missing issuers via AIA."""
 
     @property
     def leaf(self) -> Cert:
@@ -72,28 +82,84 @@ def untrusted(ev: Evidence) -> tuple[Finding, ...]:
 
 
 def chain_incomplete(ev: Evidence) -> tuple[Finding, ...]:
-    """A profile finds no path because the served chain stops at a certificate whose
-    issuer is neither served nor an anchor. When another profile being checked does hold
-    that issuer as an anchor, the chain is complete and this profile simply does not
-    trust the hierarchy (UNTRUSTED says so); no CHAIN_INCOMPLETE then."""
-    out = []
+    """A profile finds no path *in the served chain* because it stops at a certificate
+    whose issuer is neither served nor an anchor. When another profile being checked does
+    hold that issuer as an anchor, the chain is complete and this profile simply does not
+    trust the hierarchy (UNTRUSTED says so); no CHAIN_INCOMPLETE then.
+
+    AIA-fetching profiles are judged on the served chain alone here: the server is
+    misconfigured whether or not some clients repair it. A profile that succeeds only by
+    fetching gets a warning (it works, at the price of a fetch on every new connection
+    and of the CA's web server being up); the message then says which profiles succeed
+    by fetching and which fail.
+    """
+    incomplete: list[tuple[ProfileResult, Cert]] = []
     for r in ev.results:
-        if r.trusted or r.error is not PathError.NO_PATH or r.dead_end is None:
+        served = ev.served_only.get(r.profile, r)
+        if served.trusted or served.error is not PathError.NO_PATH or served.dead_end is None:
             continue
-        end = next((c for c in ev.chain if c.sha256 == r.dead_end), None)
+        end = next((c for c in ev.chain if c.sha256 == served.dead_end), None)
         if end is None or end.self_issued or end.issuer_key in ev.anchor_names:
             continue
-        out.append(
-            Finding(
-                FindingCode.CHAIN_INCOMPLETE,
-                Severity.CRITICAL,
-                f"the served chain stops at {end.subject}: its issuer {end.issuer} is neither "
-                f"served nor an anchor of {r.profile}; serve the missing intermediate",
-                profile=r.profile,
-                cert=end.sha256,
-            )
+        incomplete.append((r, end))
+    fetching = ev.aia_profiles
+    rescued = [r.profile for r, _ in incomplete if r.trusted]
+    failing = [r.profile for r, _ in incomplete if not r.trusted and r.profile not in fetching]
+    futile = [r.profile for r, _ in incomplete if not r.trusted and r.profile in fetching]
+    outcome = ""
+    if rescued or futile:
+        parts = []
+        if rescued:
+            parts.append(f"clients that fetch it via AIA ({_profiles(rescued)}) still succeed")
+        if futile:
+            parts.append(f"fetching via AIA does not help {_profiles(futile)}")
+        if failing:
+            parts.append(f"clients that do not fetch ({_profiles(failing)}) fail")
+        outcome = ": " + ", ".join(parts)
+    return tuple(
+        Finding(
+            FindingCode.CHAIN_INCOMPLETE,
+            Severity.WARNING if r.trusted else Severity.CRITICAL,
+            f"the served chain stops at {end.subject}: its issuer {end.issuer} is neither "
+            f"served nor an anchor of {r.profile}; serve the missing intermediate{outcome}",
+            profile=r.profile,
+            cert=end.sha256,
         )
-    return tuple(out)
+        for r, end in incomplete
+    )
+
+
+def _profiles(specs: Sequence[str]) -> str:
+    return ("profile " if len(specs) == 1 else "profiles ") + ", ".join(specs)
+
+
+def revoked(ev: Evidence) -> tuple[Finding, ...]:
+    """REVOKED when the leaf's OCSP or CRL answer says so; when revocation was checked and
+    no source gave a usable answer, an informational REVOCATION_UNKNOWN that says why."""
+    rev = ev.revocation
+    if rev is None or rev.status is RevocationStatus.GOOD:
+        return ()
+    leaf = ev.leaf
+    if rev.status is RevocationStatus.REVOKED:
+        since = f" since {iso(rev.revoked_at)}" if rev.revoked_at is not None else ""
+        reason = f"reason: {rev.reason}" if rev.reason else "no reason given"
+        return (
+            Finding(
+                FindingCode.REVOKED,
+                Severity.CRITICAL,
+                f"the leaf {leaf.subject} is revoked{since} ({reason}), according to "
+                f"{rev.where}",
+                cert=leaf.sha256,
+            ),
+        )
+    return (
+        Finding(
+            FindingCode.REVOCATION_UNKNOWN,
+            Severity.INFO,
+            f"the revocation status of the leaf is unknown: {rev.detail or 'no answer'}",
+            cert=leaf.sha256,
+        ),
+    )
 
 
 def leaf_validity(ev: Evidence) -> tuple[Finding, ...]:
@@ -338,6 +404,7 @@ CHECKS: tuple[Check, ...] = (
     hostname_mismatch,
     key_mismatch,
     self_signed_leaf,
+    revoked,
     expires_soon,
     profile_breaks,
     expired_cert_sent,

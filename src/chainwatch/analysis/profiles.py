@@ -47,17 +47,29 @@ class Structure:
 
 
 _STRUCT_CACHE_SIZE = 20000
-_struct_cache: OrderedDict[tuple[tuple[str, ...], str, Building], Structure] = OrderedDict()
+_StructKey = tuple[tuple[str, ...], str, Building, tuple[str, ...]]
+_struct_cache: OrderedDict[_StructKey, Structure] = OrderedDict()
 
 
-def structure(chain: Sequence[Cert], store: Store, building: Building) -> Structure:
-    key = (tuple(c.sha256 for c in chain), store.digest, building)
+def structure(
+    chain: Sequence[Cert], store: Store, building: Building, fetched: Sequence[Cert] = ()
+) -> Structure:
+    """Every candidate path from ``chain[0]`` to ``store``'s anchors, judged without time.
+
+    ``fetched``: certificates an AIA-fetching client would download (the caIssuers of a
+    chain whose intermediate is not served); path building may use them as if served.
+    Pass them only for profiles with ``aia`` set: the memo key holds their fingerprints,
+    so a profile that fetches nothing shares its entry with one that cannot fetch.
+    """
+    extra = tuple(c for c in dict.fromkeys(fetched) if c not in chain) if fetched else ()
+    key = (tuple(c.sha256 for c in chain), store.digest, building, tuple(c.sha256 for c in extra))
     hit = _struct_cache.get(key)
     if hit is not None:
         _struct_cache.move_to_end(key)
         return hit
+    pool = (*chain, *extra)
     built: BuildResult = (
-        legacy_path(chain, store) if building is Building.LEGACY else modern_paths(chain, store)
+        legacy_path(pool, store) if building is Building.LEGACY else modern_paths(pool, store)
     )
     result = Structure(
         paths=tuple(judge(c, building) for c in built.paths),

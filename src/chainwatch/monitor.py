@@ -1,0 +1,341 @@
+"""The monitor: inventory in, probed + analysed + tracked + stored reports out.
+
+One :func:`scan` is one sweep over an inventory: probe every endpoint address (now),
+read every certificate file, analyse each chain as of ``at`` (default: now; ``scan
+--at`` rehearses a date while probing now), add the cross-endpoint findings of
+:mod:`chainwatch.tracking`, store everything in one batch, record a heartbeat and
+derive one :class:`~chainwatch.policy.Situation` per target for the alert policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import glob
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from chainwatch.discovery import endpoint_names, is_covered
+from chainwatch.errors import BundleError
+from chainwatch.inventory import Endpoint, FileSource, Inventory
+from chainwatch.model import Cert, FindingCode, RenewalPolicy, Report, Severity, Status, Target
+from chainwatch.observe import report_for
+from chainwatch.parsing import load_bundle_file
+from chainwatch.policy import Situation
+from chainwatch.probe import FailureReason, Observation
+from chainwatch.probe.ari import RenewalInfo, renewal_info
+from chainwatch.probe.tls import Limits, probe_all
+from chainwatch.render import report_json, worst
+from chainwatch.storage.repo import Database, StoredObservation
+from chainwatch.tracking import (
+    Before,
+    LeafIndex,
+    Renewal,
+    ca_changed,
+    hierarchy_of,
+    renewal,
+    renewal_overdue,
+    stale_deployment,
+    trusted_of,
+    with_findings,
+)
+
+BROKEN_CODES = frozenset({
+    FindingCode.UNTRUSTED,
+    FindingCode.HOSTNAME_MISMATCH,
+    FindingCode.PROBE_FAILED,
+    FindingCode.STALE_DEPLOYMENT,
+    FindingCode.CA_CHANGED,
+    FindingCode.LEAF_EXPIRED,
+    FindingCode.CHAIN_INCOMPLETE,
+})
+"""Findings that make a target *broken now* for the alert policy (DESIGN.md, Alerts)."""
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One thing scanned: an endpoint address or a certificate file, with its settings."""
+
+    target: Target
+    key: str
+    host: str | None
+    source: Endpoint | FileSource
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """A finished sweep.
+
+    Attributes:
+        reports: one per endpoint address and per certificate file, each with ``target``.
+        observations: the raw probe results, in the same order.
+        situations: one per target key (an endpoint across all its addresses).
+        renewals: new leaves seen at addresses that served another one before.
+        uncovered: names on served certificates that no endpoint covers.
+        keys: the target key of each report.
+        notes: things worth saying that are not findings (an ACME server unreachable...).
+    """
+
+    reports: tuple[Report, ...]
+    observations: tuple[Observation, ...]
+    situations: tuple[Situation, ...]
+    renewals: tuple[Renewal, ...] = ()
+    uncovered: tuple[str, ...] = ()
+    keys: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
+
+    @property
+    def status(self) -> Status:
+        return worst([r.status for r in self.reports])
+
+
+def endpoint_key(endpoint: Endpoint | Target) -> str:
+    """The alerting identity of an endpoint: every address behind it shares it."""
+    name = endpoint.sni if endpoint.sni and endpoint.sni != endpoint.host else None
+    key = f"{endpoint.host}:{endpoint.port}"
+    if endpoint.starttls:
+        key += f"/{endpoint.starttls}"
+    if name:
+        key += f"#{name}"
+    return key
+
+
+def scan(
+    inventory: Inventory,
+    db: Database | None,
+    *,
+    at: dt.datetime | None = None,
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    concurrency: int = 256,
+    progress: Progress | None = None,
+    endpoints: Sequence[Endpoint] | None = None,
+) -> ScanResult:
+    """One sweep. ``endpoints`` limits it to some endpoints (the scheduler's due ones);
+    files are read only on full sweeps."""
+    chosen = tuple(inventory.endpoints if endpoints is None else endpoints)
+    full = endpoints is None
+    observations = _probe(chosen, concurrency)
+    started = now()
+    when = at or started
+    by_target: dict[Target, Endpoint] = {}
+    items: list[tuple[Item, Observation]] = []
+    wanted = {_identity(e.target, e.ip): e for e in chosen}
+    for obs in observations:
+        t = obs.target
+        endpoint = wanted.get(_identity(t, t.ip)) or wanted.get(_identity(t))
+        if endpoint is None:
+            continue
+        by_target[t] = endpoint
+        items.append((Item(t, endpoint_key(endpoint), endpoint.server_name or endpoint.host,
+                           endpoint), obs))
+    if full:
+        items.extend(_read_files(inventory.files, started))
+
+    reports: list[Report] = []
+    for n, (item, obs) in enumerate(items, start=1):
+        src = item.source
+        reports.append(
+            report_for(obs, src.profiles, at=when, host=item.host, warn_days=src.warn_days,
+                       crit_days=src.crit_days)
+        )
+        if progress is not None:
+            progress(n, len(items))
+
+    previous = _previous(db, [i.target for i, _ in items])
+    policies, notes = renewal_policies([i for i, _ in items], reports)
+    reports, renewals = track([i for i, _ in items], reports, previous, when, policies)
+    if db is not None:
+        db.record_many([(obs, rep) for (_, obs), rep in zip(items, reports, strict=True)])
+        if full:
+            db.beat("scan", {"targets": len(items), "status": worst([r.status for r in reports])})
+            if inventory.defaults.retention is not None:
+                db.prune(inventory.defaults.retention)
+    uncovered = uncovered_names(inventory, reports) if full else ()
+    return ScanResult(
+        reports=tuple(reports),
+        observations=tuple(o for _, o in items),
+        situations=situations([i for i, _ in items], reports),
+        renewals=tuple(renewals),
+        uncovered=uncovered,
+        notes=tuple(notes),
+        keys=tuple(i.key for i, _ in items),
+    )
+
+
+def _identity(t: Target, ip: str | None = None) -> tuple[str, int, str | None, str | None,
+                                                       str | None]:
+    """How an observation is matched back to its endpoint: the address only counts when
+    the endpoint pinned one (``ip:``); otherwise every resolved address belongs to it."""
+    return (t.host, t.port, t.sni, t.starttls, ip if ip is not None else None)
+
+
+def _probe(endpoints: Sequence[Endpoint], concurrency: int) -> list[Observation]:
+    if not endpoints:
+        return []
+    groups: dict[float, list[Target]] = {}
+    for e in endpoints:
+        groups.setdefault(e.timeout.total_seconds(), []).append(e.target)
+    out: list[Observation] = []
+    for timeout, targets in groups.items():
+        out.extend(probe_all(targets, concurrency=concurrency, limits=Limits(timeout=timeout)))
+    return out
+
+
+def _read_files(sources: Iterable[FileSource], when: dt.datetime) -> list[tuple[Item, Observation]]:
+    out: list[tuple[Item, Observation]] = []
+    for src in sources:
+        for path in sorted(glob.glob(src.pattern, recursive=True)):
+            target = Target(host=f"file:{path}", port=0)
+            item = Item(target, f"file:{path}", src.host, src)
+            try:
+                chain = load_bundle_file(path)
+            except BundleError as exc:
+                out.append((item, Observation(target=target, observed_at=when,
+                                              failure=FailureReason.OTHER, message=str(exc))))
+                continue
+            out.append((item, Observation(target=target, observed_at=when,
+                                          chain=tuple(c.der for c in chain))))
+    return out
+
+
+def _previous(db: Database | None, targets: Sequence[Target]) -> dict[Target, Before]:
+    if db is None:
+        return {}
+    wanted = set(targets)
+    out: dict[Target, Before] = {}
+    for row in db.latest_per_target():
+        t = _norm(row.target)
+        if t in wanted and row.leaf_sha256 is not None:
+            out[t] = _before(row)
+    return out
+
+
+def _norm(t: Target) -> Target:
+    return Target(host=t.host, port=t.port, ip=t.ip or None, sni=t.sni or None,
+                  starttls=t.starttls or None)
+
+
+def _before(row: StoredObservation) -> Before:
+    return Before(
+        leaf_sha256=row.leaf_sha256,
+        hierarchy=hierarchy_of(row.report),
+        trusted=trusted_of(row.report),
+        observed_at=row.observed_at,
+    )
+
+
+def renewal_policies(items: Sequence[Item], reports: Sequence[Report]
+                     ) -> tuple[list[RenewalPolicy], list[str]]:
+    """Each item's renewal expectation: its inventory setting, moved to the ACME Renewal
+    Information window when its endpoint names an ACME server that offers one."""
+    policies = [
+        i.source.renewal if isinstance(i.source, Endpoint) else RenewalPolicy() for i in items
+    ]
+    wanted: dict[tuple[str, str], Cert] = {}
+    for item, report in zip(items, reports, strict=True):
+        if isinstance(item.source, Endpoint) and item.source.acme and report.chain:
+            wanted[(item.source.acme, report.chain[0].sha256)] = report.chain[0]
+    if not wanted:
+        return policies, []
+    answers = asyncio.run(_fetch_renewal_info(wanted))
+    notes: list[str] = []
+    for n, (item, report) in enumerate(zip(items, reports, strict=True)):
+        if not (isinstance(item.source, Endpoint) and item.source.acme and report.chain):
+            continue
+        info = answers[(item.source.acme, report.chain[0].sha256)]
+        if info.window is not None:
+            policies[n] = replace(policies[n], window=info.window)
+        elif info.note:
+            notes.append(f"{item.key}: {info.note}")
+    return policies, list(dict.fromkeys(notes))
+
+
+async def _fetch_renewal_info(
+    wanted: Mapping[tuple[str, str], Cert], concurrency: int = 16
+) -> dict[tuple[str, str], RenewalInfo]:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(directory: str, leaf: Cert) -> RenewalInfo:
+        async with gate:
+            return await renewal_info(directory, leaf)
+
+    keys = list(wanted)
+    found = await asyncio.gather(*(one(d, wanted[(d, sha)]) for d, sha in keys))
+    return dict(zip(keys, found, strict=True))
+
+
+def track(
+    items: Sequence[Item],
+    reports: Sequence[Report],
+    previous: Mapping[Target, Before],
+    at: dt.datetime,
+    policies: Sequence[RenewalPolicy],
+) -> tuple[list[Report], list[Renewal]]:
+    """Add CA_CHANGED, STALE_DEPLOYMENT and RENEWAL_OVERDUE findings (pure)."""
+    index = LeafIndex(r.chain[0] for r in reports if r.chain)
+    out: list[Report] = []
+    renewals: list[Renewal] = []
+    for item, report, renewal_policy in zip(items, reports, policies, strict=True):
+        before = previous.get(_norm(item.target))
+        extra = []
+        changed = ca_changed(report, report_json(report), before)
+        if changed is not None:
+            extra.append(changed)
+        if isinstance(item.source, Endpoint):
+            stale = stale_deployment(report, item.target, index, item.source.crit_days)
+            if stale is not None:
+                extra.append(stale)
+        overdue = renewal_overdue(report, item.target, index, at, renewal_policy)
+        if overdue is not None:
+            extra.append(overdue)
+        renewed = renewal(item.target, report, before)
+        if renewed is not None:
+            renewals.append(renewed)
+        out.append(with_findings(report, extra))
+    return out, renewals
+
+
+def situations(items: Sequence[Item], reports: Sequence[Report]) -> tuple[Situation, ...]:
+    """One alerting situation per target key, across all of its addresses."""
+    grouped: dict[str, list[Report]] = {}
+    for item, report in zip(items, reports, strict=True):
+        grouped.setdefault(item.key, []).append(report)
+    return tuple(situation(key, reps) for key, reps in grouped.items())
+
+
+def situation(key: str, reports: Sequence[Report]) -> Situation:
+    leaves = [r.chain[0] for r in reports if r.chain]
+    oldest: Cert | None = min(leaves, key=lambda c: c.not_before) if leaves else None
+    breaks = [r.breaks_at for r in reports if r.breaks_at is not None]
+    broken_findings = [
+        f for r in reports for f in r.findings
+        if f.code in BROKEN_CODES and f.severity is not Severity.INFO
+        and (f.severity is Severity.CRITICAL or f.code in {FindingCode.CA_CHANGED,
+                                                            FindingCode.STALE_DEPLOYMENT})
+    ]
+    findings = [f for r in reports for f in r.findings if f.severity is not Severity.INFO]
+    findings.sort(key=lambda f: -f.severity.rank)
+    summary = findings[0].message if findings else ""
+    return Situation(
+        key=key,
+        cycle=oldest.sha256 if oldest is not None else None,
+        breaks_at=min(breaks) if breaks else None,
+        lifetime=oldest.lifetime if oldest is not None else None,
+        broken=bool(broken_findings),
+        overdue=any(f.code is FindingCode.RENEWAL_OVERDUE for f in findings),
+        summary=(broken_findings[0].message if broken_findings else summary),
+        status=worst([r.status for r in reports]).value,
+        findings=tuple(dict.fromkeys(f.code.value for f in findings)),
+    )
+
+
+def uncovered_names(inventory: Inventory, reports: Iterable[Report]) -> tuple[str, ...]:
+    """SAN names on served certificates that no endpoint of the inventory covers."""
+    watched = endpoint_names(inventory)
+    names: set[str] = set()
+    for r in reports:
+        if r.chain:
+            names.update(n.lower() for n in r.chain[0].dns_names)
+    return tuple(sorted(n for n in names if not is_covered(n, watched)))

@@ -1,0 +1,176 @@
+"""``chainwatch serve``: the long-running scheduler.
+
+Each endpoint is probed every ``interval`` (with jitter, so a thousand endpoints with
+the same interval do not stampede), sooner after a failure with exponential backoff
+(a flapping endpoint is retried at 1, 2, 4 ... minutes, never later than its interval),
+and files are re-read on every full sweep. After each batch the scheduler stores the
+results, records a ``scan`` heartbeat (so a stalled monitor is visible), runs the alert
+policy and delivers. ``SIGHUP`` reloads the inventory (a broken file is reported and the
+previous one kept); ``SIGTERM``/``SIGINT`` stop it after the current batch. On every
+tick, not only after scans, ``on_tick`` runs the watchdog and delivers pending alerts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from chainwatch.errors import ChainwatchError
+from chainwatch.inventory import Endpoint, Inventory, load_inventory
+from chainwatch.monitor import ScanResult, endpoint_key, scan
+from chainwatch.storage.repo import Database
+
+log = logging.getLogger("chainwatch.scheduler")
+
+RETRY_BASE = dt.timedelta(minutes=1)
+
+
+@dataclass
+class Slot:
+    """When an endpoint is next due, and how many probes in a row have failed."""
+
+    due: dt.datetime
+    failures: int = 0
+
+
+class Scheduler:
+    """Runs scans forever (or for ``max_batches``), one batch of due endpoints at a time."""
+
+    def __init__(
+        self,
+        inventory_path: str | Path,
+        db: Database,
+        *,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        jitter: float = 0.1,
+        rng: random.Random | None = None,
+        after_batch: Callable[[Inventory, ScanResult], None] | None = None,
+        on_tick: Callable[[Inventory], None] | None = None,
+    ) -> None:
+        self.path = Path(inventory_path)
+        self.db = db
+        self.clock = clock
+        self.jitter = jitter
+        self.rng = rng or random.Random()
+        self.after_batch = after_batch
+        self.on_tick = on_tick
+        self.inventory = load_inventory(self.path)
+        self.slots: dict[str, Slot] = {}
+        self.next_sweep = self.clock()
+        self.stop_event = threading.Event()
+        self._reload = threading.Event()
+
+    # -- signals -----------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGHUP, self._on_hup)
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self._reload.set()
+        self.stop_event.set()  # wake the sleeper; run() clears it again
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._reload.clear()
+        self.stop_event.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+        self.stop_event.set()
+
+    def reload(self) -> bool:
+        """Re-read the inventory; on error keep the current one. True if it changed."""
+        try:
+            fresh = load_inventory(self.path)
+        except ChainwatchError as exc:
+            log.error("inventory reload failed, keeping the previous one: %s", exc)
+            return False
+        self.inventory = fresh
+        keys = {endpoint_key(e) for e in fresh.endpoints}
+        self.slots = {k: v for k, v in self.slots.items() if k in keys}
+        self.next_sweep = self.clock()
+        log.info("inventory reloaded: %d endpoints", len(fresh.endpoints))
+        return True
+
+    # -- scheduling --------------------------------------------------------------------
+
+    def due(self, now: dt.datetime) -> list[Endpoint]:
+        out = []
+        for e in self.inventory.endpoints:
+            slot = self.slots.setdefault(endpoint_key(e), Slot(due=now))
+            if slot.due <= now:
+                out.append(e)
+        return out
+
+    def _spread(self, interval: dt.timedelta) -> dt.timedelta:
+        return interval * (1 + self.rng.uniform(-self.jitter, self.jitter))
+
+    def _reschedule(self, result: ScanResult, batch: list[Endpoint], now: dt.datetime) -> None:
+        failed_keys = {
+            key for key, obs in zip(result.keys, result.observations, strict=False)
+            if not obs.ok
+        }
+        for e in batch:
+            key = endpoint_key(e)
+            slot = self.slots.setdefault(key, Slot(due=now))
+            if key in failed_keys:
+                slot.failures += 1
+                backoff = min(e.interval, RETRY_BASE * 2 ** (slot.failures - 1))
+                slot.due = now + backoff
+            else:
+                slot.failures = 0
+                slot.due = now + self._spread(e.interval)
+
+    def run_once(self) -> ScanResult | None:
+        """Scan what is due now (everything, files included, on a full sweep)."""
+        now = self.clock()
+        full = now >= self.next_sweep
+        batch = list(self.inventory.endpoints) if full else self.due(now)
+        if not batch and not full:
+            return None
+        result = scan(self.inventory, self.db, endpoints=None if full else batch)
+        if full:
+            self.next_sweep = now + self._spread(self.inventory.defaults.interval)
+        else:
+            self.db.beat("scan", {"targets": len(result.reports), "partial": True})
+        self._reschedule(result, batch, now)
+        if self.after_batch is not None:
+            self.after_batch(self.inventory, result)
+        return result
+
+    def seconds_to_next(self) -> float:
+        now = self.clock()
+        dues = [s.due for s in self.slots.values()] + [self.next_sweep]
+        return max(0.0, min((d - now).total_seconds() for d in dues))
+
+    def run(self, *, max_batches: int | None = None, max_sleep: float = 60.0) -> int:
+        """Loop until stopped (or ``max_batches`` scans ran). Returns batches run."""
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            if self._reload.is_set():
+                self._reload.clear()
+                self.stop_event.clear()
+                self.reload()
+            if self.stop_event.is_set():
+                break
+            try:
+                if self.run_once() is not None:
+                    batches += 1
+            except ChainwatchError as exc:
+                log.error("scan failed: %s", exc)
+            if self.on_tick is not None:
+                try:
+                    self.on_tick(self.inventory)
+                except ChainwatchError as exc:
+                    log.error("alert housekeeping failed: %s", exc)
+            self.db.beat("scheduler")
+            self.stop_event.wait(min(max_sleep, self.seconds_to_next()))
+        return batches
