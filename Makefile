@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench bench-probe clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/analysis.py
+
+# Live probing vs a pyOpenSSL floor, sslyze and openssl s_client on loopback nginx
+# (needs nginx: apt-get install nginx-light; sslyze goes into its own cached venv).
+bench-probe: $(STAMP)
+	$(BIN)/python bench/probe.py --install-sslyze
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

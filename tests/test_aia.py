@@ -105,7 +105,7 @@ def test_fetched_intermediate_completes_the_chain_for_fetching_profiles_only(
     incomplete = {f.profile: f for f in report.findings
                   if f.code is FindingCode.CHAIN_INCOMPLETE}
     assert incomplete["curl"].severity is Severity.CRITICAL
-    assert incomplete["browsers"].severity is Severity.WARNING
+    assert incomplete["browsers"].severity is Severity.CRITICAL  # the server is still wrong
     expected = ("the served chain stops at CN=www.example.com: its issuer CN=AIA CA is "
                 "neither served nor an anchor of {}; serve the missing intermediate: clients "
                 "that fetch it via AIA (profile browsers) still succeed, clients that do not "
@@ -116,14 +116,15 @@ def test_fetched_intermediate_completes_the_chain_for_fetching_profiles_only(
         FindingCode.UNTRUSTED, FindingCode.CHAIN_INCOMPLETE}
 
 
-def test_fetching_profiles_alone_make_a_warning(hier: dict[str, Any]) -> None:
+def test_fetching_profiles_alone_still_flag_the_server(hier: dict[str, Any]) -> None:
     browsers, _ = profiles(hier["root"])
     report = analyze(hier["leaf"].chain(), [browsers], at=NOW, host=HOST,
                      fetched=[hier["inter"].cert])
-    assert report.status is Status.WARNING
+    assert report.profiles[0].trusted  # browsers cope by fetching ...
+    assert report.status is Status.CRITICAL  # ... but the served chain is incomplete
     (finding,) = report.findings
     assert finding.code is FindingCode.CHAIN_INCOMPLETE
-    assert finding.severity is Severity.WARNING
+    assert finding.severity is Severity.CRITICAL
     assert finding.message.endswith("clients that fetch it via AIA (profile browsers) "
                                     "still succeed")
     assert report.days_left is not None and report.days_left > 30
@@ -304,7 +305,7 @@ def test_check_aia_against_a_server_that_omits_its_intermediate(
     assert [c["sha256"] for c in report["aia_fetched"]] == [inter.cert.sha256]
     incomplete = [f for f in report["findings"] if f["code"] == "CHAIN_INCOMPLETE"]
     assert {f["profile"]: f["severity"] for f in incomplete} == {
-        modern: "warning", legacy: "critical"}
+        modern: "critical", legacy: "critical"}
     for finding in incomplete:
         assert finding["message"].endswith(
             f"clients that fetch it via AIA (profile {modern}) still succeed, clients that "

@@ -334,3 +334,30 @@ def test_retention_keeps_only_recent_observations(
         time.sleep(1.5)  # the first observation is now older than the retention
         scan(inv, db)
         assert db.count_observations() == 1  # the latest is always kept
+
+
+def test_scan_checks_revocation_when_the_inventory_asks(
+    servers: ServerLoop, tmp_path: Path, world: dict[str, Any]
+) -> None:
+    """A revoked leaf, stapled by the server: REVOKED, and the target is broken."""
+    from cryptography import x509
+    from cryptography.x509.ocsp import OCSPCertStatus
+
+    from .test_revocation import ocsp_der
+
+    now = dt.datetime.now(dt.UTC)
+    leaf = leaf_of(world["old_ca"], "revoked.lab.test")
+    staple = ocsp_der(leaf.cert, world["old_ca"], status=OCSPCertStatus.REVOKED,
+        this_update=now - dt.timedelta(hours=1), next_update=now + dt.timedelta(days=1),
+        revoked_at=now - dt.timedelta(hours=2), reason=x509.ReasonFlags.key_compromise)
+    ctx = srv.pyopenssl_context(leaf.chain(world["old_ca"]), leaf.key, ocsp=staple)
+    port = servers.serve(srv.pyopenssl_handler(ctx)).port
+    path = write_inventory(tmp_path, world, [
+        {"host": "revoked.lab.test", "port": port, "ip": "127.0.0.1", "revocation": True},
+        {"host": "unchecked.lab.test", "port": port, "ip": "127.0.0.1",
+         "sni": "revoked.lab.test"},
+    ])
+    checked, unchecked = scan(load_inventory(path), None).reports
+    assert "REVOKED" in codes_of(checked)
+    assert checked.status is Status.CRITICAL
+    assert "REVOKED" not in codes_of(unchecked)  # revocation is opt-in per endpoint

@@ -39,6 +39,7 @@ from chainwatch.probe.fetch import (
     SHARED_CACHE,
     FetchCache,
     Fetcher,
+    FetchKind,
     FetchLimits,
     check_revocation,
 )
@@ -264,8 +265,13 @@ class HttpLab:
                 lab.bodies.append(body)
                 self._serve(body)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client hanging up mid-answer (size limits, timeouts) is routine
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
@@ -702,3 +708,37 @@ def test_check_asks_the_responder_when_nothing_is_stapled(
         "reason": None, "detail": None,
     }
     assert web.hits["/ocsp"] == 1
+
+
+def test_cache_lifetimes_follow_next_update_and_failures_expire(web: HttpLab) -> None:
+    clock = [NOW]
+    cache = FetchCache(clock=lambda: clock[0])
+    web.routes["/r"] = Route(body=b"answer")
+    soon = NOW + dt.timedelta(minutes=10)
+
+    async def get(path: str, fresh: dt.datetime | None = None) -> bytes | None:
+        async with Fetcher(FetchLimits(timeout=5), cache=cache) as fetcher:
+            got = await fetcher.get(web.url(path), FetchKind.OCSP,
+                                    fresh_until=lambda _: fresh)
+            return got.body
+
+    def advance(minutes: int) -> None:
+        clock[0] += dt.timedelta(minutes=minutes)
+
+    assert run(get("/r", soon)) == b"answer"
+    advance(9)
+    assert run(get("/r", soon)) == b"answer" and web.hits["/r"] == 1
+    advance(2)  # past nextUpdate: asked again
+    assert run(get("/r")) == b"answer" and web.hits["/r"] == 2
+    advance(59)  # no hint: an OCSP answer is kept at most an hour
+    run(get("/r"))
+    assert web.hits["/r"] == 2
+    advance(2)
+    run(get("/r"))
+    assert web.hits["/r"] == 3
+    # A failure is remembered for a minute, then tried again.
+    assert run(get("/gone")) is None and run(get("/gone")) is None
+    assert web.hits["/gone"] == 1
+    advance(2)
+    run(get("/gone"))
+    assert web.hits["/gone"] == 2

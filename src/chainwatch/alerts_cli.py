@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from chainwatch.inventory import AlertsConfig
 
 alerts_app = typer.Typer(
-    help="Open alerts: list them, acknowledge one, test a channel.", no_args_is_help=True
+    help="Open alerts: list, acknowledge, test a channel, plan the schedule.",
+    no_args_is_help=True,
 )
 
 

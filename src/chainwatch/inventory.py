@@ -384,6 +384,7 @@ class Defaults:
     timeout: dt.timedelta = dt.timedelta(seconds=10)
     renewal: RenewalPolicy = field(default_factory=RenewalPolicy)
     retention: dt.timedelta | None = None
+    revocation: bool = False
 
 
 @dataclass(frozen=True)
@@ -420,6 +421,7 @@ class Endpoint:
     crit_days: int = 7
     renewal: RenewalPolicy = field(default_factory=RenewalPolicy)
     acme: str | None = None
+    revocation: bool = False
     line: int | None = field(default=None, compare=False)
 
     @property
@@ -678,6 +680,7 @@ class _DefaultsModel(_Edge):
     renew_at: RenewAt | None = None
     grace: Percent | None = None
     retention: Duration | None = None
+    revocation: StrictBool = False
 
 
 class _ProfileModel(_Edge):
@@ -703,6 +706,7 @@ class _EndpointModel(_Edge):
     renew_at: RenewAt | None = None
     grace: Percent | None = None
     acme: HttpUrl | None = None
+    revocation: StrictBool | None = None
 
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
@@ -1152,6 +1156,7 @@ class _Builder:
             timeout=model.timeout or base.timeout,
             renewal=renewal_policy(model.renew_at, model.grace, base.renewal),
             retention=model.retention,
+            revocation=model.revocation,
         )
 
     # endpoints ----------------------------------------------------------------------------
@@ -1230,6 +1235,7 @@ class _Builder:
             crit_days=crit,
             renewal=renewal_policy(model.renew_at, model.grace, defaults.renewal),
             acme=model.acme,
+            revocation=defaults.revocation if model.revocation is None else model.revocation,
             line=self.doc.line(path),
         )
 

@@ -24,6 +24,7 @@ from chainwatch.parsing import load_bundle_file
 from chainwatch.policy import Situation
 from chainwatch.probe import FailureReason, Observation
 from chainwatch.probe.ari import RenewalInfo, renewal_info
+from chainwatch.probe.fetch import NetworkInputs, fetch_inputs
 from chainwatch.probe.tls import Limits, probe_all
 from chainwatch.render import report_json, worst
 from chainwatch.storage.repo import Database, StoredObservation
@@ -42,6 +43,7 @@ from chainwatch.tracking import (
 
 BROKEN_CODES = frozenset({
     FindingCode.UNTRUSTED,
+    FindingCode.REVOKED,
     FindingCode.HOSTNAME_MISMATCH,
     FindingCode.PROBE_FAILED,
     FindingCode.STALE_DEPLOYMENT,
@@ -133,12 +135,13 @@ def scan(
     if full:
         items.extend(_read_files(inventory.files, started))
 
+    inputs = network_inputs(items)
     reports: list[Report] = []
-    for n, (item, obs) in enumerate(items, start=1):
+    for n, ((item, obs), inp) in enumerate(zip(items, inputs, strict=True), start=1):
         src = item.source
         reports.append(
             report_for(obs, src.profiles, at=when, host=item.host, warn_days=src.warn_days,
-                       crit_days=src.crit_days)
+                       crit_days=src.crit_days, revocation=inp.revocation, fetched=inp.fetched)
         )
         if progress is not None:
             progress(n, len(items))
@@ -169,6 +172,25 @@ def _identity(t: Target, ip: str | None = None) -> tuple[str, int, str | None, s
     """How an observation is matched back to its endpoint: the address only counts when
     the endpoint pinned one (``ip:``); otherwise every resolved address belongs to it."""
     return (t.host, t.port, t.sni, t.starttls, ip if ip is not None else None)
+
+
+def network_inputs(items: Sequence[tuple[Item, Observation]]) -> list[NetworkInputs]:
+    """Revocation status (endpoints with ``revocation: true``) and AIA-fetched issuers
+    (for profiles with ``aia: true``) of each observation; nothing for the others."""
+    out = [NetworkInputs() for _ in items]
+    for wanted in (True, False):
+        chosen = [
+            n for n, (item, obs) in enumerate(items)
+            if isinstance(item.source, Endpoint) and obs.ok
+            and item.source.revocation is wanted
+            and (wanted or any(p.aia for p in item.source.profiles))
+        ]
+        fetched = fetch_inputs(
+            [(items[n][1], items[n][0].source.profiles) for n in chosen], revocation=wanted
+        )
+        for n, inp in zip(chosen, fetched, strict=True):
+            out[n] = inp
+    return out
 
 
 def _probe(endpoints: Sequence[Endpoint], concurrency: int) -> list[Observation]:

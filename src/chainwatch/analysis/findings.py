@@ -88,10 +88,9 @@ def chain_incomplete(ev: Evidence) -> tuple[Finding, ...]:
     trust the hierarchy (UNTRUSTED says so); no CHAIN_INCOMPLETE then.
 
     AIA-fetching profiles are judged on the served chain alone here: the server is
-    misconfigured whether or not some clients repair it. A profile that succeeds only by
-    fetching gets a warning (it works, at the price of a fetch on every new connection
-    and of the CA's web server being up); the message then says which profiles succeed
-    by fetching and which fail.
+    misconfigured whether or not some clients repair it, so the finding stays critical
+    (DESIGN.md); the message says which profiles still succeed by fetching and which fail,
+    and the profile verdicts show who is actually affected.
     """
     incomplete: list[tuple[ProfileResult, Cert]] = []
     for r in ev.results:
@@ -119,7 +118,7 @@ def chain_incomplete(ev: Evidence) -> tuple[Finding, ...]:
     return tuple(
         Finding(
             FindingCode.CHAIN_INCOMPLETE,
-            Severity.WARNING if r.trusted else Severity.CRITICAL,
+            Severity.CRITICAL,
             f"the served chain stops at {end.subject}: its issuer {end.issuer} is neither "
             f"served nor an anchor of {r.profile}; serve the missing intermediate{outcome}",
             profile=r.profile,

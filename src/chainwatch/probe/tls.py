@@ -50,6 +50,7 @@ handshake step costs more than the parallel crypto wins). ``workers=1`` is the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import errno
 import ipaddress
@@ -402,11 +403,11 @@ async def _handshake(stream: Stream, target: Target) -> _Facts:
     scanner = _RecordScanner()
     for _ in range(100_000):  # bounded: each round consumes bytes within the byte budget
         result = _step(conn)
+        if result is None:
+            break  # the last flight leaves with the close_notify, below
         out = _pending_output(conn)
         if out:
             await stream.write(out)
-        if result is None:
-            break
         if isinstance(result, SSL.Error):
             raise _map_ssl_error(result, scanner)
         try:
@@ -440,13 +441,14 @@ async def _handshake(stream: Stream, target: Target) -> _Facts:
         cipher=conn.get_cipher_name(),
         ocsp=capture.ocsp,
     )
-    try:  # polite close_notify; the answer is not awaited
+    # The client's last flight (TLS 1.3: its Finished) and a polite close_notify go out
+    # in one write, not awaited: one segment for the server to read instead of two.
+    with contextlib.suppress(SSL.Error):
         conn.shutdown()
+    with contextlib.suppress(SSL.Error, OSError):
         out = _pending_output(conn)
         if out:
             stream.writer.write(out)
-    except (SSL.Error, OSError):
-        pass
     if not chain:
         raise ProbeError(
             FailureReason.NO_CERTIFICATE,
