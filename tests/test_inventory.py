@@ -314,7 +314,7 @@ BAD = [
         "endpoints:\n  - host: a.example.com\n    prot: 443\n",
         "inv.yaml:3: endpoints[0].prot: unknown key; did you mean 'port'? (allowed: host, "
         "port, ip, sni, starttls, profiles, tags, owner, zone, interval, timeout, warn_days, "
-        "crit_days, renew_at, grace, acme)",
+        "crit_days, renew_at, grace, acme, revocation)",
         id="unknown-key",
     ),
     pytest.param(
