@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench bench-probe clean
+.PHONY: run examples test lint typecheck unit bench bench-probe clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: the local incident lab on loopback, watched by `chainwatch serve` with the
+# default SQLite database, until Ctrl-C.
 run: $(STAMP)
+	$(BIN)/chainwatch lab --serve
+
+examples: $(STAMP)
 	$(BIN)/python examples/run_examples.py
 
 lint: $(STAMP)

@@ -378,3 +378,18 @@ def test_the_lab_is_dated_from_now(lab: Lab) -> None:
     assert world is not None
     assert abs(world.now - dt.datetime.now(dt.UTC)) < dt.timedelta(days=1)
     assert lab.endpoint("crates-expired").status is Status.CRITICAL
+
+
+def test_lab_serve_runs_the_monitor_on_the_lab(tmp_path: Path) -> None:
+    """`make run`: the lab and `chainwatch serve` in one process, first sweep shown."""
+    exe = Path(sys.executable).with_name("chainwatch")
+    proc = subprocess.run(
+        [str(exe), "lab", "--serve", "--dir", str(tmp_path / "lab"), "--port-base", "0",
+         "--db", f"sqlite:///{tmp_path / 'lab.sqlite'}", "--max-batches", "1"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "CHAINWATCH CRITICAL" in proc.stdout  # the first sweep's summary line
+    assert "STALE_DEPLOYMENT" in proc.stdout
+    assert "chainwatch lab: stopping" in proc.stdout
+    assert (tmp_path / "lab.sqlite").exists()

@@ -571,15 +571,29 @@ def lab_command(
                                            "PORT_BASE+i; 0: ephemeral ports.")] = 9440,
     directory: Annotated[Path, typer.Option("--dir", help="Where the inventory, trust "
                                             "bundles and README go.")] = Path("chainwatch-lab"),
+    serve: Annotated[bool, typer.Option("--serve", help="Also run `chainwatch serve` on the "
+                                        "lab's inventory (what `make run` does).")] = False,
+    db: DbOpt = None,
+    max_batches: Annotated[int | None, typer.Option(
+        "--max-batches", min=1, help="With --serve: stop after this many scan batches.")] = None,
 ) -> None:
     """Serve real incidents' certificate failures on loopback until Ctrl-C, with an
     inventory to try chainwatch and your alert routing on."""
-    from chainwatch.lab import run_foreground
+    from chainwatch.lab import run_foreground, serve_foreground
 
     def echo(text: str) -> None:
         typer.echo(text)
         sys.stdout.flush()
 
+    if serve:
+        from chainwatch.render import scan_text
+
+        def show(result: ScanResult) -> None:
+            scan_text(result, Console())
+            sys.stdout.flush()
+
+        raise typer.Exit(serve_foreground(directory, listen, port_base, db_url=db,
+                                          max_batches=max_batches, echo=echo, show=show))
     raise typer.Exit(run_foreground(directory, listen, port_base, echo=echo))
 
 

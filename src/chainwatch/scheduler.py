@@ -172,5 +172,7 @@ class Scheduler:
                 except ChainwatchError as exc:
                     log.error("alert housekeeping failed: %s", exc)
             self.db.beat("scheduler")
+            if max_batches is not None and batches >= max_batches:
+                break
             self.stop_event.wait(min(max_sleep, self.seconds_to_next()))
         return batches

@@ -16,6 +16,7 @@ from chainwatch.lab.core import (
     LabEndpoint,
     LabError,
     run_foreground,
+    serve_foreground,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "LabEndpoint",
     "LabError",
     "run_foreground",
+    "serve_foreground",
 ]

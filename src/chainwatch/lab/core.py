@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from chainwatch.errors import InputError
 from chainwatch.lab.scenarios import (
@@ -47,6 +48,9 @@ from chainwatch.lab.servers import (
     tls_handler,
 )
 from chainwatch.model import Cert, Status
+
+if TYPE_CHECKING:
+    from chainwatch.monitor import ScanResult
 from chainwatch.pki import PrivateKey, pem_of
 
 DEFAULT_DIR = "chainwatch-lab"
@@ -492,6 +496,43 @@ def run_foreground(
     return 0
 
 
+def serve_foreground(
+    directory: str | Path = DEFAULT_DIR,
+    listen: str = DEFAULT_LISTEN,
+    port_base: int = DEFAULT_PORT_BASE,
+    *,
+    db_url: str | None = None,
+    max_batches: int | None = None,
+    echo: Callable[[str], None] = print,
+    show: Callable[[ScanResult], None] | None = None,
+) -> int:
+    """``chainwatch lab --serve`` (``make run``): the lab plus the monitor watching it.
+
+    Starts the lab, then runs the scheduler on the lab's inventory with the given database
+    (default: the SQLite file in the user data dir) until SIGINT/SIGTERM or ``max_batches``;
+    ``show`` is called with the first full sweep so people see what the monitor found."""
+    from chainwatch.scheduler import Scheduler
+    from chainwatch.storage.db import redacted
+    from chainwatch.storage.repo import Database
+
+    shown = threading.Event()
+
+    def after(_inventory: object, result: ScanResult) -> None:
+        if show is not None and not shown.is_set():
+            shown.set()
+            show(result)
+
+    with Lab(directory, listen, port_base) as lab, Database(db_url) as db:
+        echo(lab.instructions())
+        echo(f"Monitoring the lab with chainwatch serve (database: {redacted(db.url)}); "
+             "Ctrl-C stops both.")
+        scheduler = Scheduler(lab.inventory_path, db, after_batch=after)
+        scheduler.install_signal_handlers()
+        scheduler.run(max_batches=max_batches)
+        echo("chainwatch lab: stopping")
+    return 0
+
+
 __all__ = [
     "DEFAULT_DIR",
     "DEFAULT_LISTEN",
@@ -501,4 +542,5 @@ __all__ = [
     "LabError",
     "run_foreground",
     "second_address_of",
+    "serve_foreground",
 ]

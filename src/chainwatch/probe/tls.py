@@ -12,6 +12,7 @@ Public API::
     probe_endpoint(target, limits=...) -> Observation one address; never raises for network reasons
     probe_targets(targets, ...) -> [Observation, ...] async: resolve + probe, bounded concurrency
     probe_all(targets, ...) -> [Observation, ...]    sync: the same, keeping every core busy
+                                                      (``on_result``: each one as it completes)
 
 Failure reasons (:class:`~chainwatch.probe.FailureReason`), each with a one-line message
 that names ``host:port [ip]``:
@@ -55,11 +56,12 @@ import datetime as dt
 import errno
 import ipaddress
 import os
+import queue
 import re
 import socket
 import zlib
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import cache
 
@@ -642,22 +644,31 @@ async def _probe_slots(
     concurrency: int,
     per_address: int,
     limits: Limits,
+    emit: Callable[[int, Observation], None] | None = None,
 ) -> list[Observation]:
+    """Probe every address slot; ``emit(position, observation)`` (if given) as each
+    completes, from the loop's thread."""
     gate = asyncio.Semaphore(max(1, concurrency))
     per_ip: dict[str, asyncio.Semaphore] = {}
 
-    async def one(target: Target) -> Observation:
+    async def one(position: int, target: Target) -> Observation:
         assert target.ip is not None
         # The address first: waiting on a busy address must not hold a global slot.
         address_gate = per_ip.setdefault(target.ip, asyncio.Semaphore(max(1, per_address)))
         async with address_gate, gate:
-            return await probe_endpoint(target, limits=limits)
+            observation = await probe_endpoint(target, limits=limits)
+        if emit is not None:
+            emit(position, observation)
+        return observation
 
-    async def done(observation: Observation) -> Observation:
+    async def done(position: int, observation: Observation) -> Observation:
+        if emit is not None:
+            emit(position, observation)
         return observation
 
     return list(await asyncio.gather(*(
-        one(slot) if isinstance(slot, Target) else done(slot) for slot in slots
+        one(n, slot) if isinstance(slot, Target) else done(n, slot)
+        for n, slot in enumerate(slots)
     )))
 
 
@@ -690,6 +701,7 @@ def probe_all(
     per_address: int = 8,
     limits: Limits | None = None,
     workers: int | None = None,
+    on_result: Callable[[int, Observation], None] | None = None,
 ) -> list[Observation]:
     """Synchronous :func:`probe_targets` that keeps every core busy.
 
@@ -697,6 +709,12 @@ def probe_all(
     with its own event loop and ``concurrency / workers`` probes in flight; all probes of
     one address run in the same shard, so ``per_address`` holds exactly. Runs its loops in
     worker threads, so it may be called from any thread (it blocks the caller).
+
+    ``on_result(index, observation)``, when given, is called once per observation as soon
+    as it is known (completion order, not input order), in the calling thread, while the
+    other probes go on: ``index`` is its position in the returned list. The caller can
+    so analyse observations while the network is still busy. An exception it raises stops
+    the callbacks and propagates once the probes in flight have finished.
     """
     limits = limits or Limits()
     targets = list(targets)
@@ -705,6 +723,13 @@ def probe_all(
         slots = pool.submit(
             asyncio.run, expand(targets, concurrency=concurrency, limits=limits)
         ).result()
+        results: list[Observation | None] = [
+            s if isinstance(s, Observation) else None for s in slots
+        ]
+        if on_result is not None:
+            for i, known in enumerate(results):
+                if known is not None:
+                    on_result(i, known)
         pending = [i for i, s in enumerate(slots) if isinstance(s, Target)]
         addresses = {s.ip for s in slots if isinstance(s, Target)}
         shards = max(1, min(workers, len(addresses)))
@@ -714,17 +739,36 @@ def probe_all(
             slot = slots[i]
             assert isinstance(slot, Target) and slot.ip is not None
             buckets[_shard_of(slot.ip, shards)].append(i)
-        futures = [
-            (bucket, pool.submit(asyncio.run, _probe_slots(
+        buckets = [bucket for bucket in buckets if bucket]
+        # Completed observations travel to the calling thread through one queue; each
+        # shard ends its stream with None once its loop is done (even if it failed).
+        arrivals: queue.SimpleQueue[tuple[int, Observation] | None] = queue.SimpleQueue()
+
+        def emitter(bucket: list[int]) -> Callable[[int, Observation], None]:
+            def emit(position: int, observation: Observation) -> None:
+                arrivals.put((bucket[position], observation))
+            return emit
+
+        def finished(_: Future[list[Observation]]) -> None:
+            arrivals.put(None)
+
+        futures: list[tuple[list[int], Future[list[Observation]]]] = []
+        for bucket in buckets:
+            future = pool.submit(asyncio.run, _probe_slots(
                 [slots[i] for i in bucket], concurrency=share, per_address=per_address,
-                limits=limits,
-            )))
-            for bucket in buckets
-            if bucket
-        ]
-        results: list[Observation | None] = [
-            s if isinstance(s, Observation) else None for s in slots
-        ]
+                limits=limits, emit=None if on_result is None else emitter(bucket),
+            ))
+            if on_result is not None:
+                future.add_done_callback(finished)
+            futures.append((bucket, future))
+        if on_result is not None:
+            running = len(futures)
+            while running:
+                arrival = arrivals.get()
+                if arrival is None:
+                    running -= 1
+                else:
+                    on_result(*arrival)
         for bucket, future in futures:
             for i, observation in zip(bucket, future.result(), strict=True):
                 results[i] = observation
