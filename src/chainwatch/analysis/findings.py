@@ -67,6 +67,11 @@ class Evidence:
 Check = Callable[[Evidence], tuple[Finding, ...]]
 
 
+def _about_leaf(ev: Evidence, code: FindingCode, severity: Severity,
+                message: str) -> tuple[Finding, ...]:
+    return (Finding(code, severity, message, cert=ev.leaf.sha256),)
+
+
 def untrusted(ev: Evidence) -> tuple[Finding, ...]:
     return tuple(
         Finding(
@@ -151,14 +156,8 @@ def revoked(ev: Evidence) -> tuple[Finding, ...]:
                 cert=leaf.sha256,
             ),
         )
-    return (
-        Finding(
-            FindingCode.REVOCATION_UNKNOWN,
-            Severity.INFO,
-            f"the revocation status of the leaf is unknown: {rev.detail or 'no answer'}",
-            cert=leaf.sha256,
-        ),
-    )
+    return _about_leaf(ev, FindingCode.REVOCATION_UNKNOWN, Severity.INFO,
+                       f"the revocation status of the leaf is unknown: {rev.detail or 'no answer'}")
 
 
 def leaf_validity(ev: Evidence) -> tuple[Finding, ...]:
@@ -194,40 +193,22 @@ def hostname_mismatch(ev: Evidence) -> tuple[Finding, ...]:
                f"{', '.join(ev.leaf.common_names)}")
     else:
         why = "it names no host at all"
-    return (
-        Finding(
-            FindingCode.HOSTNAME_MISMATCH,
-            Severity.CRITICAL,
-            f"the leaf does not cover {ev.host} ({why})",
-            cert=ev.leaf.sha256,
-        ),
-    )
+    return _about_leaf(ev, FindingCode.HOSTNAME_MISMATCH, Severity.CRITICAL,
+                       f"the leaf does not cover {ev.host} ({why})")
 
 
 def key_mismatch(ev: Evidence) -> tuple[Finding, ...]:
     if ev.key_matches is not False:
         return ()
-    return (
-        Finding(
-            FindingCode.KEY_MISMATCH,
-            Severity.CRITICAL,
-            "the private key does not belong to the leaf certificate",
-            cert=ev.leaf.sha256,
-        ),
-    )
+    return _about_leaf(ev, FindingCode.KEY_MISMATCH, Severity.CRITICAL,
+                       "the private key does not belong to the leaf certificate")
 
 
 def self_signed_leaf(ev: Evidence) -> tuple[Finding, ...]:
     if not ev.leaf.self_signed:
         return ()
-    return (
-        Finding(
-            FindingCode.SELF_SIGNED_LEAF,
-            Severity.CRITICAL,
-            f"the leaf {ev.leaf.subject} is self-signed",
-            cert=ev.leaf.sha256,
-        ),
-    )
+    return _about_leaf(ev, FindingCode.SELF_SIGNED_LEAF, Severity.CRITICAL,
+                       f"the leaf {ev.leaf.subject} is self-signed")
 
 
 def expires_soon(ev: Evidence) -> tuple[Finding, ...]:
