@@ -138,3 +138,51 @@ def test_plan_matches_the_walk() -> None:
     assert kinds.count("days:7") == 5
     assert kinds.count("days:2") == 12
     assert events[0][0] > BREAKS - 30 * DAY
+
+
+def test_routing_by_tag_and_owner() -> None:
+    from chainwatch.inventory import Action, AlertStep, Route
+
+    config = AlertsConfig(
+        channels={},
+        steps=(AlertStep(days=30, action=Action.TICKET, channels=("tickets",)),
+               AlertStep(days=7, action=Action.PAGE, channels=("oncall",))),
+        routes=(Route(channels=("oncall-api",), owner="team-api", actions=(Action.PAGE,)),
+                Route(channels=("chat-db",), tags=("db",))),
+    )
+    api = sit(owner="team-api")
+    sent, _ = decide(config, api, AlertState(), BREAKS - 5 * DAY)
+    assert sent[0].channels == ("oncall-api",)  # the team's pager, not the default one
+    sent, _ = decide(config, api, AlertState(), BREAKS - 20 * DAY)
+    assert sent[0].channels == ("tickets",)  # the route covers pages only
+    sent, _ = decide(config, sit(tags=("web", "db")), AlertState(), BREAKS - 20 * DAY)
+    assert sent[0].channels == ("chat-db",)
+    sent, _ = decide(config, sit(), AlertState(), BREAKS - 5 * DAY)
+    assert sent[0].channels == ("oncall",)
+
+
+def test_routes_in_the_inventory(tmp_path: object) -> None:
+    from pathlib import Path
+
+    import pytest
+
+    from chainwatch.errors import InventoryError
+    from chainwatch.inventory import parse_inventory
+
+    assert isinstance(tmp_path, Path)
+    text = (
+        "endpoints: [{host: api.example.com, owner: team-api, tags: [api]}]\n"
+        "alerts:\n"
+        "  channels:\n"
+        "    hook: {type: webhook, url: 'https://hooks.example.net/a'}\n"
+        "    api: {type: webhook, url: 'https://hooks.example.net/b'}\n"
+        "  routes:\n"
+        "    - {owner: team-api, channels: [api], actions: [page]}\n"
+    )
+    inv = parse_inventory(text, path=tmp_path / "inv.yaml")
+    assert inv.alerts is not None
+    (route,) = inv.alerts.routes
+    assert route.owner == "team-api" and route.channels == ("api",)
+    with pytest.raises(InventoryError, match=r"inv.yaml:7: alerts.routes\[0\].channels\[0\]"):
+        parse_inventory(text.replace("channels: [api]", "channels: [nope]"),
+                        path=tmp_path / "inv.yaml")

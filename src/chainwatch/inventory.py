@@ -354,6 +354,25 @@ class Deadman:
 
 
 @dataclass(frozen=True)
+class Route:
+    """Routing by tag or owner: alerts of targets with any of ``tags`` (or owned by
+    ``owner``) go to ``channels`` instead of the step's, for the ``actions`` listed (all
+    when empty). The first matching route wins; unmatched targets use the step's channels."""
+
+    channels: tuple[str, ...]
+    tags: tuple[str, ...] = ()
+    owner: str | None = None
+    actions: tuple[Action, ...] = ()
+
+    def matches(self, tags: Sequence[str], owner: str | None, action: str) -> bool:
+        if self.actions and action not in {a.value for a in self.actions}:
+            return False
+        return bool(set(self.tags) & set(tags)) or (
+            self.owner is not None and self.owner == owner
+        )
+
+
+@dataclass(frozen=True)
 class AlertsConfig:
     """The ``alerts`` section.
 
@@ -364,6 +383,7 @@ class AlertsConfig:
         short_lived: the policy for short-lived certificates; ``None`` when the file
             says ``short_lived: null`` (the DESIGN.md default when omitted).
         deadman: the dead-man's switch pinged after each scan, if any.
+        routes: per tag/owner channel routing, first match wins.
     """
 
     channels: Mapping[str, Channel]
@@ -371,6 +391,7 @@ class AlertsConfig:
     broken: BrokenRule = DEFAULT_BROKEN
     short_lived: ShortLivedPolicy | None = DEFAULT_SHORT_LIVED
     deadman: Deadman | None = None
+    routes: tuple[Route, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -859,7 +880,15 @@ class _DeadmanModel(_Edge):
         return self
 
 
+class _RouteModel(_Edge):
+    tags: list[Text] = []
+    owner: Text | None = None
+    channels: list[Text]
+    actions: list[ActionName] = []
+
+
 class _AlertsModel(_Edge):
+    routes: list[_RouteModel] = []
     channels: dict[str, _ChannelModel] = {}
     steps: list[_StepModel] | None = None
     broken: _BrokenModel | None = None
@@ -1339,9 +1368,19 @@ class _Builder:
         deadman = None
         if model.deadman is not None:
             deadman = Deadman(url=self.secret(model.deadman, "url"), method=model.deadman.method)
+        routes = []
+        for i, r in enumerate(model.routes):
+            path = (*base, "routes", i)
+            if not r.tags and r.owner is None:
+                raise self.fail(path, "a route needs tags or an owner to match")
+            routes.append(Route(
+                channels=self.channel_refs(r.channels, (*path, "channels"), channels),
+                tags=tuple(r.tags), owner=r.owner,
+                actions=tuple(Action(a) for a in r.actions),
+            ))
         return AlertsConfig(
             channels=MappingProxyType(channels), steps=steps, broken=broken, short_lived=short,
-            deadman=deadman,
+            deadman=deadman, routes=tuple(routes),
         )
 
     def short_lived(

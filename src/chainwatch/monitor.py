@@ -322,9 +322,14 @@ def track(
 def situations(items: Sequence[Item], reports: Sequence[Report]) -> tuple[Situation, ...]:
     """One alerting situation per target key, across all of its addresses."""
     grouped: dict[str, list[Report]] = {}
+    labels: dict[str, tuple[tuple[str, ...], str | None]] = {}
     for item, report in zip(items, reports, strict=True):
         grouped.setdefault(item.key, []).append(report)
-    return tuple(situation(key, reps) for key, reps in grouped.items())
+        labels.setdefault(item.key, (item.source.tags, item.source.owner))
+    return tuple(
+        replace(situation(key, reps), tags=labels[key][0], owner=labels[key][1])
+        for key, reps in grouped.items()
+    )
 
 
 def situation(key: str, reports: Sequence[Report]) -> Situation:

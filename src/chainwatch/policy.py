@@ -60,6 +60,7 @@ class Situation:
         overdue: ``RENEWAL_OVERDUE`` now.
         summary: one human line saying what is wrong or coming.
         status / findings: passed through to deliveries (webhook payloads).
+        tags / owner: the endpoint's labels, for routing.
     """
 
     key: str
@@ -71,6 +72,8 @@ class Situation:
     summary: str = ""
     status: str = "ok"
     findings: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,15 @@ def current_step(config: AlertsConfig, sit: Situation, at: dt.datetime) -> Step 
     return None
 
 
+def route(config: AlertsConfig, sit: Situation, step: Step) -> tuple[str, ...]:
+    """The channels a step's message goes to for this target: the first route matching
+    its tags or owner (for this action), else the step's own channels."""
+    for r in config.routes:
+        if r.matches(sit.tags, sit.owner, step.action):
+            return r.channels
+    return step.channels
+
+
 def decide(
     config: AlertsConfig, sit: Situation, state: AlertState, at: dt.datetime
 ) -> tuple[tuple[Delivery, ...], AlertState]:
@@ -192,7 +204,7 @@ def decide(
     due = last is None or (step.repeat is not None and at - last >= step.repeat)
     if not due:
         return tuple(out), state
-    out.append(_delivery(step.action, step.id, step.channels, state.cycle, sit,
+    out.append(_delivery(step.action, step.id, route(config, sit, step), state.cycle, sit,
                          _message(step, sit, at)))
     fired = dict(state.fired)
     fired[step.id] = at
