@@ -320,7 +320,7 @@ BAD = [
     pytest.param(
         "defaults: {warn_days: 30}\nendpointz: []\n",
         "inv.yaml:2: endpointz: unknown key; did you mean 'endpoints'? (allowed: defaults, "
-        "profiles, endpoints, files, alerts)",
+        "profiles, renewals, endpoints, files, alerts)",
         id="unknown-top-level-key",
     ),
     pytest.param(
@@ -451,7 +451,7 @@ BAD = [
     ),
     pytest.param(
         "- a.example.com\n",
-        "inv.yaml:1: expected a mapping (defaults, profiles, endpoints, files, alerts), "
+        "inv.yaml:1: expected a mapping (defaults, profiles, renewals, endpoints, files, alerts), "
         "got a list",
         id="not-a-mapping",
     ),
@@ -646,3 +646,23 @@ def test_named_profile_aia(tmp_path: Path, pki_files: dict[str, object]) -> None
     assert str(caught.value).replace(str(tmp_path) + "/", "") == (
         "bad.yaml:2: profiles.b.aia: expected true or false, got 'sometimes'"
     )
+
+
+def test_renewal_expectations_by_tag(tmp_path: Path) -> None:
+    from chainwatch.inventory import parse_inventory
+
+    inv = parse_inventory(
+        "defaults: {renew_at: 66%}\n"
+        "renewals:\n"
+        "  - {tags: [acme-6d], renew_at: 50%, grace: 5%}\n"
+        "endpoints:\n"
+        "  - {host: short.example.com, tags: [acme-6d]}\n"
+        "  - {host: own.example.com, tags: [acme-6d], renew_at: 2d}\n"
+        "  - {host: other.example.com}\n",
+        path=tmp_path / "inv.yaml",
+    )
+    short, own, other = inv.endpoints
+    assert (short.renewal.fraction, short.renewal.grace) == (0.5, 0.05)
+    assert own.renewal.before == dt.timedelta(days=2)  # the endpoint's own setting wins
+    assert own.renewal.grace == 0.05
+    assert other.renewal.fraction == 0.66

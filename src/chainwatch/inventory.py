@@ -896,9 +896,16 @@ class _AlertsModel(_Edge):
     deadman: _DeadmanModel | None = None
 
 
+class _RenewalRuleModel(_Edge):
+    tags: list[Text]
+    renew_at: RenewAt | None = None
+    grace: Percent | None = None
+
+
 class _InventoryModel(_Edge):
     defaults: _DefaultsModel = _DefaultsModel()
     profiles: dict[str, _ProfileModel] = {}
+    renewals: list[_RenewalRuleModel] = []
     endpoints: list[_EndpointModel] = []
     files: list[_FileModel] = []
     alerts: _AlertsModel | None = None
@@ -1094,6 +1101,7 @@ class _Builder:
         self.base_dir = base_dir
         self.named: dict[str, Profile] = {}
         self._specs: dict[str, Profile] = {}
+        self.renewal_rules: list[_RenewalRuleModel] = []
 
     def fail(self, path: YamlPath, reason: str) -> InventoryError:
         return InventoryError(self.source, self.doc.line(path), _field_name(path) or None, reason)
@@ -1225,6 +1233,13 @@ class _Builder:
             raise self.fail(path, f"{text!r} is not a valid host name")
         return ascii_name
 
+    def tag_renewal(self, tags: Sequence[str], base: RenewalPolicy) -> RenewalPolicy:
+        """``base`` with the first ``renewals`` rule matching one of ``tags`` applied."""
+        for rule in self.renewal_rules:
+            if set(rule.tags) & set(tags):
+                return renewal_policy(rule.renew_at, rule.grace, base)
+        return base
+
     def endpoint(self, i: int, model: _EndpointModel, defaults: Defaults) -> Endpoint:
         path: YamlPath = ("endpoints", i)
         host, embedded_port = self.host_and_port(model.host, (*path, "host"))
@@ -1262,7 +1277,8 @@ class _Builder:
             timeout=model.timeout or defaults.timeout,
             warn_days=warn,
             crit_days=crit,
-            renewal=renewal_policy(model.renew_at, model.grace, defaults.renewal),
+            renewal=renewal_policy(model.renew_at, model.grace,
+                                   self.tag_renewal(model.tags, defaults.renewal)),
             acme=model.acme,
             revocation=defaults.revocation if model.revocation is None else model.revocation,
             line=self.doc.line(path),
@@ -1412,6 +1428,7 @@ class _Builder:
         for name, pm in model.profiles.items():
             self.named[name] = self.named_profile(name, pm)
         defaults = self.defaults(model.defaults)
+        self.renewal_rules = list(model.renewals)
         endpoints: list[Endpoint] = []
         seen: dict[Target, int] = {}
         for i, em in enumerate(model.endpoints):
@@ -1450,8 +1467,8 @@ def parse_inventory(text: str, *, path: Path, source: str | None = None) -> Inve
         doc.data = {}
     if not isinstance(doc.data, dict):
         raise InventoryError(source, doc.line(()), None,
-                             f"expected a mapping (defaults, profiles, endpoints, files, "
-                             f"alerts), got {_show(doc.data)}")
+                             f"expected a mapping ({', '.join(_InventoryModel.model_fields)}),"
+                             f" got {_show(doc.data)}")
     try:
         model = _InventoryModel.model_validate(doc.data)
     except ValidationError as exc:
