@@ -27,7 +27,7 @@ from chainwatch.probe.ari import RenewalInfo, renewal_info
 from chainwatch.probe.fetch import NetworkInputs, fetch_inputs
 from chainwatch.probe.tls import Limits, probe_all
 from chainwatch.render import report_json, worst
-from chainwatch.storage.repo import Database, StoredObservation
+from chainwatch.storage.repo import Database
 from chainwatch.tracking import (
     Before,
     LeafIndex,
@@ -223,29 +223,27 @@ def _read_files(sources: Iterable[FileSource], when: dt.datetime) -> list[tuple[
 
 
 def _previous(db: Database | None, targets: Sequence[Target]) -> dict[Target, Before]:
+    """What each target last served (its newest observation with a certificate: a failed
+    probe in between does not hide a renewal or a change of CA)."""
     if db is None:
         return {}
     wanted = set(targets)
     out: dict[Target, Before] = {}
-    for row in db.latest_per_target():
+    for row in db.latest_leaves():
         t = _norm(row.target)
-        if t in wanted and row.leaf_sha256 is not None:
-            out[t] = _before(row)
+        if t in wanted:
+            out[t] = Before(
+                leaf_sha256=row.leaf_sha256,
+                hierarchy=hierarchy_of(row.report),
+                trusted=trusted_of(row.report),
+                observed_at=row.observed_at,
+            )
     return out
 
 
 def _norm(t: Target) -> Target:
     return Target(host=t.host, port=t.port, ip=t.ip or None, sni=t.sni or None,
                   starttls=t.starttls or None)
-
-
-def _before(row: StoredObservation) -> Before:
-    return Before(
-        leaf_sha256=row.leaf_sha256,
-        hierarchy=hierarchy_of(row.report),
-        trusted=trusted_of(row.report),
-        observed_at=row.observed_at,
-    )
 
 
 def renewal_policies(items: Sequence[Item], reports: Sequence[Report]

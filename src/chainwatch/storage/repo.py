@@ -105,6 +105,17 @@ class Heartbeat:
     info: Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class LatestLeaf:
+    """A target's newest observation that served a certificate (see
+    :meth:`Database.latest_leaves`)."""
+
+    target: Target
+    leaf_sha256: str
+    observed_at: dt.datetime
+    report: Mapping[str, Any] = field(repr=False)
+
+
 TargetKey = tuple[str, int, str, str, str]
 
 
@@ -382,6 +393,35 @@ class Database:
                       TargetRow.starttls)
         )
         return self._observations(stmt)
+
+    def latest_leaves(self) -> list[LatestLeaf]:
+        """Every target's newest observation that served a certificate, reduced to what
+        change tracking compares (leaf, time, report). One Core query: no ORM objects and
+        no chain rows, so reading back 10,000 targets before each scan stays cheap."""
+        newest = (
+            select(ObservationRow.id)
+            .where(ObservationRow.target_id == TargetRow.id,
+                   ObservationRow.leaf_sha256.is_not(None))
+            .order_by(ObservationRow.observed_at.desc(), ObservationRow.id.desc())
+            .limit(1)
+            .correlate(TargetRow)
+            .scalar_subquery()
+        )
+        stmt = (
+            select(TargetRow.host, TargetRow.port, TargetRow.ip, TargetRow.sni,
+                   TargetRow.starttls, ObservationRow.leaf_sha256,
+                   ObservationRow.observed_at, ObservationRow.report)
+            .join(ObservationRow, ObservationRow.id == newest)
+        )
+        with self.engine.connect() as conn:
+            return [
+                LatestLeaf(
+                    target=Target(host=host, port=port, ip=ip or None, sni=sni or None,
+                                  starttls=starttls or None),
+                    leaf_sha256=leaf, observed_at=observed_at, report=report,
+                )
+                for host, port, ip, sni, starttls, leaf, observed_at, report in conn.execute(stmt)
+            ]
 
     def history(
         self, host: str, port: int | None = None, *, limit: int | None = 100
