@@ -275,6 +275,23 @@ def test_latest_per_target(db: Database, lab: Lab) -> None:
     assert latest[2].status is Status.UNKNOWN
 
 
+def test_latest_leaves_skip_failed_probes(db: Database, lab: Lab) -> None:
+    """Change tracking compares with what a target last *served*: a timeout in between
+    must not hide a renewal or a change of CA."""
+    a, b, never = Target("a.example.com"), Target("b.example.com"), Target("c.example.com")
+    db.record(*lab.served(a, NOW))
+    db.record(*lab.served(a, NOW + dt.timedelta(hours=1)))
+    db.record(*lab.failed(a, NOW + dt.timedelta(hours=2)))
+    db.record(*lab.served(b, NOW))
+    db.record(*lab.failed(never, NOW))
+    latest = {row.target: row for row in db.latest_leaves()}
+    assert set(latest) == {a, b}
+    assert latest[a].observed_at == NOW + dt.timedelta(hours=1)
+    (served_a,) = [o for o in db.observations_for(a) if o.observed_at == latest[a].observed_at]
+    assert latest[a].leaf_sha256 == served_a.leaf_sha256
+    assert latest[a].report == served_a.report
+
+
 def test_retention_keeps_the_latest(db: Database, lab: Lab) -> None:
     quiet, busy = Target("quiet.example.com"), Target("busy.example.com")
     for day in range(5):  # quiet: observed only long ago
