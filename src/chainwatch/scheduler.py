@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from chainwatch.errors import ChainwatchError
 from chainwatch.inventory import Endpoint, Inventory, load_inventory
 from chainwatch.monitor import ScanResult, endpoint_key, scan
@@ -64,7 +66,8 @@ class Scheduler:
         self.inventory = load_inventory(self.path)
         self.slots: dict[str, Slot] = {}
         self.next_sweep = self.clock()
-        self.stop_event = threading.Event()
+        self.stop_event = threading.Event()  # wakes the sleeper (stop or reload)
+        self._stopping = threading.Event()  # a stop was asked for (a reload never clears it)
         self._reload = threading.Event()
 
     # -- signals -----------------------------------------------------------------------
@@ -79,7 +82,11 @@ class Scheduler:
         self.stop_event.set()  # wake the sleeper; run() clears it again
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
-        self._reload.clear()
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop after the current batch (what SIGTERM and Ctrl-C do)."""
+        self._stopping.set()
         self.stop_event.set()
 
     def request_reload(self) -> None:
@@ -87,7 +94,7 @@ class Scheduler:
         self.stop_event.set()
 
     def reload(self) -> bool:
-        """Re-read the inventory; on error keep the current one. True if it changed."""
+        """Re-read the inventory; on error keep the current one. True if it was loaded."""
         try:
             fresh = load_inventory(self.path)
         except ChainwatchError as exc:
@@ -118,12 +125,18 @@ class Scheduler:
             key for key, obs in zip(result.keys, result.observations, strict=False)
             if not obs.ok
         }
+        done: set[str] = set()
         for e in batch:
             key = endpoint_key(e)
+            if key in done:  # endpoints pinned to other addresses of one name share a slot:
+                continue  # count its failure once per batch
+            done.add(key)
             slot = self.slots.setdefault(key, Slot(due=now))
             if key in failed_keys:
                 slot.failures += 1
-                backoff = min(e.interval, RETRY_BASE * 2 ** (slot.failures - 1))
+                # The exponent is capped: 2**41 minutes overflows timedelta, and 2**32
+                # minutes (8,000 years) is longer than any interval a datetime can add.
+                backoff = min(e.interval, RETRY_BASE * 2 ** min(slot.failures - 1, 32))
                 slot.due = now + backoff
             else:
                 slot.failures = 0
@@ -143,7 +156,14 @@ class Scheduler:
             self.db.beat("scan", {"targets": len(result.reports), "partial": True})
         self._reschedule(result, batch, now)
         if self.after_batch is not None:
-            self.after_batch(self.inventory, result)
+            # The scan is stored: a failure to alert on it is logged, not a failed scan
+            # (the next batch, or on_tick's delivery, tries the alerts again).
+            try:
+                self.after_batch(self.inventory, result)
+            except ChainwatchError as exc:
+                log.error("alerting failed: %s", exc)
+            except SQLAlchemyError as exc:
+                log.error("alerting failed: database error: %s", _first_line(exc))
         return result
 
     def seconds_to_next(self) -> float:
@@ -152,27 +172,55 @@ class Scheduler:
         return max(0.0, min((d - now).total_seconds() for d in dues))
 
     def run(self, *, max_batches: int | None = None, max_sleep: float = 60.0) -> int:
-        """Loop until stopped (or ``max_batches`` scans ran). Returns batches run."""
+        """Loop until stopped (or ``max_batches`` scans ran). Returns batches run.
+
+        A batch that fails (a database that went away or is locked, an alert channel
+        configuration error) is logged and retried after :data:`RETRY_BASE` at the
+        soonest; it never ends the loop, and the heartbeats it did not write show it."""
         batches = 0
         while max_batches is None or batches < max_batches:
             if self._reload.is_set():
                 self._reload.clear()
                 self.stop_event.clear()
                 self.reload()
-            if self.stop_event.is_set():
+            if self._stopping.is_set():
+                self._stopping.clear()  # consumed by the run it stops
+                self.stop_event.clear()
                 break
+            trouble = False
             try:
                 if self.run_once() is not None:
                     batches += 1
             except ChainwatchError as exc:
                 log.error("scan failed: %s", exc)
+                trouble = True
+            except SQLAlchemyError as exc:
+                log.error("scan failed: database error: %s", _first_line(exc))
+                trouble = True
             if self.on_tick is not None:
                 try:
                     self.on_tick(self.inventory)
                 except ChainwatchError as exc:
                     log.error("alert housekeeping failed: %s", exc)
-            self.db.beat("scheduler")
+                except SQLAlchemyError as exc:
+                    log.error("alert housekeeping failed: database error: %s", _first_line(exc))
+            try:
+                self.db.beat("scheduler")
+            except SQLAlchemyError as exc:
+                log.error("heartbeat failed: database error: %s", _first_line(exc))
+                trouble = True
             if max_batches is not None and batches >= max_batches:
                 break
-            self.stop_event.wait(min(max_sleep, self.seconds_to_next()))
+            wait = self.seconds_to_next()
+            if trouble:  # what failed is due again at once: do not spin on it
+                wait = max(wait, RETRY_BASE.total_seconds())
+            if not self._stopping.is_set():
+                self.stop_event.wait(min(max_sleep, wait))
         return batches
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    """The driver's own message (no SQL, no parameters: they may hold report data)."""
+    original = getattr(exc, "orig", None)
+    text = str(original if original is not None else exc).strip()
+    return f"{type(original or exc).__name__}: {text.splitlines()[0] if text else ''}"
