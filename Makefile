@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run examples test lint typecheck unit bench bench-probe clean
+.PHONY: run examples test lint typecheck unit bench bench-probe bench-scan clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: $(STAMP)
 # (needs nginx: apt-get install nginx-light; sslyze goes into its own cached venv).
 bench-probe: $(STAMP)
 	$(BIN)/python bench/probe.py --install-sslyze
+
+# The monitor: `scan` of 10,000 loopback nginx endpoints with no database, into SQLite and
+# into PostgreSQL (a throwaway database on the local server).
+bench-scan: $(STAMP)
+	$(BIN)/python bench/scan.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

@@ -1,0 +1,323 @@
+"""The monitor's throughput, memory and database growth: ``chainwatch scan`` of a large
+inventory with no database, into SQLite and into PostgreSQL.
+
+Set-up (not timed): the loopback farm of ``bench/probe.py``: a throwaway hierarchy (EC
+P-256 root, 4 intermediates, one leaf per endpoint), nginx serving every endpoint's
+chain selected by its SNI name ``eN.bench.test``, spread over ``--addresses`` loopback
+addresses on one port (so each address:port serves thousands of names). The inventory
+lists every endpoint with its address pinned (``ip:``; the names do not resolve) and one
+profile, ``file:`` of the bench root.
+
+Measured, each database in a subprocess of its own (so ``ru_maxrss`` is that run's peak
+resident set), with the monitor's code path (:func:`chainwatch.monitor.scan`: probe,
+analyse, track changes, store):
+
+``none``        ``scan(inventory, None)``: probing and analysis, nothing stored. The
+                baseline the others are compared with.
+``sqlite``      into a new SQLite file (WAL), the default.
+``postgresql``  into a new PostgreSQL database created for the run (and dropped after),
+                on the server of ``--pg-url`` (default: the local one).
+
+Each worker loads the inventory, then scans it twice: ``first`` (an empty database: every
+certificate and target row is new) and ``again`` (steady state, as ``serve`` runs: every
+certificate is known, the previous observation of each target is read back for change
+tracking). Reported: endpoints/s per scan, the cost of storage as the throughput lost
+against ``none`` (target: at most 20%), peak RSS (target: under 1 GiB for 10,000
+endpoints) and the database's growth per 1,000 observations, for the first scan
+(certificates included) and for a repeat scan (an observation row and its chain links).
+
+Usage: ``python bench/scan.py [--endpoints N] [--skip postgresql] [--json]``
+(``make bench-scan``). Without an ``nginx`` binary it says how to install one and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType, ModuleType
+from typing import Any
+
+HERE = Path(__file__).resolve()
+TARGET_STORAGE_COST = 0.20
+TARGET_RSS_MIB = 1024.0
+WORKER_TIMEOUT = 1800.0
+"""No measurement subprocess may run longer than this many seconds."""
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+WORKLOADS = ("none", "sqlite", "postgresql")
+
+
+def _farm() -> ModuleType:
+    """``bench/probe.py``'s nginx farm and certificate helpers (one source of truth)."""
+    spec = importlib.util.spec_from_file_location("chainwatch_bench_probe",
+                                                  HERE.parent / "probe.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_inventory(path: Path, root: Path, targets: list[tuple[str, int, str]]) -> None:
+    """One endpoint per target, address pinned, judged by the bench root only."""
+    lines = [
+        "defaults: {profiles: [bench], interval: 1h, timeout: 10s}",
+        "profiles:",
+        f"  bench: {{trust: [{json.dumps('file:' + str(root))}], building: modern}}",
+        "endpoints:",
+    ]
+    lines += [f"  - {{host: {name}, port: {port}, ip: {ip}}}" for ip, port, name in targets]
+    path.write_text("\n".join(lines) + "\n")
+
+
+# -- PostgreSQL: a database of the run's own ------------------------------------------------------
+
+
+def _admin_dsn(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+def create_pg_database(admin_url: str) -> tuple[str | None, str]:
+    """A fresh database for this run: (its URL, "") or (None, why not)."""
+    try:
+        import psycopg
+    except ImportError:
+        return None, "psycopg is not installed"
+    name = f"chainwatch_bench_{os.getpid()}"
+    try:
+        with psycopg.connect(_admin_dsn(admin_url), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        return None, f"PostgreSQL unavailable ({type(exc).__name__}: {str(exc).strip()[:120]})"
+    return _with_database(admin_url, name), ""
+
+
+def drop_pg_database(admin_url: str, url: str) -> None:
+    import psycopg
+
+    name = url.rpartition("/")[2]
+    with psycopg.connect(_admin_dsn(admin_url), autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- the worker (one per database, in its own process) -------------------------------------------
+
+
+def database_bytes(url: str | None) -> int:
+    """The database's size on disk now (SQLite: file + WAL; PostgreSQL: the database)."""
+    if url is None:
+        return 0
+    if url.startswith("sqlite"):
+        path = Path(url.split("///", 1)[1])
+        return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("CHECKPOINT"))
+            return int(conn.execute(text("SELECT pg_database_size(current_database())"))
+                       .scalar_one())
+    finally:
+        engine.dispose()
+
+
+def worker(opts: dict[str, Any]) -> dict[str, Any]:
+    from chainwatch.inventory import load_inventory
+    from chainwatch.monitor import scan
+    from chainwatch.storage.repo import Database
+
+    url: str | None = opts["db"]
+    start = time.perf_counter()
+    inventory = load_inventory(opts["inventory"])
+    loaded = time.perf_counter()
+    result: dict[str, Any] = {"load_seconds": loaded - start,
+                              "endpoints": len(inventory.endpoints)}
+    database = Database(url) if url is not None else None
+    try:
+        empty = database_bytes(url)
+        sizes = [empty]
+        for run in ("first", "again"):
+            begin = time.perf_counter()
+            outcome = scan(inventory, database)
+            seconds = time.perf_counter() - begin
+            ok = sum(1 for o in outcome.observations if o.ok)
+            if database is not None and url is not None and url.startswith("sqlite"):
+                database.close()  # checkpoints the WAL into the file
+                database = Database(url)
+            sizes.append(database_bytes(url))
+            result[run] = {"seconds": seconds, "ok": ok,
+                           "rate": len(outcome.observations) / seconds if seconds else 0.0,
+                           "observations": len(outcome.observations)}
+        if database is not None:
+            stored = database.count_observations()
+            result["stored"] = stored
+            first, again = result["first"]["observations"], result["again"]["observations"]
+            result["kib_per_1000_first"] = (sizes[1] - sizes[0]) / 1024 / first * 1000
+            result["kib_per_1000_again"] = (sizes[2] - sizes[1]) / 1024 / again * 1000
+            result["bytes_total"] = sizes[2]
+    finally:
+        if database is not None:
+            database.close()
+    import resource
+
+    result["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return result
+
+
+def measure(kind: str, opts: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    spec = tmp / f"scan-{kind}.json"
+    spec.write_text(json.dumps(opts))
+    try:
+        out = subprocess.run([sys.executable, str(HERE), "--worker", str(spec)],
+                             capture_output=True, text=True, timeout=WORKER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return {"unavailable": f"{kind} did not finish within {WORKER_TIMEOUT:.0f} s"}
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"unavailable": f"{kind} failed: {last}"}
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
+    out = [
+        f"bench/scan.py: chainwatch scan of {meta['endpoints']} endpoints (leaf + intermediate, "
+        f"EC P-256) served by nginx {meta['nginx_version']} on {meta['addresses']} loopback "
+        f"addresses, {meta['cpus']} CPUs, Python {meta['python']}",
+        "",
+        f"{'database':<11} {'scan':<6} {'seconds':>8} {'endpoints/s':>12} {'vs none':>8} "
+        f"{'peak RSS':>9} {'KiB/1000 obs':>13}",
+    ]
+    base = results.get("none", {})
+    verdicts: list[str] = []
+    for kind in WORKLOADS:
+        r = results.get(kind)
+        if r is None:
+            continue
+        if "unavailable" in r:
+            out.append(f"{kind:<11} {r['unavailable']}")
+            continue
+        for run in ("first", "again"):
+            s = r[run]
+            ratio = ""
+            if kind != "none" and run in base:
+                ratio = f"{s['rate'] / base[run]['rate']:.2f}x"
+            size = r.get(f"kib_per_1000_{run}")
+            out.append(
+                f"{kind:<11} {run:<6} {s['seconds']:>8.2f} {s['rate']:>12.0f} {ratio:>8} "
+                f"{r['rss_mib']:>5.0f} MiB {'' if size is None else f'{size:>9.0f} KiB':>13}"
+            )
+        if kind != "none" and "again" in base:
+            cost = 1 - r["again"]["rate"] / base["again"]["rate"]
+            met = "met" if cost <= TARGET_STORAGE_COST else "NOT met"
+            verdicts.append(f"storage cost ({kind}, steady state)  {cost:>6.0%}   "
+                            f"target <= {TARGET_STORAGE_COST:.0%}: {met}")
+    out.append("")
+    load = base.get("load_seconds")
+    if load is not None:
+        out.append(f"inventory load: {load:.2f} s for {base['endpoints']} endpoints")
+    out.extend(verdicts)
+    for kind in WORKLOADS:
+        r = results.get(kind, {})
+        if "rss_mib" in r:
+            met = "met" if r["rss_mib"] < TARGET_RSS_MIB else "NOT met"
+            out.append(f"peak RSS ({kind})  {r['rss_mib']:.0f} MiB   "
+                       f"target < {TARGET_RSS_MIB:.0f} MiB: {met}")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--endpoints", type=int, default=10_000)
+    parser.add_argument("--addresses", type=int, default=4,
+                        help="loopback addresses the endpoints are spread over")
+    parser.add_argument("--nginx", help="nginx binary (default: found on PATH or in sbin)")
+    parser.add_argument("--nginx-workers", default="auto")
+    parser.add_argument("--pg-url", default=os.environ.get("CHAINWATCH_BENCH_PG", DEFAULT_PG_URL),
+                        help="a PostgreSQL server (any database on it) where the run may "
+                        "create and drop a database of its own")
+    parser.add_argument("--skip", default="", help="comma-separated workloads to skip "
+                        f"({', '.join(WORKLOADS)})")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(worker(json.loads(Path(args.worker).read_text()))))
+        return 0
+    farm = _farm()
+    nginx = farm.find_nginx(args.nginx)
+    if nginx is None:
+        print(farm.NGINX_MISSING)
+        return 0
+    if not 1 <= args.addresses <= 250 or args.endpoints < 1:
+        parser.error("--addresses must be 1-250 and --endpoints at least 1")
+
+    def on_term(_signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(143)  # unwinds through the cleanup below
+
+    signal.signal(signal.SIGTERM, on_term)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    addresses = [f"127.0.0.{i + 1}" for i in range(args.addresses)]
+    version = subprocess.run([nginx, "-v"], capture_output=True, text=True, timeout=30)
+    meta: dict[str, Any] = {
+        "endpoints": args.endpoints, "addresses": len(addresses), "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "nginx_version": version.stderr.strip().rpartition("/")[2],
+    }
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="chainwatch-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        tmp.chmod(0o755)  # nginx workers may run as another user
+        port = farm.free_port(addresses)
+        print(f"building {args.endpoints} certificate chains...", file=sys.stderr)
+        targets = farm.build_certificates(tmp, args.endpoints, addresses, port)
+        inventory = tmp / "inventory.yaml"
+        write_inventory(inventory, tmp / "root.pem", targets)
+        print(f"starting nginx ({nginx}) with {args.endpoints} server names on "
+              f"{len(addresses)} addresses, port {port}...", file=sys.stderr)
+        with farm.running_nginx(nginx, tmp, targets, args.nginx_workers):
+            for kind in WORKLOADS:
+                if kind in skip:
+                    continue
+                url: str | None = None
+                if kind == "sqlite":
+                    url = f"sqlite:///{tmp / 'bench.db'}"
+                elif kind == "postgresql":
+                    url, why = create_pg_database(args.pg_url)
+                    if url is None:
+                        results[kind] = {"unavailable": why}
+                        continue
+                print(f"scanning into {kind}...", file=sys.stderr)
+                try:
+                    results[kind] = measure(kind, {"inventory": str(inventory), "db": url}, tmp)
+                finally:
+                    if kind == "postgresql" and url is not None:
+                        drop_pg_database(args.pg_url, url)
+    if args.json:
+        print(json.dumps({"meta": meta, "results": results}, indent=2))
+    else:
+        print(render(results, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
