@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import multiprocessing
+import os
 import socket
 import ssl
 import threading
@@ -572,6 +574,105 @@ def test_concurrency_bounds(monkeypatch: pytest.MonkeyPatch, workers: int) -> No
     assert [o.target for o in out] == targets
     assert max(peak.values()) <= 2
     assert total["peak"] <= 6
+
+
+def test_probe_all_in_processes_matches_threads(
+    lab: ServerLoop, pki: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_dns(monkeypatch, {"two.test": ["127.0.0.1", "127.0.0.2"]})  # resolved here
+    ctx = ctx_for(pki, tmp_path, pki["inter"])
+    one = lab.serve(srv.tls_handler(ctx), host="127.0.0.1")
+    two = lab.serve(srv.tls_handler(ctx), host="127.0.0.2")
+    alert = lab.serve(srv.raw_alert(112), host="127.0.0.3")
+    with srv.closed_port("127.0.0.4") as closed:
+        targets = [
+            one.target(), Target("nowhere.test", 443), two.target(),
+            Target("127.0.0.4", closed), Target("two.test", one.port), alert.target(),
+            one.target(sni="www.example.com"), two.target(),
+        ]
+        limits = Limits(timeout=2, retry_delay=0)
+        threads = probe_all(targets, workers=2, processes=False, limits=limits)
+        calls: list[int] = []
+        processes = probe_all(
+            targets, workers=2, processes=True, limits=limits,
+            on_result=lambda i, _: calls.append(i),
+        )
+    assert sorted(calls) == list(range(len(processes)))
+    assert [(o.target, o.failure, o.chain, o.tls_version) for o in processes] == [
+        (o.target, o.failure, o.chain, o.tls_version) for o in threads
+    ]
+    assert [o.failure for o in processes] == [
+        None, FailureReason.RESOLVE, None, FailureReason.REFUSED, None, FailureReason.REFUSED,
+        FailureReason.TLS_ALERT, None, None,
+    ]
+    assert processes[0].chain == ders(pki["leaf"].cert, pki["inter"].cert)
+    assert multiprocessing.active_children() == []
+
+
+def test_an_on_result_error_ends_the_probe_processes(
+    lab: ServerLoop, pki: dict[str, Any], tmp_path: Path
+) -> None:
+    ctx = ctx_for(pki, tmp_path)
+    good = lab.serve(srv.tls_handler(ctx), host="127.0.0.1")
+    silent = lab.serve(srv.silent, host="127.0.0.2")
+    targets = [silent.target(), good.target(), silent.target()]
+    pids: list[int] = []
+
+    def explode(index: int, observation: Observation) -> None:
+        pids.extend(p.pid for p in multiprocessing.active_children() if p.pid is not None)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        probe_all(targets, workers=2, processes=True, limits=Limits(timeout=30),
+                  on_result=explode)  # long before the silent server times out
+    assert multiprocessing.active_children() == []
+    assert pids
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_small_scans_stay_in_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[int] = []
+
+    def record(shard_slots: list[list[Any]], *args: Any, **kwargs: Any) -> None:
+        started.append(len(shard_slots))
+        raise RuntimeError("processes started")
+
+    monkeypatch.setattr(tls_module, "_run_in_processes", record)
+    with srv.closed_port() as closed:
+        few = [Target("127.0.0.1", closed)] * 4
+        assert [o.failure for o in probe_all(few, workers=2)] == [FailureReason.REFUSED] * 4
+        many = [Target("127.0.0.1", closed)] * tls_module.PROCESS_MIN_ADDRESSES
+        assert len(probe_all(many, workers=1)) == len(many)  # one CPU: threads
+        with pytest.raises(RuntimeError, match="processes started"):
+            probe_all(many, workers=2)
+    assert started == [1]
+
+
+def _probe_from_a_daemon(port: int, out: Any) -> None:
+    """Runs in a daemonic process (as in a Celery prefork worker), which may not start
+    processes of its own."""
+    observations = probe_all([Target("127.0.0.1", port)] * 3, workers=2, processes=True,
+                             limits=Limits(timeout=5, retry_delay=0))
+    out.put([o.failure for o in observations])
+
+
+def test_a_daemonic_caller_probes_in_threads() -> None:
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    with srv.closed_port() as closed:
+        daemon = context.Process(target=_probe_from_a_daemon, args=(closed, results),
+                                 daemon=True)
+        daemon.start()
+        try:
+            assert results.get(timeout=60) == [FailureReason.REFUSED] * 3
+        finally:
+            daemon.join(30)
+            if daemon.is_alive():
+                daemon.kill()
+                daemon.join(10)
+    assert daemon.exitcode == 0
 
 
 # -- observation -> report ---------------------------------------------------------------------
