@@ -118,20 +118,36 @@ def scan(
     files are read only on full sweeps."""
     chosen = tuple(inventory.endpoints if endpoints is None else endpoints)
     full = endpoints is None
-    observations = _probe(chosen, concurrency)
     started = now()
     when = at or started
-    by_target: dict[Target, Endpoint] = {}
-    items: list[tuple[Item, Observation]] = []
     wanted = {_identity(e.target, e.ip): e for e in chosen}
+
+    def endpoint_of(t: Target) -> Endpoint | None:
+        return wanted.get(_identity(t, t.ip)) or wanted.get(_identity(t))
+
+    # Chains that need nothing from the network but the handshake are analysed as they
+    # arrive, while the other probes are still in flight (large scans probe in child
+    # processes: the analysis then has a core of its own).
+    early: dict[int, Report] = {}
+
+    def analyse_early(observation: Observation) -> None:
+        endpoint = endpoint_of(observation.target)
+        if endpoint is None or _needs_network(endpoint):
+            return
+        early[id(observation)] = report_for(
+            observation, endpoint.profiles, at=when,
+            host=endpoint.server_name or endpoint.host,
+            warn_days=endpoint.warn_days, crit_days=endpoint.crit_days,
+        )
+
+    observations = _probe(chosen, concurrency, analyse_early)
+    items: list[tuple[Item, Observation]] = []
     for obs in observations:
-        t = obs.target
-        endpoint = wanted.get(_identity(t, t.ip)) or wanted.get(_identity(t))
+        endpoint = endpoint_of(obs.target)
         if endpoint is None:
             continue
-        by_target[t] = endpoint
-        items.append((Item(t, endpoint_key(endpoint), endpoint.server_name or endpoint.host,
-                           endpoint), obs))
+        items.append((Item(obs.target, endpoint_key(endpoint),
+                           endpoint.server_name or endpoint.host, endpoint), obs))
     if full:
         items.extend(_read_files(inventory.files, started))
 
@@ -139,10 +155,11 @@ def scan(
     reports: list[Report] = []
     for n, ((item, obs), inp) in enumerate(zip(items, inputs, strict=True), start=1):
         src = item.source
-        reports.append(
-            report_for(obs, src.profiles, at=when, host=item.host, warn_days=src.warn_days,
-                       crit_days=src.crit_days, revocation=inp.revocation, fetched=inp.fetched)
-        )
+        known = early.get(id(obs))
+        reports.append(known if known is not None else report_for(
+            obs, src.profiles, at=when, host=item.host, warn_days=src.warn_days,
+            crit_days=src.crit_days, revocation=inp.revocation, fetched=inp.fetched,
+        ))
         if progress is not None:
             progress(n, len(items))
 
@@ -193,7 +210,13 @@ def network_inputs(items: Sequence[tuple[Item, Observation]]) -> list[NetworkInp
     return out
 
 
-def _probe(endpoints: Sequence[Endpoint], concurrency: int) -> list[Observation]:
+def _needs_network(endpoint: Endpoint) -> bool:
+    """Whether analysing this endpoint waits for OCSP/CRL or AIA fetches."""
+    return endpoint.revocation or any(p.aia for p in endpoint.profiles)
+
+
+def _probe(endpoints: Sequence[Endpoint], concurrency: int,
+           on_result: Callable[[Observation], None]) -> list[Observation]:
     if not endpoints:
         return []
     groups: dict[float, list[Target]] = {}
@@ -201,7 +224,8 @@ def _probe(endpoints: Sequence[Endpoint], concurrency: int) -> list[Observation]
         groups.setdefault(e.timeout.total_seconds(), []).append(e.target)
     out: list[Observation] = []
     for timeout, targets in groups.items():
-        out.extend(probe_all(targets, concurrency=concurrency, limits=Limits(timeout=timeout)))
+        out.extend(probe_all(targets, concurrency=concurrency, limits=Limits(timeout=timeout),
+                             on_result=lambda _, observation: on_result(observation)))
     return out
 
 
