@@ -406,18 +406,21 @@ def test_sqlite_pragmas(sqlite_url: str) -> None:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
 
 
-def test_concurrent_writers_share_a_sqlite_file(sqlite_url: str, lab: Lab) -> None:
-    """Two processes' worth of writers (two Databases, two threads each) on one file:
-    BEGIN IMMEDIATE and the busy timeout make them queue, never fail."""
+def test_concurrent_writers_share_a_database(db_url: str, lab: Lab) -> None:
+    """Two processes' worth of writers (two Databases, two threads each) on one database,
+    writing batches: SQLite's BEGIN IMMEDIATE and busy timeout make them queue, never
+    fail; on both backends every observation gets its own id and its own chain rows."""
     errors: list[BaseException] = []
     items = [lab.served(Target(f"c{i % 5}.example.com"), NOW + dt.timedelta(seconds=i))
-             for i in range(200)]
-    databases = [Database(sqlite_url), Database(sqlite_url)]
+             for i in range(400)]
+    databases = [Database(db_url), Database(db_url)]
+    ids: list[list[int]] = [[] for _ in range(4)]
 
     def write(database: Database, part: int) -> None:
         try:
-            for item in items[part::4]:
-                database.record(*item)
+            mine = items[part::4]
+            for start in range(0, len(mine), 25):
+                ids[part].extend(database.record_many(mine[start : start + 25], batch_size=10))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -425,13 +428,23 @@ def test_concurrent_writers_share_a_sqlite_file(sqlite_url: str, lab: Lab) -> No
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(120)
     for database in databases:
         database.close()
     assert errors == []
-    with Database(sqlite_url) as database:
-        assert database.count_observations() == 200
+    every = [i for part in ids for i in part]
+    assert len(every) == len(set(every)) == 400
+    with Database(db_url) as database:
+        assert database.count_observations() == 400
         assert count(database, "targets") == 5
+        assert count(database, "observation_certs") == 2 * 400
+        by_time = {  # observation times are distinct: they name the rows
+            o.observed_at: o.id for i in range(5)
+            for o in database.observations_for(Target(f"c{i}.example.com"))
+        }
+        for part in range(4):  # each id is the row its writer wrote
+            for (observation, _), oid in zip(items[part::4], ids[part], strict=True):
+                assert by_time[observation.observed_at] == oid
 
 
 # -- crash safety -----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, and_, delete, func, select
+from sqlalchemy import Connection, Engine, Select, and_, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -283,13 +283,7 @@ class Database:
             target_ids = self._target_ids_for(conn, keys)
             for row, key in zip(rows, keys, strict=True):
                 row["target_id"] = target_ids[key]
-            result = conn.execute(
-                self._insert(ObservationRow).returning(
-                    ObservationRow.id, sort_by_parameter_order=True
-                ),
-                rows,
-            )
-            ids = [int(i) for i in result.scalars().all()]
+            ids = self._insert_observations(conn, rows)
             links = [
                 {"observation_id": oid, "position": pos, "sha256": sha}
                 for oid, shas in zip(ids, chains, strict=True)
@@ -299,6 +293,31 @@ class Database:
                 conn.execute(self._insert(ObservationCertRow), links)
         self._known_certs.update(new_certs)
         self._target_ids.update(target_ids)
+        return ids
+
+    def _insert_observations(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert observation rows; their ids in input order."""
+        if self.engine.dialect.name == "sqlite":
+            # RETURNING in parameter order makes SQLAlchemy insert SQLite rows one
+            # statement at a time. The batch's transaction holds SQLite's write lock
+            # (BEGIN IMMEDIATE), so the next ids are ours to assign: one executemany.
+            last = conn.execute(select(func.max(ObservationRow.id))).scalar_one()
+            first = (last or 0) + 1
+            ids = list(range(first, first + len(rows)))
+            conn.execute(self._insert(ObservationRow),
+                         [{**row, "id": oid} for row, oid in zip(rows, ids, strict=True)])
+            return ids
+        # PostgreSQL: ids drawn from the column's own sequence (safe with concurrent
+        # writers), then a plain executemany. INSERT ... RETURNING would send one huge
+        # multi-row statement per page that the driver re-parses every time.
+        drawn = conn.execute(
+            text("SELECT nextval(pg_get_serial_sequence('observations', 'id')) "
+                 "FROM generate_series(1, :n)"),
+            {"n": len(rows)},
+        ).scalars().all()
+        ids = sorted(int(i) for i in drawn)
+        conn.execute(self._insert(ObservationRow),
+                     [{**row, "id": oid} for row, oid in zip(rows, ids, strict=True)])
         return ids
 
     def _target_ids_for(self, conn: Connection, keys: Sequence[TargetKey]) -> dict[TargetKey, int]:
@@ -314,23 +333,24 @@ class Database:
                     for h, p, ip, sni, st in missing
                 ],
             )
-            for key in missing:
-                found[key] = self._lookup_target(conn, key)
+            # One query per chunk of host names (the unique index leads with host), not
+            # one per target: a new process meets thousands of targets on its first batch.
+            wanted = set(missing)
+            hosts = sorted({key[0] for key in missing})
+            for start in range(0, len(hosts), _IN_CHUNK):
+                rows = conn.execute(
+                    select(TargetRow.id, TargetRow.host, TargetRow.port, TargetRow.ip,
+                           TargetRow.sni, TargetRow.starttls)
+                    .where(TargetRow.host.in_(hosts[start : start + _IN_CHUNK]))
+                )
+                for target_id, *identity in rows:
+                    key = (identity[0], identity[1], identity[2], identity[3], identity[4])
+                    if key in wanted:
+                        found[key] = int(target_id)
+            lost = wanted - found.keys()
+            if lost:  # pragma: no cover - the insert above guarantees every row exists
+                raise RuntimeError(f"targets vanished while being recorded: {sorted(lost)[:3]}")
         return found
-
-    @staticmethod
-    def _lookup_target(conn: Connection, key: TargetKey) -> int:
-        host, port, ip, sni, starttls = key
-        target_id = conn.execute(
-            select(TargetRow.id).where(
-                TargetRow.host == host,
-                TargetRow.port == port,
-                TargetRow.ip == ip,
-                TargetRow.sni == sni,
-                TargetRow.starttls == starttls,
-            )
-        ).scalar_one()
-        return int(target_id)
 
     def beat(
         self,
