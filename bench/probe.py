@@ -284,6 +284,7 @@ def worker_chainwatch(targets: Sequence[Target], opts: dict[str, Any]) -> dict[s
     import datetime as dt
 
     from chainwatch.analysis.engine import clear_caches
+    from chainwatch.cli import tune_gc
     from chainwatch.model import Report, Status
     from chainwatch.model import Target as CwTarget
     from chainwatch.observe import report_for
@@ -291,6 +292,7 @@ def worker_chainwatch(targets: Sequence[Target], opts: dict[str, Any]) -> dict[s
     from chainwatch.probe.tls import probe_all
     from chainwatch.stores import resolve_profile
 
+    tune_gc()  # as the chainwatch command runs
     items = [CwTarget(host=name, port=port, ip=ip, sni=name) for ip, port, name in targets]
     processes = {"auto": None, "yes": True, "no": False}[opts.get("processes", "auto")]
     workers = opts.get("workers") or None
@@ -555,6 +557,34 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def prepare(parser: argparse.ArgumentParser, args: argparse.Namespace
+            ) -> tuple[str, list[str], set[str], dict[str, Any]] | None:
+    """What every farm benchmark starts with (``bench/scan.py`` too): the nginx binary,
+    the loopback addresses, the workloads to skip and the run's description; ``None``
+    (after saying why) when there is no nginx. SIGTERM unwinds through the caller's
+    clean-up, so nginx never outlives the benchmark."""
+    nginx = find_nginx(args.nginx)
+    if nginx is None:
+        print(NGINX_MISSING)
+        return None
+    if not 1 <= args.addresses <= 250 or args.endpoints < 1:
+        parser.error("--addresses must be 1-250 and --endpoints at least 1")
+
+    def on_term(_signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, on_term)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    addresses = [f"127.0.0.{i + 1}" for i in range(args.addresses)]
+    version = subprocess.run([nginx, "-v"], capture_output=True, text=True, timeout=30)
+    meta: dict[str, Any] = {
+        "endpoints": args.endpoints, "addresses": len(addresses), "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "nginx_version": version.stderr.strip().rpartition("/")[2],
+    }
+    return nginx, addresses, skip, meta
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--endpoints", type=int, default=1000)
@@ -591,25 +621,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         worker_main(args.worker, args.spec)
         return 0
-    nginx = find_nginx(args.nginx)
-    if nginx is None:
-        print(NGINX_MISSING)
+    farm = prepare(parser, args)
+    if farm is None:
         return 0
-    if not 1 <= args.addresses <= 250 or args.endpoints < 1:
-        parser.error("--addresses must be 1-250 and --endpoints at least 1")
-
-    def on_term(_signum: int, _frame: FrameType | None) -> None:
-        raise SystemExit(143)  # unwinds through the cleanup below
-
-    signal.signal(signal.SIGTERM, on_term)
-    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    addresses = [f"127.0.0.{i + 1}" for i in range(args.addresses)]
-    version = subprocess.run([nginx, "-v"], capture_output=True, text=True, timeout=30)
-    meta: dict[str, Any] = {
-        "endpoints": args.endpoints, "addresses": len(addresses), "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "nginx_version": version.stderr.strip().rpartition("/")[2],
-    }
+    nginx, addresses, skip, meta = farm
     results: dict[str, dict[str, Any]] = {}
     cw_opts = {"processes": args.processes, "workers": args.workers,
                "pipelined": not args.analysis_after}

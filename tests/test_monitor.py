@@ -113,6 +113,12 @@ def test_scan_stores_observations(servers: ServerLoop, tmp_path: Path, world: di
         assert db.last_beat("scan") is not None
         scan(inv, db)
         assert db.count_observations() == 4
+        # Where the time went (serve logs it; bench/scan.py reports storage's share).
+        phases = ("probe", "analysis", "track", "store")
+        assert set(result.timings) == {*phases, "total"}
+        assert all(result.timings[p] >= 0 for p in phases) and result.timings["store"] > 0
+        assert sum(result.timings[p] for p in phases) <= result.timings["total"] + 1e-6
+    assert scan(inv, None).timings["store"] < 0.01  # nothing to read back or write
 
 
 def test_renewal_on_one_address_is_stale_deployment_on_the_other(

@@ -8,6 +8,7 @@ never a traceback: the message names the file, field or host at fault.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -632,5 +633,20 @@ def run(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+def tune_gc() -> None:
+    """The collector settings of the ``chainwatch`` command (benchmarks use them too).
+
+    Analysing thousands of distinct chains allocates many short-lived objects while the
+    trust stores and caches hold many long-lived ones: with the default thresholds the
+    cyclic collector spent a quarter of the analysis time re-walking the latter. What
+    importing built is frozen out of its sight, and the young generation is collected
+    less often. A process's choice, not the library's: :func:`run` and the Python API
+    leave the collector alone.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 def main() -> None:
+    tune_gc()
     sys.exit(run(sys.argv[1:]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import glob
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -78,6 +79,10 @@ class ScanResult:
         uncovered: names on served certificates that no endpoint covers.
         keys: the target key of each report.
         notes: things worth saying that are not findings (an ACME server unreachable...).
+        timings: seconds spent in each phase: ``probe`` (with the analysis of the chains
+            that arrived meanwhile), ``analysis`` (fetches and what was left to analyse),
+            ``track`` (cross-endpoint findings), ``store`` (reading back the previous
+            leaves and writing the batch; 0 without a database) and ``total``.
     """
 
     reports: tuple[Report, ...]
@@ -87,6 +92,7 @@ class ScanResult:
     uncovered: tuple[str, ...] = ()
     keys: tuple[str, ...] = field(default=())
     notes: tuple[str, ...] = ()
+    timings: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def status(self) -> Status:
@@ -140,7 +146,10 @@ def scan(
             warn_days=endpoint.warn_days, crit_days=endpoint.crit_days,
         )
 
+    clock = time.perf_counter
+    t0 = clock()
     observations = _probe(chosen, concurrency, analyse_early)
+    t1 = clock()
     items: list[tuple[Item, Observation]] = []
     for obs in observations:
         endpoint = endpoint_of(obs.target)
@@ -163,15 +172,19 @@ def scan(
         if progress is not None:
             progress(n, len(items))
 
+    t2 = clock()
     previous = _previous(db, [i.target for i, _ in items])
+    t3 = clock()
     policies, notes = renewal_policies([i for i, _ in items], reports)
     reports, renewals = track([i for i, _ in items], reports, previous, when, policies)
+    t4 = clock()
     if db is not None:
         db.record_many([(obs, rep) for (_, obs), rep in zip(items, reports, strict=True)])
         if full:
             db.beat("scan", {"targets": len(items), "status": worst([r.status for r in reports])})
             if inventory.defaults.retention is not None:
                 db.prune(inventory.defaults.retention)
+    t5 = clock()
     uncovered = uncovered_names(inventory, reports) if full else ()
     return ScanResult(
         reports=tuple(reports),
@@ -181,6 +194,8 @@ def scan(
         uncovered=uncovered,
         notes=tuple(notes),
         keys=tuple(i.key for i, _ in items),
+        timings={"probe": t1 - t0, "analysis": t2 - t1, "track": t4 - t3,
+                 "store": (t3 - t2) + (t5 - t4), "total": t5 - t0},
     )
 
 
@@ -324,9 +339,11 @@ def track(
     for item, report, renewal_policy in zip(items, reports, policies, strict=True):
         before = previous.get(_norm(item.target))
         extra = []
-        changed = ca_changed(report, report_json(report), before)
-        if changed is not None:
-            extra.append(changed)
+        if before is not None and report.chain and before.leaf_sha256 != report.chain[0].sha256:
+            # Only a new leaf can mean a new hierarchy: render the report just for those.
+            changed = ca_changed(report, report_json(report), before)
+            if changed is not None:
+                extra.append(changed)
         if isinstance(item.source, Endpoint):
             stale = stale_deployment(report, item.target, index, item.source.crit_days)
             if stale is not None:

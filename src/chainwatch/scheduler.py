@@ -150,6 +150,13 @@ class Scheduler:
         if not batch and not full:
             return None
         result = scan(self.inventory, self.db, endpoints=None if full else batch)
+        t = result.timings
+        log.info(
+            "%s of %d targets: %s in %.1f s (probing %.1f s, analysis %.1f s, tracking "
+            "%.1f s, storage %.1f s)", "sweep" if full else "batch", len(result.reports),
+            result.status.value, t.get("total", 0.0), t.get("probe", 0.0),
+            t.get("analysis", 0.0), t.get("track", 0.0), t.get("store", 0.0),
+        )
         if full:
             self.next_sweep = now + self._spread(self.inventory.defaults.interval)
         else:

@@ -427,11 +427,14 @@ class Database:
             .correlate(TargetRow)
             .scalar_subquery()
         )
+        # "id IN (one newest id per target)": computed once, then one primary-key lookup
+        # each. (A join ON id = the correlated subquery let SQLite walk every observation.)
         stmt = (
             select(TargetRow.host, TargetRow.port, TargetRow.ip, TargetRow.sni,
                    TargetRow.starttls, ObservationRow.leaf_sha256,
                    ObservationRow.observed_at, ObservationRow.report)
-            .join(ObservationRow, ObservationRow.id == newest)
+            .join(ObservationRow, ObservationRow.target_id == TargetRow.id)
+            .where(ObservationRow.id.in_(select(newest).select_from(TargetRow)))
         )
         with self.engine.connect() as conn:
             return [
