@@ -33,6 +33,7 @@ from chainwatch.probe import FailureReason, Observation
 from chainwatch.render import report_json
 from chainwatch.storage import Database, normalize_url
 from chainwatch.storage import db as storage_db
+from chainwatch.storage import repo as storage_repo
 from chainwatch.storage.models import Base
 
 from .pki import CA, PKI, at
@@ -194,15 +195,23 @@ def test_report_without_target_gets_the_observations(db: Database, lab: Lab) -> 
                                        "sni": None, "starttls": None}
 
 
-def test_certificates_are_stored_once(db: Database, lab: Lab) -> None:
+def test_certificates_are_stored_once(
+    db: Database, lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
     chain = lab.chain("shared.example.com")
     later = NOW + dt.timedelta(hours=1)
     for i, target in enumerate([Target("a.example.com"), Target("b.example.com")]):
         for when in (later, NOW):
             db.record(*lab.served(target, when + dt.timedelta(seconds=i), chain))
-    # A second Database (another process, say) knows nothing of the first one's cache.
+    # A second Database (another process, say) knows nothing of the first one's cache;
+    # it finds the certificates stored and does not parse them again to insert nothing.
+    parsed: list[str] = []
+    real_row = storage_repo._cert_row
+    monkeypatch.setattr(storage_repo, "_cert_row",
+                        lambda der, sha, seen: parsed.append(sha) or real_row(der, sha, seen))
     with Database(db.url) as other:
         other.record(*lab.served(Target("c.example.com"), NOW, chain))
+    assert parsed == []
     assert count(db, "certificates") == 2
     assert count(db, "observations") == 5
     assert count(db, "observation_certs") == 10

@@ -18,7 +18,9 @@ SCHEMA = 1
 def iso(t: dt.datetime | None) -> str | None:
     if t is None:
         return None
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    u = t if t.tzinfo is dt.UTC else t.astimezone(dt.UTC)
+    # Formatted by hand: strftime was a sixth of the cost of storing a report.
+    return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"
 
 
 def cert_json(index: int, cert: Cert) -> dict[str, Any]:

@@ -241,15 +241,15 @@ class Database:
     def _write_batch(self, batch: Sequence[tuple[Observation, Report]]) -> list[int]:
         rows: list[dict[str, Any]] = []
         chains: list[list[str]] = []
-        new_certs: dict[str, dict[str, Any]] = {}
+        unknown: dict[str, tuple[bytes, dt.datetime]] = {}  # not yet known to be stored
         for observation, report in batch:
             observed_at = _aware(observation.observed_at, "observed_at")
             shas: list[str] = []
             for der in observation.chain:
                 sha = sha256_hex(der)
                 shas.append(sha)
-                if sha not in self._known_certs and sha not in new_certs:
-                    new_certs[sha] = _cert_row(der, sha, observed_at)
+                if sha not in self._known_certs and sha not in unknown:
+                    unknown[sha] = (der, observed_at)
             chains.append(shas)
             if report.target is None:
                 report = report.with_target(observation.target)
@@ -271,6 +271,13 @@ class Database:
             })
         keys = [_target_key(observation.target) for observation, _ in batch]
         with self._write() as conn:
+            # Certificates already stored (by another process, or before this one started)
+            # are not parsed again just to be ignored by the insert.
+            stored = self._stored_certs(conn, sorted(unknown))
+            new_certs = {
+                sha: _cert_row(der, sha, seen)
+                for sha, (der, seen) in unknown.items() if sha not in stored
+            }
             # Rows are inserted in key order, so that concurrent writers on PostgreSQL
             # take their row locks in one order and cannot deadlock.
             if new_certs:
@@ -291,9 +298,19 @@ class Database:
             ]
             if links:
                 conn.execute(self._insert(ObservationCertRow), links)
-        self._known_certs.update(new_certs)
+        self._known_certs.update(unknown)
         self._target_ids.update(target_ids)
         return ids
+
+    @staticmethod
+    def _stored_certs(conn: Connection, shas: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(shas), _IN_CHUNK):
+            found.update(conn.execute(
+                select(CertificateRow.sha256)
+                .where(CertificateRow.sha256.in_(shas[start : start + _IN_CHUNK]))
+            ).scalars())
+        return found
 
     def _insert_observations(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         """Insert observation rows; their ids in input order."""
