@@ -20,10 +20,15 @@ from chainwatch.model import Cert
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+_IP_CHARS = frozenset("0123456789abcdefABCDEF.:")
+
+
 def parse_ip(host: str) -> IPAddress | None:
     text = host.strip()
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
+    if not text or ("%" not in text and not _IP_CHARS.issuperset(text)):
+        return None  # a DNS name: skip ipaddress's two failed parses (exceptions are slow)
     try:
         return ipaddress.ip_address(text)
     except ValueError:
