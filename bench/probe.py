@@ -443,16 +443,23 @@ def measure(python: str, kind: str, targets: Sequence[Target], opts: dict[str, A
             tmp: Path) -> dict[str, Any]:
     spec = tmp / f"{kind}-{len(targets)}.json"
     spec.write_text(json.dumps({"targets": list(targets), "opts": opts}))
+    result = run_worker([python, str(HERE), "--worker", kind, "--spec", str(spec)], kind)
+    if "unavailable" not in result:
+        result["rate"] = result["count"] / result["seconds"] if result["seconds"] > 0 else 0.0
+    return result
+
+
+def run_worker(command: list[str], kind: str) -> dict[str, Any]:
+    """Run one measurement subprocess (``bench/scan.py`` too); its last line of output is
+    its JSON result. A worker that fails or overruns becomes an ``unavailable`` row."""
     try:
-        out = subprocess.run([python, str(HERE), "--worker", kind, "--spec", str(spec)],
-                             capture_output=True, text=True, timeout=WORKER_TIMEOUT)
+        out = subprocess.run(command, capture_output=True, text=True, timeout=WORKER_TIMEOUT)
     except subprocess.TimeoutExpired:
         return {"unavailable": f"{kind} did not finish within {WORKER_TIMEOUT:.0f} s"}
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["no output"])[-1]
         return {"unavailable": f"{kind} failed: {last}"}
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    result["rate"] = result["count"] / result["seconds"] if result["seconds"] > 0 else 0.0
     return result
 
 

@@ -40,10 +40,10 @@ Usage: ``python bench/scan.py [--endpoints N] [--skip postgresql] [--json]``
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,12 +54,11 @@ from typing import Any
 HERE = Path(__file__).resolve()
 TARGET_STORAGE_COST = 0.20
 TARGET_RSS_MIB = 1024.0
-WORKER_TIMEOUT = 1800.0
-"""No measurement subprocess may run longer than this many seconds."""
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 WORKLOADS = ("none", "sqlite", "postgresql")
 
 
+@functools.cache
 def _farm() -> ModuleType:
     """``bench/probe.py``'s nginx farm and certificate helpers (one source of truth)."""
     spec = importlib.util.spec_from_file_location("chainwatch_bench_probe",
@@ -189,15 +188,8 @@ def worker(opts: dict[str, Any]) -> dict[str, Any]:
 def measure(kind: str, opts: dict[str, Any], tmp: Path) -> dict[str, Any]:
     spec = tmp / f"scan-{kind}.json"
     spec.write_text(json.dumps(opts))
-    try:
-        out = subprocess.run([sys.executable, str(HERE), "--worker", str(spec)],
-                             capture_output=True, text=True, timeout=WORKER_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        return {"unavailable": f"{kind} did not finish within {WORKER_TIMEOUT:.0f} s"}
-    if out.returncode != 0:
-        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"unavailable": f"{kind} failed: {last}"}
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = _farm().run_worker(
+        [sys.executable, str(HERE), "--worker", str(spec)], kind)
     return result
 
 
