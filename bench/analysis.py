@@ -20,6 +20,10 @@ Measured, each pass single-threaded in this process:
                cleared once before the pass, so every report is computed; what the engine
                remembers about the shared CA certificates carries over from chain to chain,
                as it does in a monitor.
+``distinct-cli`` the same under the ``chainwatch`` command's collector settings
+               (:func:`chainwatch.cli.tune_gc`): what the CLI, ``scan`` and ``serve`` run
+               with, and what the target is checked against. ``distinct`` keeps the
+               interpreter's defaults, as a program embedding the library would.
 ``cold``       the same, with every cache cleared before each chain: nothing shared, the
                worst case (a subset of the chains, to keep the run short).
 ``hits``       ``analyze`` on one already-parsed chain, ``--hits`` times (the report cache).
@@ -174,6 +178,8 @@ class Pass:
     body: Callable[[], object]
     setup: Callable[[], object] = lambda: None
     """Brings the caches to the state the pass starts from (not measured)."""
+    teardown: Callable[[], object] = lambda: None
+    """Undoes what ``setup`` changed beyond the caches (not measured)."""
     seconds: float = 0.0
     gc_seconds: float = 0.0
     peak_bytes: int = 0
@@ -208,6 +214,7 @@ def timed(p: Pass) -> object:
         p.seconds = time.perf_counter() - start
     finally:
         gc.callbacks.remove(timer)
+        p.teardown()
     p.gc_seconds = timer.total
     return out
 
@@ -223,7 +230,25 @@ def traced(p: Pass) -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+        p.teardown()
     p.peak_bytes = peak - base
+
+
+def cli_gc() -> None:
+    """Clear the caches, then collect as ``chainwatch`` does (:func:`chainwatch.cli.tune_gc`)."""
+    from chainwatch.cli import tune_gc
+
+    clear_caches()
+    gc.collect()
+    tune_gc()
+
+
+def default_gc() -> None:
+    gc.unfreeze()
+    gc.set_threshold(*DEFAULT_GC_THRESHOLDS)
+
+
+DEFAULT_GC_THRESHOLDS = gc.get_threshold()
 
 
 def run(n_chains: int, n_hits: int, n_cold: int) -> dict[str, Any]:
@@ -248,6 +273,8 @@ def run(n_chains: int, n_hits: int, n_cold: int) -> dict[str, Any]:
              lambda: floor_pass(fx, n_chains)),
         Pass("distinct", "Cert.from_der x3 + analyze, every chain new", n_chains,
              lambda: engine_pass(fx, n_chains), setup=clear_caches),
+        Pass("distinct-cli", "same, with the chainwatch command's collector settings",
+             n_chains, lambda: engine_pass(fx, n_chains), setup=cli_gc, teardown=default_gc),
         Pass("cold", "same, all caches cleared before each chain", n_cold,
              lambda: engine_pass(fx, n_cold, cold=True)),
         Pass("hits", "analyze, one parsed chain again (report cache)", n_hits,
@@ -299,7 +326,8 @@ def run(n_chains: int, n_hits: int, n_cold: int) -> dict[str, Any]:
         "reports": {"status": dict(sorted(tally.items())), "untrusted_verdicts": untrusted},
         "targets": {
             "distinct_per_second": TARGET_DISTINCT,
-            "distinct_met": by_name["distinct"].rate >= TARGET_DISTINCT,
+            "distinct_met": by_name["distinct-cli"].rate >= TARGET_DISTINCT,
+            "distinct_default_gc_met": by_name["distinct"].rate >= TARGET_DISTINCT,
             "hits_per_second": TARGET_HITS,
             "hits_met": by_name["hits"].rate >= TARGET_HITS,
         },
@@ -321,12 +349,12 @@ def render(out: dict[str, Any]) -> str:
         f"profiles {', '.join(fx['profiles'])} ({'/'.join(map(str, fx['anchors']))} anchors); "
         f"fixtures built in {fx['build_seconds']} s (not measured)",
         "",
-        f"{'pass':<9} {'items':>7} {'items/s':>10} {'us/item':>8} {'x floor':>8} {'gc':>4} "
+        f"{'pass':<12} {'items':>7} {'items/s':>10} {'us/item':>8} {'x floor':>8} {'gc':>4} "
         f"{'py peak':>9}  what",
     ]
     for p in out["passes"]:
         lines.append(
-            f"{p['name']:<9} {p['count']:>7} {p['per_second']:>10,.0f} {p['us_per_item']:>8.1f} "
+            f"{p['name']:<12} {p['count']:>7} {p['per_second']:>10,.0f} {p['us_per_item']:>8.1f} "
             f"{p['ratio_to_floor']:>8.3f} {p['gc_share']:>4.0%} "
             f"{p['tracemalloc_peak_bytes'] / 2**20:>7.1f}MB  {p['what']}"
         )
@@ -343,7 +371,8 @@ def render(out: dict[str, Any]) -> str:
         f"{reports['untrusted_verdicts']} untrusted profile verdicts",
         f"targets: distinct >= {t['distinct_per_second']:,.0f}/s "
         f"{'met' if t['distinct_met'] else 'NOT MET'} "
-        f"({by_name['distinct']['per_second']:,.0f}/s); "
+        f"({by_name['distinct-cli']['per_second']:,.0f}/s as chainwatch runs; "
+        f"{by_name['distinct']['per_second']:,.0f}/s with the default collector); "
         f"hits >= {t['hits_per_second']:,.0f}/s {'met' if t['hits_met'] else 'NOT MET'} "
         f"({by_name['hits']['per_second']:,.0f}/s)",
     ]
