@@ -276,6 +276,106 @@ def test_jitter_spreads_successful_endpoints_within_ten_percent(
         assert set(offsets(7, 0.0, again)) == {10 * MIN}  # jitter 0: exactly the interval
 
 
+def test_sweeps_keep_each_endpoints_own_interval(
+    tmp_path: Path, ca: CA, toggle: tuple[Toggle, int], db: Database
+) -> None:
+    """A sweep every 10 minutes (the default interval) reads files and beats, but an
+    endpoint that asked for a daily probe is probed once a day, not on every sweep."""
+    _, port = toggle
+    clock = FakeClock(NOW)
+    path = write_inventory(tmp_path / "inventory.yaml", ca, [
+        ("daily.lab.test", port, "1d"), ("often.lab.test", port, "10m"),
+    ], interval="10m")
+    probed: dict[str, int] = {"daily.lab.test": 0, "often.lab.test": 0}
+    sweeps = 0
+    scheduler = scheduler_for(path, db, clock, jitter=0.0)
+    for _ in range(36):  # six hours in 10-minute steps
+        before = scheduler.next_sweep
+        result = scheduler.run_once()
+        assert result is not None
+        sweeps += scheduler.next_sweep != before
+        for observation in result.observations:
+            probed[observation.target.host] += 1
+        clock.now += 10 * MIN
+    assert sweeps == 36
+    assert probed == {"daily.lab.test": 1, "often.lab.test": 36}
+
+
+def test_endpoints_due_within_half_a_minute_share_a_batch(
+    tmp_path: Path, ca: CA, toggle: tuple[Toggle, int], db: Database
+) -> None:
+    """Jitter spreads due times thinly; the scheduler takes what is due within 30 s
+    (at most a tenth of an endpoint's interval) in one batch instead of one batch each."""
+    _, port = toggle
+    clock = FakeClock(NOW)
+    hosts = ["a.lab.test", "b.lab.test", "c.lab.test", "d.lab.test"]
+    path = write_inventory(tmp_path / "inventory.yaml", ca,
+                           [(h, port, "1h") for h in hosts[:3]] + [(hosts[3], port, "2m")])
+    scheduler = scheduler_for(path, db, clock)
+    assert scheduler.run_once() is not None  # the first sweep
+    start = clock.now + 30 * MIN
+    offsets = {"a.lab.test": 0, "b.lab.test": 25, "c.lab.test": 40, "d.lab.test": 13}
+    for host, seconds in offsets.items():
+        scheduler.slots[key_of(scheduler, host)].due = start + dt.timedelta(seconds=seconds)
+    clock.now = start
+    batch = scheduler.run_once()
+    assert batch is not None
+    # a and b (within 30 s); not c (40 s away); not d: 13 s is more than a tenth of 2 min.
+    assert sorted(o.target.host for o in batch.observations) == ["a.lab.test", "b.lab.test"]
+
+
+def test_stale_deployment_across_batches_of_different_intervals(
+    tmp_path: Path, ca: CA, servers: ServerLoop, db: Database
+) -> None:
+    """Two endpoints for one name with different intervals (10 and 61 minutes) are not
+    in the same batch after the first sweep: the renewal seen on one still makes the
+    other, probed alone later, STALE_DEPLOYMENT (its batch compares with what the first
+    one last served)."""
+    old = ca.leaf("www.lab.test", not_before=NOW - dt.timedelta(days=60),
+                  expires=NOW + dt.timedelta(days=30))
+    new = ca.leaf("www.lab.test", not_before=NOW - dt.timedelta(days=1),
+                  expires=NOW + dt.timedelta(days=89))
+    fast = Toggle(server_context(old.chain(ca), old.key))
+    slow = Toggle(server_context(old.chain(ca), old.key))
+    fast_port, slow_port = servers.serve(fast).port, servers.serve(slow).port
+    clock = FakeClock(NOW)
+    path = write_inventory(tmp_path / "inventory.yaml", ca, [
+        ("www.lab.test", fast_port, "10m"), ("www.lab.test", slow_port, "61m"),
+    ])
+    scheduler = scheduler_for(path, db, clock, jitter=0.0)
+    first = scheduler.run_once()  # the sweep: both serve the old certificate
+    assert first is not None and len(first.reports) == 2
+    assert not any(f.code.value == "STALE_DEPLOYMENT" for r in first.reports for f in r.findings)
+
+    fast.ctx = server_context(new.chain(ca), new.key)
+    clock.now += 10 * MIN
+    renewed = scheduler.run_once()  # only the fast endpoint is due
+    assert renewed is not None and [r.target.port for r in renewed.reports
+                                    if r.target is not None] == [fast_port]
+    assert renewed.reports[0].chain[0].sha256 == new.cert.sha256
+
+    later = None
+    for _ in range(10):  # the fast one at 20, 30 ... 60 min, then the slow one alone at 61
+        clock.now = min(slot.due for slot in scheduler.slots.values())
+        batch = scheduler.run_once()
+        assert batch is not None
+        ports = [r.target.port for r in batch.reports if r.target is not None]
+        if slow_port in ports:
+            later = batch
+            break
+        assert not any(f.code.value == "STALE_DEPLOYMENT" for f in batch.reports[0].findings)
+    assert later is not None and clock.now == NOW + 61 * MIN
+    assert [r.target.port for r in later.reports if r.target is not None] == [slow_port]
+    assert later.reports[0].chain[0].sha256 == old.cert.sha256
+    codes = [f.code.value for f in later.reports[0].findings]
+    assert "STALE_DEPLOYMENT" in codes
+
+
+def key_of_port(scheduler: Scheduler, port: int) -> str:
+    (endpoint,) = [e for e in scheduler.inventory.endpoints if e.port == port]
+    return endpoint_key(endpoint)
+
+
 # -- reload -----------------------------------------------------------------------------------
 
 
@@ -307,9 +407,10 @@ def test_reload_picks_up_added_and_removed_endpoints(
     assert [e.host for e in scheduler.inventory.endpoints] == ["a.lab.test", "c.lab.test"]
     key_c = key_of(scheduler, "c.lab.test")
     assert set(scheduler.slots) == {key_a, key_c}  # b's slot is dropped
-    # A reload starts with a full sweep of the new inventory.
-    assert set(batches[-1].keys) == {key_a, key_c}
-    assert scheduler.slots[key_a].due != due_a
+    # A reload starts a sweep: the new endpoint is probed at once; the others keep their
+    # own schedule (a reload is not a reason to probe everything again).
+    assert set(batches[-1].keys) == {key_c}
+    assert scheduler.slots[key_a].due == due_a
     assert {o.target.host for o in db.latest_per_target()} == {
         "a.lab.test", "b.lab.test", "c.lab.test"}
 

@@ -28,7 +28,7 @@ from chainwatch.probe.ari import RenewalInfo, renewal_info
 from chainwatch.probe.fetch import NetworkInputs, fetch_inputs
 from chainwatch.probe.tls import Limits, probe_all
 from chainwatch.render import report_json, worst
-from chainwatch.storage.repo import Database
+from chainwatch.storage.repo import Database, LatestLeaf
 from chainwatch.tracking import (
     Before,
     LeafIndex,
@@ -119,11 +119,17 @@ def scan(
     concurrency: int = 256,
     progress: Progress | None = None,
     endpoints: Sequence[Endpoint] | None = None,
+    sweep: bool | None = None,
 ) -> ScanResult:
-    """One sweep. ``endpoints`` limits it to some endpoints (the scheduler's due ones);
-    files are read only on full sweeps."""
+    """One scan. ``endpoints`` limits it to some endpoints (the scheduler's due ones).
+    A sweep (by default, a scan of every endpoint) also reads the files, records the
+    ``scan`` heartbeat, applies retention and lists uncovered names.
+
+    Cross-endpoint findings (``STALE_DEPLOYMENT``, ``RENEWAL_OVERDUE``) compare each leaf
+    with what every endpoint of the inventory serves: the endpoints probed now, and for
+    the others their last stored observation."""
     chosen = tuple(inventory.endpoints if endpoints is None else endpoints)
-    full = endpoints is None
+    full = endpoints is None if sweep is None else sweep
     started = now()
     when = at or started
     wanted = {_identity(e.target, e.ip): e for e in chosen}
@@ -173,10 +179,13 @@ def scan(
             progress(n, len(items))
 
     t2 = clock()
-    previous = _previous(db, [i.target for i, _ in items])
+    last_served = db.latest_leaves() if db is not None else []  # read once per scan
+    previous = _previous(last_served, [i.target for i, _ in items])
+    elsewhere = _served_elsewhere(db, last_served, inventory, chosen)
     t3 = clock()
     policies, notes = renewal_policies([i for i, _ in items], reports)
-    reports, renewals = track([i for i, _ in items], reports, previous, when, policies)
+    reports, renewals = track([i for i, _ in items], reports, previous, when, policies,
+                              elsewhere=elsewhere)
     t4 = clock()
     if db is not None:
         db.record_many([(obs, rep) for (_, obs), rep in zip(items, reports, strict=True)])
@@ -261,14 +270,13 @@ def _read_files(sources: Iterable[FileSource], when: dt.datetime) -> list[tuple[
     return out
 
 
-def _previous(db: Database | None, targets: Sequence[Target]) -> dict[Target, Before]:
+def _previous(last_served: Sequence[LatestLeaf], targets: Sequence[Target]
+              ) -> dict[Target, Before]:
     """What each target last served (its newest observation with a certificate: a failed
     probe in between does not hide a renewal or a change of CA)."""
-    if db is None:
-        return {}
     wanted = set(targets)
     out: dict[Target, Before] = {}
-    for row in db.latest_leaves():
+    for row in last_served:
         t = _norm(row.target)
         if t in wanted:
             out[t] = Before(
@@ -278,6 +286,28 @@ def _previous(db: Database | None, targets: Sequence[Target]) -> dict[Target, Be
                 observed_at=row.observed_at,
             )
     return out
+
+
+def _served_elsewhere(db: Database | None, last_served: Sequence[LatestLeaf],
+                      inventory: Inventory, probed: Sequence[Endpoint]) -> list[Cert]:
+    """The leaves last stored for the inventory's endpoints that this scan did not probe
+    (they keep their own intervals). An endpoint probed now speaks for all its addresses:
+    an address it no longer resolves to does not count, nor does a target no longer in
+    the inventory."""
+    if db is None:
+        return []
+    now = {endpoint_key(e) for e in probed}
+    others = {_identity(e.target, e.ip): e for e in inventory.endpoints
+              if endpoint_key(e) not in now}
+    if not others:
+        return []
+    rows = [
+        row for row in last_served
+        if (others.get(_identity(row.target, row.target.ip))
+            or others.get(_identity(row.target))) is not None
+    ]
+    parsed = db.parsed_certificates(row.leaf_sha256 for row in rows)
+    return [parsed[row.leaf_sha256] for row in rows if row.leaf_sha256 in parsed]
 
 
 def _norm(t: Target) -> Target:
@@ -331,9 +361,12 @@ def track(
     previous: Mapping[Target, Before],
     at: dt.datetime,
     policies: Sequence[RenewalPolicy],
+    *,
+    elsewhere: Iterable[Cert] = (),
 ) -> tuple[list[Report], list[Renewal]]:
-    """Add CA_CHANGED, STALE_DEPLOYMENT and RENEWAL_OVERDUE findings (pure)."""
-    index = LeafIndex(r.chain[0] for r in reports if r.chain)
+    """Add CA_CHANGED, STALE_DEPLOYMENT and RENEWAL_OVERDUE findings (pure). ``elsewhere``:
+    leaves served by endpoints that are not part of these reports."""
+    index = LeafIndex([*(r.chain[0] for r in reports if r.chain), *elsewhere])
     out: list[Report] = []
     renewals: list[Renewal] = []
     for item, report, renewal_policy in zip(items, reports, policies, strict=True):

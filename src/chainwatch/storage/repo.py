@@ -43,6 +43,7 @@ from chainwatch.storage.models import (
 UTC = dt.UTC
 DEFAULT_BATCH = 500
 _IN_CHUNK = 500  # ids per IN (...) list: far below every backend's parameter limit
+_PARSED_MAX = 50_000  # parsed certificates a Database keeps (a few KiB each)
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ class Database:
         # Certificates and targets are never deleted, so the caches never go stale.
         self._known_certs: set[str] = set()
         self._target_ids: dict[TargetKey, int] = {}
+        self._parsed: dict[str, Cert] = {}  # certificates never change: safe to keep
 
     def __repr__(self) -> str:
         return f"Database({redacted(self.url)!r})"
@@ -506,6 +508,29 @@ class Database:
                 select(TargetRow).order_by(TargetRow.host, TargetRow.port, TargetRow.id)
             )
             return [_target(row) for row in rows]
+
+    def parsed_certificates(self, shas: Iterable[str]) -> dict[str, Cert]:
+        """The stored certificates among ``shas``, parsed (those that do not parse are left
+        out). Parsed ones are kept in this process, up to :data:`_PARSED_MAX`."""
+        wanted = sorted(set(shas))
+        out = {sha: self._parsed[sha] for sha in wanted if sha in self._parsed}
+        missing = [sha for sha in wanted if sha not in out]
+        if missing:
+            if len(self._parsed) + len(missing) > _PARSED_MAX:
+                self._parsed.clear()
+            with self.engine.connect() as conn:
+                for start in range(0, len(missing), _IN_CHUNK):
+                    rows = conn.execute(
+                        select(CertificateRow.sha256, CertificateRow.der)
+                        .where(CertificateRow.sha256.in_(missing[start : start + _IN_CHUNK]))
+                    )
+                    for sha, der in rows:
+                        try:
+                            cert = Cert.from_der(der)
+                        except ValueError:
+                            continue
+                        self._parsed[sha] = out[sha] = cert
+        return out
 
     def certificate(self, sha256: str) -> StoredCertificate | None:
         with Session(self.engine) as session:
