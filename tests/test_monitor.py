@@ -111,8 +111,11 @@ def test_scan_stores_observations(servers: ServerLoop, tmp_path: Path, world: di
         assert latest["api.lab.test"].days_left in (9, 10)  # NOW was taken at import
         assert db.certificate(leaf.cert.sha256) is not None
         assert db.last_beat("scan") is not None
-        scan(inv, db)
+        ticks: list[tuple[int, int]] = []
+        scan(inv, db, progress=lambda n, total: ticks.append((n, total)))
         assert db.count_observations() == 4
+        # Progress while probing (one tick per address as it arrives), then per report.
+        assert ticks[:2] == [(1, 2), (2, 2)] and ticks[-1] == (2, 2)
         # Where the time went (serve logs it; bench/scan.py reports storage's share).
         phases = ("probe", "analysis", "track", "store")
         assert set(result.timings) == {*phases, "total"}

@@ -407,7 +407,7 @@ def scan_command(
             from rich.progress import Progress
 
             with Progress(console=console, transient=True) as bar:
-                task = bar.add_task("analysing", total=None)
+                task = bar.add_task("scanning", total=None)
                 result = scan(inv, database, at=when, concurrency=concurrency,
                               progress=lambda n, total: bar.update(task, completed=n,
                                                                    total=total))

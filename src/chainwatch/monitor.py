@@ -141,8 +141,13 @@ def scan(
     # arrive, while the other probes are still in flight (large scans probe in child
     # processes: the analysis then has a core of its own).
     early: dict[int, Report] = {}
+    arrived = 0
 
     def analyse_early(observation: Observation) -> None:
+        nonlocal arrived
+        arrived += 1
+        if progress is not None:  # addresses are known only once resolved: grow the total
+            progress(arrived, max(arrived, len(chosen)))
         endpoint = endpoint_of(observation.target)
         if endpoint is None or _needs_network(endpoint):
             return
