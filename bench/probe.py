@@ -388,11 +388,14 @@ def worker_sslyze(targets: Sequence[Target], opts: dict[str, Any]) -> dict[str, 
 
     run(targets[: min(len(targets), 20)], 10)  # warm-up
     best: dict[str, Any] = {}
+    rates: dict[str, float] = {}
     for limit in opts["limits"]:
         seconds, ok = run(targets, limit)
+        rates[str(limit)] = len(targets) / seconds if seconds > 0 else 0.0
         if not best or seconds < best["seconds"]:
             best = {"seconds": seconds, "ok": ok,
                     "config": f"Scanner(concurrent_server_scans_limit={limit})"}
+    best["rates_by_limit"] = rates  # 10 is sslyze's default
     return best
 
 
@@ -553,6 +556,10 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
             out.append(f"{label:<22} {ratio:8.2f}x{verdict}")
         else:
             out.append(f"{label:<22} n/a")
+    by_limit = results.get("sslyze", {}).get("rates_by_limit", {})
+    if "rate" in cw and by_limit:
+        out.append("chainwatch / sslyze by its concurrent_server_scans_limit: " + ", ".join(
+            f"{limit}: {cw['rate'] / rate:.1f}x" for limit, rate in by_limit.items() if rate))
     big = results.get("big")
     if big is not None and "rss_mib" in big:
         # The probe processes count: the target is for the whole scan, not its parent.
