@@ -10,17 +10,14 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from chainwatch.analysis.findings import iso as finding_time
 from chainwatch.model import Cert, Finding, ProfileResult, Report, Severity, Status, Target
 
 SCHEMA = 1
 
 
 def iso(t: dt.datetime | None) -> str | None:
-    if t is None:
-        return None
-    u = t if t.tzinfo is dt.UTC else t.astimezone(dt.UTC)
-    # Formatted by hand: strftime was a sixth of the cost of storing a report.
-    return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"
+    return None if t is None else finding_time(t)
 
 
 def cert_json(index: int, cert: Cert) -> dict[str, Any]:

@@ -27,7 +27,10 @@ from chainwatch.model import (
 
 
 def iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``2026-12-01T10:11:12Z``: the one timestamp format of messages and reports."""
+    u = t if t.tzinfo is dt.UTC else t.astimezone(dt.UTC)
+    # Formatted by hand: strftime was a sixth of the cost of storing a report.
+    return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"
 
 
 @dataclass(frozen=True)
