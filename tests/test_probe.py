@@ -130,6 +130,61 @@ def test_ipv6_loopback(lab: ServerLoop, pki: dict[str, Any], tmp_path: Path) -> 
     assert obs.chain == ders(pki["leaf"].cert, pki["inter"].cert)
 
 
+def _client_hello_groups(hello: bytes) -> tuple[list[int], list[int]]:
+    """(key share groups, supported groups) of a ClientHello record."""
+    assert hello[0] == 22 and hello[5] == 1, "not a ClientHello"
+    body = hello[9:]
+    at = 2 + 32  # legacy_version, random
+    at += 1 + body[at]  # session id
+    at += 2 + int.from_bytes(body[at:at + 2], "big")  # cipher suites
+    at += 1 + body[at]  # compression methods
+    end = at + 2 + int.from_bytes(body[at:at + 2], "big")
+    at += 2
+    shares: list[int] = []
+    supported: list[int] = []
+    while at < end:
+        kind = int.from_bytes(body[at:at + 2], "big")
+        size = int.from_bytes(body[at + 2:at + 4], "big")
+        data = body[at + 4:at + 4 + size]
+        if kind == 10:  # supported_groups
+            supported = [int.from_bytes(data[i:i + 2], "big") for i in range(2, len(data), 2)]
+        elif kind == 51:  # key_share: (group, key) entries
+            i = 2
+            while i < len(data):
+                shares.append(int.from_bytes(data[i:i + 2], "big"))
+                i += 4 + int.from_bytes(data[i + 2:i + 4], "big")
+        at += 4 + size
+    return shares, supported
+
+
+def test_one_key_share_offered_every_group_supported(lab: ServerLoop) -> None:
+    hellos: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readexactly(5)
+        hellos.append(head + await reader.readexactly(int.from_bytes(head[3:5], "big")))
+        writer.close()
+
+    ep = lab.serve(record)
+    probe(ep.target(host="www.example.com"), Limits(timeout=2, retries=0))
+    assert len(hellos) == 1
+    shares, supported = _client_hello_groups(hellos[0])
+    assert shares == [0x001D]  # X25519 alone: no post-quantum share to generate
+    assert {0x001D, 0x0017, 0x0018} <= set(supported)  # X25519, P-256, P-384 all offered
+
+
+def test_server_without_x25519_gets_another_key_share(
+    lab: ServerLoop, pki: dict[str, Any], tmp_path: Path
+) -> None:
+    ctx = ctx_for(pki, tmp_path, pki["inter"], minimum=ssl.TLSVersion.TLSv1_3)
+    ctx.set_ecdh_curve("secp384r1")  # the server's only group: the client must retry
+    ep = lab.serve(srv.tls_handler(ctx))
+    obs = probe(ep.target(host="www.example.com"))
+    assert obs.ok, obs.message
+    assert obs.tls_version == "TLSv1.3"
+    assert obs.chain == ders(pki["leaf"].cert, pki["inter"].cert)
+
+
 def test_stapled_ocsp_response_is_recorded(lab: ServerLoop, pki: dict[str, Any]) -> None:
     leaf, inter = pki["leaf"], pki["inter"]
     staple = srv.ocsp_response(leaf.cert, inter)
@@ -378,12 +433,14 @@ def test_connect_timeout_is_retried() -> None:
     assert obs.message is not None and "(connect)" in obs.message
 
 
-def test_unreachable_is_mapped(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("starttls", [None, "smtp"])
+def test_unreachable_is_mapped(monkeypatch: pytest.MonkeyPatch, starttls: str | None) -> None:
     async def no_route(*_: object, **__: object) -> None:
         raise OSError(errno.ENETUNREACH, "Network is unreachable")
 
-    monkeypatch.setattr(asyncio, "open_connection", no_route)
-    obs = probe(Target("www.example.com", 443, ip="127.0.0.1"))
+    # The socket-level connect, under both the direct and the STARTTLS connection.
+    monkeypatch.setattr(asyncio.selector_events.BaseSelectorEventLoop, "sock_connect", no_route)
+    obs = probe(Target("www.example.com", 443, ip="127.0.0.1", starttls=starttls))
     assert obs.failure is FailureReason.UNREACHABLE
     assert obs.message == "www.example.com:443 [127.0.0.1]: unreachable: Network is unreachable"
 

@@ -87,6 +87,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import cache
 from multiprocessing.connection import Connection, wait
+from typing import Any
 
 from OpenSSL import SSL, crypto
 
@@ -262,7 +263,45 @@ def _client_context() -> SSL.Context:
         pass
     ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_LEGACY_SERVER_CONNECT | SSL.OP_NO_RENEGOTIATION)
     ctx.set_ocsp_client_callback(_on_ocsp)
+    _offer_one_key_share(ctx)
     return ctx
+
+
+# Every group OpenSSL offers by default, in its order, except that the first (and only)
+# TLS 1.3 key share is X25519 rather than X25519MLKEM768 *and* X25519. "?" skips a group
+# this OpenSSL build lacks; the second list is for builds that predate that syntax.
+_GROUP_LISTS = (
+    b"?X25519:?X25519MLKEM768:?secp256r1:?X448:?secp384r1:?secp521r1:?ffdhe2048:?ffdhe3072",
+    b"X25519:secp256r1:X448:secp384r1:secp521r1",
+)
+
+
+def _offer_one_key_share(ctx: SSL.Context) -> None:
+    """Send one classical key share instead of OpenSSL's default two (since 3.5).
+
+    A probe fetches public certificates: the secrecy of its session does not matter, and
+    generating the post-quantum share the default also sends costs about a fifth of a
+    probe's CPU (measured: 0.72-1.03 ms against 0.96-1.27 ms per handshake, loopback
+    nginx). Every group is still listed as supported, so a server that does not take
+    X25519 asks for another share (HelloRetryRequest) and the handshake goes on.
+
+    pyOpenSSL has no API for the groups list, so this calls OpenSSL through the bindings
+    pyOpenSSL itself uses; where that is not possible, OpenSSL's defaults stay.
+    """
+    try:
+        from cryptography.hazmat.bindings.openssl.binding import Binding
+
+        lib: Any = Binding.lib
+        raw = ctx._context  # pyOpenSSL exposes no groups setter
+        setter = lib.SSL_CTX_set1_curves_list
+    except (ImportError, AttributeError):
+        return
+    try:
+        for groups in _GROUP_LISTS:
+            if setter(raw, groups) == 1:
+                return
+    finally:
+        lib.ERR_clear_error()  # a refused list must not show up in a later error
 
 
 _ALERTS = {
@@ -411,75 +450,180 @@ def _pending_output(conn: SSL.Connection) -> bytes:
     return bytes(out)
 
 
-async def _handshake(stream: Stream, target: Target) -> _Facts:
-    conn = SSL.Connection(_client_context(), None)
-    capture = _Capture()
-    conn.set_app_data(capture)
-    conn.set_connect_state()
-    name = server_name(target)
-    if name is not None:
+class _Handshake(asyncio.Protocol):
+    """One TLS handshake, driven by the connection's callbacks.
+
+    Each flight from the server is handed to OpenSSL as it arrives (``data_received``)
+    and OpenSSL's answer is written at once: no stream buffer, no task switch per read.
+    Measured on loopback nginx, one event loop: 0.60 ms of CPU per probe against 0.78 ms
+    with asyncio streams. The outcome is :attr:`done`: the :class:`_Facts`, or a
+    :class:`ProbeError`. The handshake has one deadline (``limits.handshake`` from its
+    start: a server trickling bytes cannot stretch it) and one byte budget
+    (``limits.max_handshake_bytes``).
+
+    A direct connection starts it from ``connection_made``; after STARTTLS it takes the
+    transport over from the dialogue's stream (:meth:`take_over`).
+    """
+
+    def __init__(self, target: Target, limits: Limits) -> None:
+        self.target = target
+        self.timeout = limits.handshake
+        self.budget = limits.max_handshake_bytes
+        self.done: asyncio.Future[_Facts] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.WriteTransport | None = None
+        self.received = 0
+        self.scanner = _RecordScanner()
+        self.capture = _Capture()
+        self.conn: SSL.Connection | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        self.take_over(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done() or self.conn is None:
+            return
         try:
-            conn.set_tlsext_host_name(name.encode("idna"))
-        except UnicodeError:
-            raise ProbeError(
-                FailureReason.OTHER, f"the server name {name!r} cannot be sent as SNI"
-            ) from None
-    conn.request_ocsp()
-    scanner = _RecordScanner()
-    for _ in range(100_000):  # bounded: each round consumes bytes within the byte budget
-        result = _step(conn)
+            self.received += len(data)
+            if self.received > self.budget:
+                self._fail(ProbeError(
+                    FailureReason.TOO_LARGE,
+                    f"the server sent more than {self.budget} bytes during the TLS handshake",
+                ))
+                return
+            self.scanner.feed(data)
+            self.scanner.check_start()
+            if self.scanner.not_tls is not None:
+                self._fail(_not_tls(self.scanner.not_tls))
+                return
+            self.conn.bio_write(data)
+            self._advance()
+        except Exception as exc:  # a bug must not escape into the event loop
+            self._fail(_internal(exc))
+
+    def eof_received(self) -> bool:
+        self._fail(self._closed())
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(self._closed())
+
+    # -- the handshake --------------------------------------------------------------------
+
+    def take_over(self, transport: asyncio.WriteTransport) -> None:
+        """Start the handshake on ``transport`` (already connected), from now on."""
+        self.transport = transport
+        if transport.get_protocol() is not self:
+            transport.set_protocol(self)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + self.timeout, self._expire)
+        try:
+            conn = SSL.Connection(_client_context(), None)
+            conn.set_app_data(self.capture)
+            conn.set_connect_state()
+            name = server_name(self.target)
+            if name is not None:
+                try:
+                    conn.set_tlsext_host_name(name.encode("idna"))
+                except UnicodeError:
+                    self._fail(ProbeError(
+                        FailureReason.OTHER, f"the server name {name!r} cannot be sent as SNI"
+                    ))
+                    return
+            conn.request_ocsp()
+            self.conn = conn
+            self._advance()
+        except Exception as exc:
+            self._fail(_internal(exc))
+
+    def _advance(self) -> None:
+        """Let OpenSSL take the next step; send what it has to say."""
+        assert self.conn is not None and self.transport is not None
+        result = _step(self.conn)
         if result is None:
-            break  # the last flight leaves with the close_notify, below
-        out = _pending_output(conn)
+            self._finish(self.conn)
+            return
+        out = _pending_output(self.conn)
         if out:
-            await stream.write(out)
+            self.transport.write(out)
         if isinstance(result, SSL.Error):
-            raise _map_ssl_error(result, scanner)
-        try:
-            data = await stream.read_some()
-        except ProbeError as exc:
-            if exc.reason == FailureReason.CLOSED:
-                if scanner.alert is not None and scanner.alert[1] != 0:
-                    raise _alert_failure(scanner.alert) from None
-                if scanner.seen == 0:
-                    raise ProbeError(
-                        FailureReason.CLOSED,
-                        "the server closed the connection without answering the ClientHello",
-                    ) from None
-                raise ProbeError(
-                    FailureReason.CLOSED,
-                    f"the server closed the connection mid-handshake after {scanner.seen} bytes",
-                ) from None
-            raise
-        scanner.feed(data)
-        scanner.check_start()
-        if scanner.not_tls is not None:
-            raise _not_tls(scanner.not_tls)
-        conn.bio_write(data)
-    else:
-        raise ProbeError(FailureReason.OTHER, "the TLS handshake did not converge")
-    peer = conn.get_peer_cert_chain() or []
-    chain = tuple(crypto.dump_certificate(crypto.FILETYPE_ASN1, c) for c in peer)
-    facts = _Facts(
-        chain=chain,
-        tls_version=conn.get_protocol_version_name(),
-        cipher=conn.get_cipher_name(),
-        ocsp=capture.ocsp,
-    )
-    # The client's last flight (TLS 1.3: its Finished) and a polite close_notify go out
-    # in one write, not awaited: one segment for the server to read instead of two.
-    with contextlib.suppress(SSL.Error):
-        conn.shutdown()
-    with contextlib.suppress(SSL.Error, OSError):
-        out = _pending_output(conn)
-        if out:
-            stream.writer.write(out)
-    if not chain:
-        raise ProbeError(
-            FailureReason.NO_CERTIFICATE,
-            f"the handshake completed without a server certificate ({facts.cipher})",
+            self._fail(_map_ssl_error(result, self.scanner))
+        # else: want_read, and data_received carries on
+
+    def _finish(self, conn: SSL.Connection) -> None:
+        peer = conn.get_peer_cert_chain() or []
+        chain = tuple(crypto.dump_certificate(crypto.FILETYPE_ASN1, c) for c in peer)
+        facts = _Facts(
+            chain=chain,
+            tls_version=conn.get_protocol_version_name(),
+            cipher=conn.get_cipher_name(),
+            ocsp=self.capture.ocsp,
         )
-    return facts
+        # The client's last flight (TLS 1.3: its Finished) and a polite close_notify go
+        # out in one write: one segment for the server to read instead of two.
+        with contextlib.suppress(SSL.Error):
+            conn.shutdown()
+        with contextlib.suppress(SSL.Error, OSError):
+            out = _pending_output(conn)
+            if out and self.transport is not None:
+                self.transport.write(out)
+        if not chain:
+            self._fail(ProbeError(
+                FailureReason.NO_CERTIFICATE,
+                f"the handshake completed without a server certificate ({facts.cipher})",
+            ))
+            return
+        self._settle()
+        if not self.done.done():
+            self.done.set_result(facts)
+
+    def _closed(self) -> ProbeError:
+        """Why the handshake ends when the server hangs up (or resets) before it is done."""
+        scanner = self.scanner
+        if scanner.alert is not None and scanner.alert[1] != 0:
+            return _alert_failure(scanner.alert)
+        if scanner.seen == 0:
+            return ProbeError(
+                FailureReason.CLOSED,
+                "the server closed the connection without answering the ClientHello",
+            )
+        return ProbeError(
+            FailureReason.CLOSED,
+            f"the server closed the connection mid-handshake after {scanner.seen} bytes",
+        )
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._fail(ProbeError(
+            FailureReason.TIMEOUT,
+            f"no complete reply within {self.timeout:g}s during the TLS handshake",
+        ))
+
+    def _fail(self, error: ProbeError) -> None:
+        self._settle()
+        if not self.done.done():
+            self.done.set_exception(error)
+
+    def _settle(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def abandon(self) -> None:
+        """The caller is done with this handshake (whatever its outcome): stop the timer
+        and close the connection now (see :func:`_close`)."""
+        self._settle()
+        if not self.done.done():
+            self.done.cancel()  # nobody is left to read an outcome
+        if self.transport is not None:
+            _close(self.transport)
+
+
+def _internal(exc: Exception) -> ProbeError:
+    return ProbeError(FailureReason.OTHER, f"internal error: {type(exc).__name__}: {exc}")
 
 
 _UNREACHABLE_ERRNOS = frozenset({
@@ -508,52 +652,68 @@ def _client_name(writer: asyncio.StreamWriter) -> str:
 
 async def _attempt(target: Target, limits: Limits) -> _Attempt:
     assert target.ip is not None
+    return await _connect_and_handshake(target, limits, _Handshake(target, limits))
+
+
+def _connect_failure(exc: OSError) -> _Attempt:
+    text = exc.strerror or str(exc)
+    if isinstance(exc, ConnectionRefusedError):
+        return _Attempt(failure=FailureReason.REFUSED, detail="connection refused")
+    if exc.errno in _UNREACHABLE_ERRNOS or isinstance(exc, socket.gaierror):
+        return _Attempt(failure=FailureReason.UNREACHABLE, detail=text)
+    if isinstance(exc, ConnectionError):  # reset or aborted while connecting
+        return _Attempt(failure=FailureReason.REFUSED, detail=text)
+    return _Attempt(failure=FailureReason.UNREACHABLE, detail=f"connect failed: {text}")
+
+
+async def _connect_and_handshake(target: Target, limits: Limits, handshake: _Handshake
+                                 ) -> _Attempt:
+    assert target.ip is not None
+    loop = asyncio.get_running_loop()
+    writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(limits.connect):
-            reader, writer = await asyncio.open_connection(target.ip, target.port)
+            if target.starttls is None:  # the handshake starts as soon as TCP connects
+                await loop.create_connection(lambda: handshake, target.ip, target.port)
+            else:
+                reader, writer = await asyncio.open_connection(target.ip, target.port)
     except TimeoutError:
         return _Attempt(
             failure=FailureReason.TIMEOUT,
             detail=f"no TCP connection within {limits.connect:g}s (connect)",
             retryable=True,
         )
-    except ConnectionRefusedError:
-        return _Attempt(failure=FailureReason.REFUSED, detail="connection refused")
     except OSError as exc:
-        text = exc.strerror or str(exc)
-        if exc.errno in _UNREACHABLE_ERRNOS or isinstance(exc, socket.gaierror):
-            return _Attempt(failure=FailureReason.UNREACHABLE, detail=text)
-        if isinstance(exc, ConnectionError):  # reset or aborted while connecting
-            return _Attempt(failure=FailureReason.REFUSED, detail=text)
-        return _Attempt(failure=FailureReason.UNREACHABLE, detail=f"connect failed: {text}")
-    stream = Stream(reader, writer, budget=limits.max_banner_bytes)
+        return _connect_failure(exc)
     try:
-        if target.starttls is not None:
+        if writer is not None:
+            stream = Stream(reader, writer, budget=limits.max_banner_bytes)
             stream.start_phase(
                 f"STARTTLS ({target.starttls})", limits.starttls, limits.max_banner_bytes
             )
             dialogue = Dialogue(
                 server_name=server_name(target) or target.host, client_name=_client_name(writer)
             )
-            await upgrade(target.starttls, stream, dialogue)
-        stream.start_phase("TLS handshake", limits.handshake, limits.max_handshake_bytes)
-        return _Attempt(facts=await _handshake(stream, target))
+            await upgrade(target.starttls or "", stream, dialogue)
+            handshake.take_over(writer.transport)
+        return _Attempt(facts=await handshake.done)
     except ProbeError as exc:
         reason = FailureReason(exc.reason)
         return _Attempt(
             failure=reason, detail=str(exc), retryable=reason is FailureReason.CLOSED
         )
     finally:
-        _close(writer)
+        handshake.abandon()
+        if writer is not None:  # the dialogue's connection, if the handshake never took it
+            _close(writer.transport)
 
 
-def _close(writer: asyncio.StreamWriter) -> None:
+def _close(transport: asyncio.BaseTransport) -> None:
     """Close now: flush what is buffered if the kernel takes it, else drop the connection."""
-    transport = writer.transport
-    if transport.get_write_buffer_size() > 0:
+    if isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size() > 0:
         transport.abort()
     else:
-        writer.close()
+        transport.close()
 
 
 async def probe_endpoint(target: Target, *, limits: Limits | None = None) -> Observation:
