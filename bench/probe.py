@@ -10,17 +10,21 @@ on one port. nginx runs in the foreground (``daemon off``) under this script and
 stopped at the end, also on error or Ctrl-C.
 
 Measured, each in a subprocess of its own (so ``ru_maxrss`` is that tool's peak resident
-set), after a warm-up pass:
+set), after a warm-up pass. ``floor`` and ``chainwatch`` are set up side by side and run
+in ``--repeat`` turns (one run of each per turn, the order reversed every other turn), so
+that a shared machine speeding up or slowing down moves both alike: their ratio is taken
+turn by turn, and the target is judged on the median of those ratios.
 
-``floor``       pyOpenSSL handshakes (blocking sockets, ``VERIFY_NONE``) from a
-                ``ThreadPoolExecutor`` returning ``get_peer_cert_chain()`` and nothing else:
-                the least work any chain monitor must do. Best of a sweep of pool sizes
-                (``--floor-threads``), best of ``--repeat`` runs.
+``floor``       pyOpenSSL handshakes (blocking sockets, ``VERIFY_NONE``, OpenSSL's
+                default groups) from a ``ThreadPoolExecutor`` returning
+                ``get_peer_cert_chain()`` and nothing else: the least work any chain
+                monitor must do. The pool size is the best of a sweep
+                (``--floor-threads``) made before the turns.
 ``chainwatch``  ``probe_all`` (the monitor's defaults: 256 in flight, 8 per address, one
                 event loop per core) then ``observe.report_for`` for every observation with
                 a ``file:`` profile of the bench root and the endpoint's name as host. The
                 analysis caches are cleared before each run, so every chain is parsed and
-                analysed. Best of ``--repeat`` runs.
+                analysed.
 ``sslyze``      sslyze's ``CERTIFICATE_INFO`` scan of the same endpoints (connectivity
                 test + certificate info, as ``sslyze --certinfo`` runs it). sslyze pins
                 ``cryptography<47``, so it is not installed into the project's venv: the
@@ -44,16 +48,19 @@ import json
 import os
 import platform
 import resource
+import select
 import shutil
 import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -217,7 +224,18 @@ def _peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def worker_floor(targets: Sequence[Target], opts: dict[str, Any]) -> dict[str, Any]:
+@dataclass
+class Session:
+    """A workload set up in its worker process, measured one run at a time (in turns
+    with another workload: see :func:`measure_in_turns`)."""
+
+    run: Callable[[], dict[str, Any]]
+    """One measured pass over every target: at least ``seconds`` and ``ok``."""
+    summary: Callable[[], dict[str, Any]] = dict
+    """What the report adds once all runs are done (configuration, child processes)."""
+
+
+def floor_session(targets: Sequence[Target], opts: dict[str, Any]) -> Session:
     from concurrent.futures import ThreadPoolExecutor
 
     from OpenSSL import SSL
@@ -240,20 +258,22 @@ def worker_floor(targets: Sequence[Target], opts: dict[str, Any]) -> dict[str, A
             chain = conn.get_peer_cert_chain()
             return len(chain or [])
 
-    def run(threads: int, batch: Sequence[Target]) -> tuple[float, int]:
+    def timed(threads: int, batch: Sequence[Target]) -> dict[str, Any]:
         start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=threads) as pool:
             got = sum(1 for n in pool.map(handshake, batch) if n)
-        return time.perf_counter() - start, got
+        return {"seconds": time.perf_counter() - start, "ok": got}
 
-    run(8, targets[: min(len(targets), 200)])  # warm-up
-    best: dict[str, Any] = {}
-    for threads in opts["threads"]:
-        for _ in range(opts["repeat"]):
-            seconds, ok = run(threads, targets)
-            if not best or seconds < best["seconds"]:
-                best = {"seconds": seconds, "ok": ok, "config": f"{threads} threads"}
-    return best
+    timed(8, targets[: min(len(targets), 200)])  # warm-up
+    # The pool size is the floor's one tuning knob: the best of a sweep is kept for
+    # every measured run.
+    sweep = {t: min(timed(t, targets)["seconds"] for _ in range(2)) for t in opts["threads"]}
+    best = min(sweep, key=lambda t: sweep[t])
+    return Session(
+        run=lambda: timed(best, targets),
+        summary=lambda: {"config": f"{best} threads (best of a sweep: " + ", ".join(
+            f"{t}: {len(targets) / x:.0f}/s" for t, x in sweep.items()) + ")"},
+    )
 
 
 def _children_count() -> int:
@@ -280,7 +300,7 @@ def _children_peak_rss_mib() -> float:
     return peak
 
 
-def worker_chainwatch(targets: Sequence[Target], opts: dict[str, Any]) -> dict[str, Any]:
+def chainwatch_session(targets: Sequence[Target], opts: dict[str, Any]) -> Session:
     import datetime as dt
 
     from chainwatch.analysis.engine import clear_caches
@@ -335,24 +355,21 @@ def worker_chainwatch(targets: Sequence[Target], opts: dict[str, Any]) -> dict[s
             "failed": sum(1 for o in observations if not o.ok),
         }
 
-    if opts["repeat"] > 1:
-        run(items[: min(len(items), 200)])  # warm-up
-    best: dict[str, Any] = {}
-    runs: list[float] = []
-    for _ in range(opts["repeat"]):
-        result = run(items)
-        runs.append(result["seconds"])
-        if not best or result["seconds"] < best["seconds"]:
-            best = result
-    best["runs"] = runs
-    best["children_rss_mib"] = children_rss
-    best["children"] = children_seen
-    best["pipelined"] = opts.get("pipelined", True)
-    where = {None: "auto", True: "processes", False: "threads"}[processes]
-    how = "analysis in on_result" if opts.get("pipelined", True) else "analysis after"
-    best["config"] = (f"probe_all defaults (256 in flight, 8/address, "
-                      f"{workers or 'a'} loop{'s' if workers else '/core'}, {where}), {how}")
-    return best
+    # Warm-up: large enough that the probe processes' server starts now, as it does once
+    # in a monitor, and not inside a measured run.
+    run(items[: min(len(items), 400)])
+
+    def summary() -> dict[str, Any]:
+        where = {None: "auto", True: "processes", False: "threads"}[processes]
+        how = "analysis in on_result" if opts.get("pipelined", True) else "analysis after"
+        return {
+            "children_rss_mib": children_rss, "children": children_seen,
+            "pipelined": opts.get("pipelined", True),
+            "config": (f"probe_all defaults (256 in flight, 8/address, "
+                       f"{workers or 'a'} loop{'s' if workers else '/core'}, {where}), {how}"),
+        }
+
+    return Session(run=lambda: run(items), summary=summary)
 
 
 def worker_sslyze(targets: Sequence[Target], opts: dict[str, Any]) -> dict[str, Any]:
@@ -425,31 +442,145 @@ def worker_openssl(targets: Sequence[Target], opts: dict[str, Any]) -> dict[str,
             "child_rss_mib": _peak_rss_mib(resource.RUSAGE_CHILDREN)}
 
 
-WORKERS = {
-    "floor": worker_floor,
-    "chainwatch": worker_chainwatch,
-    "sslyze": worker_sslyze,
-    "openssl": worker_openssl,
-}
+SESSIONS = {"floor": floor_session, "chainwatch": chainwatch_session}
+WORKERS = {"sslyze": worker_sslyze, "openssl": worker_openssl}
 
 
 def worker_main(kind: str, spec_file: str) -> None:
+    """A measurement subprocess. A one-shot workload prints its result; a session
+    prints ``{"ready": true}`` once set up, then one result per ``run`` line read from
+    standard input, then its summary when the input ends."""
     spec = json.loads(Path(spec_file).read_text())
     targets = [tuple(t) for t in spec["targets"]]
-    result = WORKERS[kind](targets, spec["opts"])  # type: ignore[arg-type]
-    result.setdefault("rss_mib", _peak_rss_mib())
-    result["count"] = len(targets)
-    print(json.dumps(result))
+    if kind not in SESSIONS:
+        result = WORKERS[kind](targets, spec["opts"])  # type: ignore[arg-type]
+        result.setdefault("rss_mib", _peak_rss_mib())
+        result["count"] = len(targets)
+        print(json.dumps(result))
+        return
+    session = SESSIONS[kind](targets, spec["opts"])  # type: ignore[arg-type]
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:  # bounded: the parent sends one line per run, then closes
+        if line.strip() != "run":
+            break
+        print(json.dumps({**session.run(), "count": len(targets)}), flush=True)
+    print(json.dumps({**session.summary(), "rss_mib": _peak_rss_mib()}), flush=True)
+
+
+def _spec(kind: str, targets: Sequence[Target], opts: dict[str, Any], tmp: Path) -> Path:
+    spec = tmp / f"{kind}-{len(targets)}.json"
+    spec.write_text(json.dumps({"targets": list(targets), "opts": opts}))
+    return spec
 
 
 def measure(python: str, kind: str, targets: Sequence[Target], opts: dict[str, Any],
             tmp: Path) -> dict[str, Any]:
-    spec = tmp / f"{kind}-{len(targets)}.json"
-    spec.write_text(json.dumps({"targets": list(targets), "opts": opts}))
+    """One workload, once, in a subprocess of its own (a session is run once)."""
+    if kind in SESSIONS:
+        return measure_in_turns({kind: (python, opts)}, targets, 1, tmp)[kind]
+    spec = _spec(kind, targets, opts, tmp)
     result = run_worker([python, str(HERE), "--worker", kind, "--spec", str(spec)], kind)
     if "unavailable" not in result:
         result["rate"] = result["count"] / result["seconds"] if result["seconds"] > 0 else 0.0
     return result
+
+
+class _Worker:
+    """A session subprocess spoken to a line at a time (every answer within
+    ``WORKER_TIMEOUT``; killed at the end whatever happened)."""
+
+    def __init__(self, python: str, kind: str, spec: Path, tmp: Path) -> None:
+        self.kind = kind
+        self.errors = (tmp / f"{kind}.stderr").open("w+")
+        self.proc = subprocess.Popen(
+            [python, str(HERE), "--worker", kind, "--spec", str(spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True)
+
+    def answer(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], WORKER_TIMEOUT)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            self.errors.seek(0)
+            last = (self.errors.read().strip().splitlines() or ["no answer"])[-1]
+            raise _WorkerFailed(f"{self.kind} failed: {last}")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def ask(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def finish(self) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        return self.answer()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=60)
+        self.errors.close()
+
+
+def _cpu_times() -> tuple[float, float, float] | None:
+    """Machine-wide (busy, idle, stolen) CPU-seconds since boot, from ``/proc/stat``."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return ((user + nice + system + irq + softirq) / tick, (idle + iowait) / tick,
+            steal / tick)
+
+
+class _WorkerFailed(Exception):
+    pass
+
+
+def measure_in_turns(workloads: dict[str, tuple[str, dict[str, Any]]],
+                     targets: Sequence[Target], turns: int, tmp: Path
+                     ) -> dict[str, dict[str, Any]]:
+    """Session workloads (each ``kind: (python, opts)``) set up side by side, then run in
+    turns, the order reversed every other turn: a machine that speeds up or slows down
+    during the benchmark moves every workload alike, so the ratio of the runs of one
+    turn measures the code, not the moment. Each result keeps every run (``runs``,
+    seconds) and the fastest one."""
+    workers: dict[str, _Worker] = {}
+    runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in workloads}
+    try:
+        for kind, (python, opts) in workloads.items():
+            workers[kind] = _Worker(python, kind, _spec(kind, targets, opts, tmp), tmp)
+        for worker in workers.values():
+            worker.answer()  # set up and warmed up
+        order = list(workers)
+        for turn in range(turns):
+            for kind in order if turn % 2 == 0 else reversed(order):
+                before = _cpu_times()
+                workers[kind].ask("run")
+                result = workers[kind].answer()
+                after = _cpu_times()
+                if before and after:
+                    used = [b - a for a, b in zip(before, after, strict=True)]
+                    # Every process on the machine (nginx included), in CPU-seconds.
+                    result["cpu"] = {"busy": used[0], "idle": used[1], "steal": used[2]}
+                runs[kind].append(result)
+        summaries = {kind: worker.finish() for kind, worker in workers.items()}
+    except _WorkerFailed as exc:
+        return {kind: {"unavailable": str(exc)} for kind in workloads}
+    finally:
+        for worker in workers.values():
+            worker.close()
+    results: dict[str, dict[str, Any]] = {}
+    for kind, done in runs.items():
+        best = min(done, key=lambda r: float(r["seconds"]))
+        results[kind] = {**best, **summaries[kind],
+                         "runs": [float(r["seconds"]) for r in done],
+                         "cpu_runs": [r.get("cpu") for r in done],
+                         "rate": best["count"] / best["seconds"] if best["seconds"] > 0 else 0.0}
+    return results
 
 
 def run_worker(command: list[str], kind: str) -> dict[str, Any]:
@@ -510,6 +641,14 @@ def _imports_sslyze(python: str) -> bool:
 # -- report --------------------------------------------------------------------------------------
 
 
+def turn_ratios(results: dict[str, dict[str, Any]]) -> list[float]:
+    """chainwatch's rate over the floor's, turn by turn (the runs of one turn were taken
+    back to back: see :func:`measure_in_turns`)."""
+    cw, floor = results.get("chainwatch", {}), results.get("floor", {})
+    return [f / c for f, c in zip(floor.get("runs", []), cw.get("runs", []), strict=False)
+            if c > 0]
+
+
 def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     out = [
         f"bench/probe.py: {meta['endpoints']} endpoints (leaf + intermediate, EC P-256), "
@@ -533,6 +672,16 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
             config += " (RSS: one openssl process)"
         out.append(f"{name:<12} {r['count']:>9} {r['seconds']:>8.2f} {r['rate']:>12.0f} "
                    f"{rss:>10}  {config}")
+        if len(r.get("runs", [])) > 1:
+            out.append(f"{'':<12} runs: " + ", ".join(f"{x:.2f} s" for x in r["runs"]))
+        cpu = [c for c in r.get("cpu_runs", []) if c]
+        if cpu:
+            per = statistics.median(1e6 * c["busy"] / r["count"] for c in cpu)
+            idle = statistics.median(c["idle"] / (c["busy"] + c["idle"] + c["steal"] or 1)
+                                     for c in cpu)
+            steal = max(c["steal"] for c in cpu)
+            out.append(f"{'':<12} machine CPU per endpoint {per:.0f} us (nginx included), "
+                       f"idle {idle:.0%}, stolen up to {steal:.2f} s (medians of the runs)")
         if name in ("chainwatch", "big"):
             when = "in on_result, while probing" if r.get("pipelined") else "after probing"
             out.append(f"{'':<12} analysis {r['analysis_seconds']:.2f} s ({when}), "
@@ -541,11 +690,16 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
             if r.get("children_rss_mib"):
                 out.append(f"{'':<12} probe processes: peak RSS {r['children_rss_mib']:.0f} "
                            "MiB each at most (not in the peak RSS column)")
-            if len(r.get("runs", [])) > 1:
-                out.append(f"{'':<12} runs: " + ", ".join(f"{x:.2f} s" for x in r["runs"]))
     out.append("")
     cw = results.get("chainwatch", {})
-    for name, label, target in (("floor", "chainwatch / floor", TARGET_FLOOR_RATIO),
+    turns = turn_ratios(results)
+    if turns:
+        median = statistics.median(turns)
+        verdict = "met" if median >= TARGET_FLOOR_RATIO else "NOT met"
+        out.append(f"{'chainwatch / floor':<22} {median:8.2f}x   target >= "
+                   f"{TARGET_FLOOR_RATIO:g}x: {verdict} (median of {len(turns)} turns: "
+                   + ", ".join(f"{r:.2f}" for r in turns) + ")")
+    for name, label, target in (("floor", "  (best runs)", None),
                                 ("sslyze", "chainwatch / sslyze", TARGET_SSLYZE_RATIO),
                                 ("openssl", "chainwatch / openssl", None)):
         other = results.get(name, {})
@@ -604,7 +758,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--endpoints", type=int, default=1000)
     parser.add_argument("--addresses", type=int, default=4,
                         help="loopback addresses the endpoints are spread over")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per workload; best kept")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="turns: floor and chainwatch run once each per turn")
     parser.add_argument("--floor-threads", default="8,16,32,64",
                         help="thread pool sizes the floor is measured with (best kept)")
     parser.add_argument("--nginx", help="nginx binary (default: found on PATH or in sbin)")
@@ -628,7 +783,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--analysis-after", action="store_true",
                         help="analyse once probing is done, not in on_result")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=sorted({*WORKERS, *SESSIONS}), help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -654,16 +809,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         with running_nginx(nginx, tmp, targets, args.nginx_workers):
             main_set = targets[: args.endpoints]
             python = sys.executable
+            paired: dict[str, tuple[str, dict[str, Any]]] = {}
             if "floor" not in skip:
-                print("measuring the pyOpenSSL floor...", file=sys.stderr)
                 threads = [int(t) for t in args.floor_threads.split(",") if t.strip()]
-                results["floor"] = measure(python, "floor", main_set,
-                                           {"threads": threads, "repeat": args.repeat}, tmp)
+                paired["floor"] = (python, {"threads": threads})
             if "chainwatch" not in skip:
-                print("measuring chainwatch...", file=sys.stderr)
-                results["chainwatch"] = measure(
-                    python, "chainwatch", main_set,
-                    {"root": str(tmp / "root.pem"), "repeat": args.repeat, **cw_opts}, tmp)
+                paired["chainwatch"] = (python, {"root": str(tmp / "root.pem"), **cw_opts})
+            if paired:
+                print(f"measuring {' and '.join(paired)} in {args.repeat} turns...",
+                      file=sys.stderr)
+                results.update(measure_in_turns(paired, main_set, args.repeat, tmp))
             if "sslyze" not in skip:
                 sslyze_python, how = find_sslyze_python(args.sslyze_python, args.install_sslyze)
                 if sslyze_python is None:
@@ -683,9 +838,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                       file=sys.stderr)
                 results["big"] = measure(
                     python, "chainwatch", targets[: args.big_endpoints],
-                    {"root": str(tmp / "root.pem"), "repeat": 1, **cw_opts}, tmp)
+                    {"root": str(tmp / "root.pem"), **cw_opts}, tmp)
     if args.json:
-        print(json.dumps({"meta": meta, "results": results}, indent=2))
+        print(json.dumps({"meta": meta, "results": results,
+                          "floor_turn_ratios": turn_ratios(results)}, indent=2))
     else:
         print(render(results, meta))
     return 0
