@@ -21,6 +21,7 @@ from functools import cached_property
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
@@ -186,8 +187,7 @@ class Cert:
         if hit is not None and type(hit) is cls:
             return hit
         with lenient():
-            cert = x509.load_der_x509_certificate(der)
-        result = cls._from_x509(cert, der)
+            result = cls._build(x509.load_der_x509_certificate(der), der)
         _parsed[der] = result
         if len(_parsed) > _PARSED_SIZE:
             _parsed.popitem(last=False)
@@ -200,18 +200,23 @@ class Cert:
     @classmethod
     def _from_x509(cls, cert: x509.Certificate, der: bytes) -> Cert:
         with lenient():
-            subject, issuer = cert.subject, cert.issuer
-            return cls(
-                der=der,
-                sha256=hashlib.sha256(der).hexdigest(),
-                parsed=cert,
-                subject=subject.rfc4514_string(),
-                issuer=issuer.rfc4514_string(),
-                subject_key=name_key(subject),
-                issuer_key=name_key(issuer),
-                not_before=cert.not_valid_before_utc,
-                not_after=cert.not_valid_after_utc,
-            )
+            return cls._build(cert, der)
+
+    @classmethod
+    def _build(cls, cert: x509.Certificate, der: bytes) -> Cert:
+        """The instance (the caller silences cryptography's warnings: :func:`lenient`)."""
+        subject, issuer = cert.subject, cert.issuer
+        return cls(
+            der=der,
+            sha256=hashlib.sha256(der).hexdigest(),
+            parsed=cert,
+            subject=subject.rfc4514_string(),
+            issuer=issuer.rfc4514_string(),
+            subject_key=name_key(subject),
+            issuer_key=name_key(issuer),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Cert) and other.der == self.der
@@ -236,10 +241,22 @@ class Cert:
         return None if exts is None else exts.get(oid.dotted_string)
 
     @cached_property
+    def public_key(self) -> CertificatePublicKeyTypes | None:
+        """The subject public key, loaded once (signature checks of every certificate it
+        issued use it); ``None`` when unsupported or malformed."""
+        try:
+            return self.parsed.public_key()
+        except Exception:  # UnsupportedAlgorithm, ValueError: a key no check can use
+            return None
+
+    @cached_property
     def spki(self) -> bytes:
         """DER SubjectPublicKeyInfo; with the subject, the identity of a trust anchor."""
         try:
-            return self.parsed.public_key().public_bytes(
+            key = self.public_key
+            if key is None:
+                raise ValueError("no usable public key")
+            return key.public_bytes(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         except (ValueError, TypeError):
@@ -303,9 +320,8 @@ class Cert:
     @cached_property
     def key_description(self) -> tuple[str, int]:
         """(algorithm, size in bits) of the subject public key; ``("unknown", 0)`` if unparsable."""
-        try:
-            key = self.parsed.public_key()
-        except (ValueError, TypeError, Exception):
+        key = self.public_key
+        if key is None:
             return ("unknown", 0)
         if isinstance(key, rsa.RSAPublicKey):
             return ("RSA", key.key_size)
@@ -402,8 +418,10 @@ def signature_valid(child: Cert, issuer: Cert) -> bool:
     chains (to say ``WEAK_SIGNATURE`` and to model legacy clients that accept them).
     """
     cert = child.parsed
+    key = issuer.public_key
+    if key is None:
+        return False
     try:
-        key = issuer.parsed.public_key()
         algo = cert.signature_hash_algorithm
         params = cert.signature_algorithm_parameters
     except Exception:  # UnsupportedAlgorithm, malformed keys: "no"
