@@ -435,11 +435,12 @@ def test_connect_timeout_is_retried() -> None:
 
 @pytest.mark.parametrize("starttls", [None, "smtp"])
 def test_unreachable_is_mapped(monkeypatch: pytest.MonkeyPatch, starttls: str | None) -> None:
-    async def no_route(*_: object, **__: object) -> None:
-        raise OSError(errno.ENETUNREACH, "Network is unreachable")
+    class NoRoute(socket.socket):
+        def connect_ex(self, address: Any) -> int:
+            return errno.ENETUNREACH
 
     # The socket-level connect, under both the direct and the STARTTLS connection.
-    monkeypatch.setattr(asyncio.selector_events.BaseSelectorEventLoop, "sock_connect", no_route)
+    monkeypatch.setattr(socket, "socket", NoRoute)
     obs = probe(Target("www.example.com", 443, ip="127.0.0.1", starttls=starttls))
     assert obs.failure is FailureReason.UNREACHABLE
     assert obs.message == "www.example.com:443 [127.0.0.1]: unreachable: Network is unreachable"
@@ -697,6 +698,19 @@ def test_an_on_result_error_ends_the_probe_processes(
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_shards_get_about_as_many_probes_each() -> None:
+    # Four addresses of 250 endpoints: two per shard, whatever their hashes.
+    ips = [f"127.0.0.{1 + n % 4}" for n in range(1000)]
+    placed = tls_module._assign_shards(ips, 2)
+    load = [sum(1 for ip in ips if placed[ip] == shard) for shard in (0, 1)]
+    assert load == [500, 500]
+    # Busiest first, each to the least loaded shard; one address never spans shards.
+    uneven = ["a"] * 6 + ["b"] * 3 + ["c"] * 3 + ["d"] * 1
+    placed = tls_module._assign_shards(uneven, 2)
+    assert placed == {"a": 0, "b": 1, "c": 1, "d": 0}
+    assert tls_module._assign_shards(["x", "y"], 3) == {"x": 0, "y": 1}
 
 
 def test_small_scans_stay_in_threads(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -60,11 +61,8 @@ class Stream:
     have arrived in the current phase, the next read fails with ``too_large``.
     """
 
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, budget: int
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self, sock: socket.socket, *, budget: int) -> None:
+        self.sock = sock  # connected, non-blocking
         self.budget = budget
         self.received = 0
         self.deadline = float("inf")
@@ -95,7 +93,9 @@ class Stream:
             )
         try:
             async with asyncio.timeout_at(self.deadline):
-                chunk = await self.reader.read(min(65536, self.budget - self.received + 1))
+                chunk = await asyncio.get_running_loop().sock_recv(
+                    self.sock, min(65536, self.budget - self.received + 1)
+                )
         except TimeoutError:
             raise ProbeError(
                 FailureReason.TIMEOUT,
@@ -161,10 +161,9 @@ class Stream:
             await self._fill(what)
 
     async def write(self, data: bytes) -> None:
-        self.writer.write(data)
         try:
             async with asyncio.timeout_at(self.deadline):
-                await self.writer.drain()
+                await asyncio.get_running_loop().sock_sendall(self.sock, data)
         except TimeoutError:
             raise ProbeError(
                 FailureReason.TIMEOUT,

@@ -82,7 +82,6 @@ import signal
 import socket
 import sys
 import threading
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -159,7 +158,12 @@ class Limits:
 # -- names and messages ---------------------------------------------------------------------
 
 
+_IPV4_CHARS = frozenset("0123456789.")
+
+
 def is_ip_literal(host: str) -> bool:
+    if ":" not in host and not _IPV4_CHARS.issuperset(host):
+        return False  # a host name (the common case), without a parse that must fail
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -451,76 +455,74 @@ def _pending_output(conn: SSL.Connection) -> bytes:
     return bytes(out)
 
 
-class _Handshake(asyncio.Protocol):
-    """One TLS handshake, driven by the connection's callbacks.
+class _Handshake:
+    """One TLS handshake on a connected non-blocking socket, driven by readiness callbacks.
 
-    Each flight from the server is handed to OpenSSL as it arrives (``data_received``)
-    and OpenSSL's answer is written at once: no stream buffer, no task switch per read.
-    Measured on loopback nginx, one event loop: 0.60 ms of CPU per probe against 0.78 ms
-    with asyncio streams. The outcome is :attr:`done`: the :class:`_Facts`, or a
-    :class:`ProbeError`. The handshake has one deadline (``limits.handshake`` from its
-    start: a server trickling bytes cannot stretch it) and one byte budget
-    (``limits.max_handshake_bytes``).
-
-    A direct connection starts it from ``connection_made``; after STARTTLS it takes the
-    transport over from the dialogue's stream (:meth:`take_over`).
+    When the socket is readable, the bytes go straight to OpenSSL and its answer is sent
+    at once: no transport, no stream buffer, no task switch per flight (measured on
+    loopback nginx, one event loop: 0.73 ms of CPU per probe, against 0.82 ms with an
+    asyncio protocol and transport and 0.78-1.0 ms with asyncio streams). The outcome is
+    :attr:`done`: the :class:`_Facts`, or a :class:`ProbeError`. The handshake has one
+    deadline (``limits.handshake`` from :meth:`start`: a server trickling bytes cannot
+    stretch it) and one byte budget (``limits.max_handshake_bytes``). The caller owns
+    the socket: it calls :meth:`abandon`, then closes it.
     """
 
     def __init__(self, target: Target, limits: Limits) -> None:
         self.target = target
+        self.limits = limits
+        self.phase = "connect"
+        self.connected: asyncio.Future[None] | None = None
         self.timeout = limits.handshake
         self.budget = limits.max_handshake_bytes
-        self.done: asyncio.Future[_Facts] = asyncio.get_running_loop().create_future()
-        self.transport: asyncio.WriteTransport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[_Facts] = self.loop.create_future()
+        self.sock: socket.socket | None = None
         self.received = 0
         self.scanner = _RecordScanner()
         self.capture = _Capture()
         self.conn: SSL.Connection | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._unsent = bytearray()
+        self._reading = self._writing = False  # registered with the loop
 
-    # -- asyncio.Protocol ---------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        self.take_over(transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self.done.done() or self.conn is None:
-            return
+    def connect(self, sock: socket.socket) -> None:
+        """Connect ``sock`` (non-blocking) to the target; then start the handshake, or,
+        for STARTTLS, resolve :attr:`connected` so that the dialogue can run first."""
+        assert self.target.ip is not None
+        self.sock = sock
+        if self.target.starttls is not None:
+            self.connected = self.loop.create_future()
+        self._timer = self.loop.call_at(self.loop.time() + self.limits.connect, self._expire)
         try:
-            self.received += len(data)
-            if self.received > self.budget:
-                self._fail(ProbeError(
-                    FailureReason.TOO_LARGE,
-                    f"the server sent more than {self.budget} bytes during the TLS handshake",
-                ))
-                return
-            self.scanner.feed(data)
-            self.scanner.check_start()
-            if self.scanner.not_tls is not None:
-                self._fail(_not_tls(self.scanner.not_tls))
-                return
-            self.conn.bio_write(data)
-            self._advance()
-        except Exception as exc:  # a bug must not escape into the event loop
-            self._fail(_internal(exc))
+            err = sock.connect_ex((self.target.ip, self.target.port))
+        except OSError as exc:  # an address this socket cannot take
+            self._fail(_connect_error(exc))
+            return
+        if err in (0, errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
+            self._watch_writable(self._connect_done)
+        else:
+            self._fail(_connect_error(OSError(err, os.strerror(err))))
 
-    def eof_received(self) -> bool:
-        self._fail(self._closed())
-        return False  # close our side too
+    def _connect_done(self) -> None:
+        assert self.sock is not None
+        self._unwatch_writable()
+        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._fail(_connect_error(OSError(err, os.strerror(err))))
+            return
+        self._settle()
+        if self.connected is not None:
+            if not self.connected.done():
+                self.connected.set_result(None)
+        else:
+            self.start(self.sock)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(self._closed())
-
-    # -- the handshake --------------------------------------------------------------------
-
-    def take_over(self, transport: asyncio.WriteTransport) -> None:
-        """Start the handshake on ``transport`` (already connected), from now on."""
-        self.transport = transport
-        if transport.get_protocol() is not self:
-            transport.set_protocol(self)
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(loop.time() + self.timeout, self._expire)
+    def start(self, sock: socket.socket) -> None:
+        """Begin on ``sock`` (connected, non-blocking; STARTTLS done if any), from now on."""
+        self.sock = sock
+        self.phase = "handshake"
+        self._timer = self.loop.call_at(self.loop.time() + self.timeout, self._expire)
         try:
             conn = SSL.Connection(_client_context(), None)
             conn.set_app_data(self.capture)
@@ -536,23 +538,99 @@ class _Handshake(asyncio.Protocol):
                     return
             conn.request_ocsp()
             self.conn = conn
+            self.loop.add_reader(sock.fileno(), self._readable)
+            self._reading = True
+            self._advance()
+        except Exception as exc:  # a bug must not escape into the event loop
+            self._fail(_internal(exc))
+
+    def abandon(self) -> None:
+        """The caller is done with this handshake, whatever its outcome."""
+        self._settle()
+        for future in (self.done, self.connected):
+            if future is not None and not future.done():
+                future.cancel()  # nobody is left to read an outcome
+
+    # -- readiness callbacks --------------------------------------------------------------
+
+    def _readable(self) -> None:
+        assert self.sock is not None and self.conn is not None
+        if self.done.done():
+            return
+        try:
+            try:
+                data = self.sock.recv(min(65536, self.budget - self.received + 1))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # reset
+                self._fail(self._closed())
+                return
+            if not data:
+                self._fail(self._closed())
+                return
+            self.received += len(data)
+            if self.received > self.budget:
+                self._fail(ProbeError(
+                    FailureReason.TOO_LARGE,
+                    f"the server sent more than {self.budget} bytes during the TLS handshake",
+                ))
+                return
+            self.scanner.feed(data)
+            self.scanner.check_start()
+            if self.scanner.not_tls is not None:
+                self._fail(_not_tls(self.scanner.not_tls))
+                return
+            self.conn.bio_write(data)
             self._advance()
         except Exception as exc:
             self._fail(_internal(exc))
 
+    def _writable(self) -> None:
+        assert self.sock is not None
+        try:
+            sent = self.sock.send(self._unsent)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._fail(self._closed())
+            return
+        del self._unsent[:sent]
+        if not self._unsent:
+            self._unwatch_writable()
+
+    def _send(self, data: bytes) -> None:
+        """Send now what the kernel takes; the rest when the socket is writable again."""
+        assert self.sock is not None
+        if not self._unsent:
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+            self._watch_writable(self._writable)
+        self._unsent += data
+
+    # -- the handshake --------------------------------------------------------------------
+
     def _advance(self) -> None:
         """Let OpenSSL take the next step; send what it has to say."""
-        assert self.conn is not None and self.transport is not None
+        assert self.conn is not None
         result = _step(self.conn)
         if result is None:
             self._finish(self.conn)
             return
         out = _pending_output(self.conn)
-        if out:
-            self.transport.write(out)
+        try:
+            if out:
+                self._send(out)
+        except OSError:  # the server is gone: say why, from what it sent
+            self._fail(self._closed())
+            return
         if isinstance(result, SSL.Error):
             self._fail(_map_ssl_error(result, self.scanner))
-        # else: want_read, and data_received carries on
+        # else: want_read, and _readable carries on
 
     def _finish(self, conn: SSL.Connection) -> None:
         peer = conn.get_peer_cert_chain() or []
@@ -564,13 +642,13 @@ class _Handshake(asyncio.Protocol):
             ocsp=self.capture.ocsp,
         )
         # The client's last flight (TLS 1.3: its Finished) and a polite close_notify go
-        # out in one write: one segment for the server to read instead of two.
+        # out in one send, not waited for: one segment for the server to read, not two.
         with contextlib.suppress(SSL.Error):
             conn.shutdown()
         with contextlib.suppress(SSL.Error, OSError):
             out = _pending_output(conn)
-            if out and self.transport is not None:
-                self.transport.write(out)
+            if out and self.sock is not None and not self._unsent:
+                self.sock.send(out)
         if not chain:
             self._fail(ProbeError(
                 FailureReason.NO_CERTIFICATE,
@@ -598,6 +676,12 @@ class _Handshake(asyncio.Protocol):
 
     def _expire(self) -> None:
         self._timer = None
+        if self.phase == "connect":
+            self._fail(ProbeError(
+                FailureReason.TIMEOUT,
+                f"no TCP connection within {self.limits.connect:g}s (connect)",
+            ))
+            return
         self._fail(ProbeError(
             FailureReason.TIMEOUT,
             f"no complete reply within {self.timeout:g}s during the TLS handshake",
@@ -605,22 +689,29 @@ class _Handshake(asyncio.Protocol):
 
     def _fail(self, error: ProbeError) -> None:
         self._settle()
-        if not self.done.done():
-            self.done.set_exception(error)
+        future = self.connected if self.phase == "connect" and self.connected else self.done
+        if not future.done():
+            future.set_exception(error)
 
     def _settle(self) -> None:
+        """No more callbacks: the outcome is known, or nobody waits for it."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._reading and self.sock is not None:
+            self.loop.remove_reader(self.sock.fileno())
+            self._reading = False
+        self._unwatch_writable()
 
-    def abandon(self) -> None:
-        """The caller is done with this handshake (whatever its outcome): stop the timer
-        and close the connection now (see :func:`_close`)."""
-        self._settle()
-        if not self.done.done():
-            self.done.cancel()  # nobody is left to read an outcome
-        if self.transport is not None:
-            _close(self.transport)
+    def _watch_writable(self, callback: Callable[[], None]) -> None:
+        assert self.sock is not None
+        self.loop.add_writer(self.sock.fileno(), callback)
+        self._writing = True
+
+    def _unwatch_writable(self) -> None:
+        if self._writing and self.sock is not None:
+            self.loop.remove_writer(self.sock.fileno())
+            self._writing = False
 
 
 def _internal(exc: Exception) -> ProbeError:
@@ -643,78 +734,62 @@ class _Attempt:
     retryable: bool = False
 
 
-def _client_name(writer: asyncio.StreamWriter) -> str:
+def _client_name(sock: socket.socket) -> str:
     """An SMTP address literal for our end of the connection (RFC 5321 4.1.3)."""
-    sockname = writer.get_extra_info("sockname")
-    address = str(sockname[0]) if isinstance(sockname, tuple) and sockname else "127.0.0.1"
+    try:
+        address = str(sock.getsockname()[0])
+    except (OSError, IndexError):
+        address = "127.0.0.1"
     address = address.split("%", 1)[0]
     return f"[IPv6:{address}]" if ":" in address else f"[{address}]"
 
 
 async def _attempt(target: Target, limits: Limits) -> _Attempt:
     assert target.ip is not None
-    return await _connect_and_handshake(target, limits, _Handshake(target, limits))
-
-
-def _connect_failure(exc: OSError) -> _Attempt:
-    text = exc.strerror or str(exc)
-    if isinstance(exc, ConnectionRefusedError):
-        return _Attempt(failure=FailureReason.REFUSED, detail="connection refused")
-    if exc.errno in _UNREACHABLE_ERRNOS or isinstance(exc, socket.gaierror):
-        return _Attempt(failure=FailureReason.UNREACHABLE, detail=text)
-    if isinstance(exc, ConnectionError):  # reset or aborted while connecting
-        return _Attempt(failure=FailureReason.REFUSED, detail=text)
-    return _Attempt(failure=FailureReason.UNREACHABLE, detail=f"connect failed: {text}")
-
-
-async def _connect_and_handshake(target: Target, limits: Limits, handshake: _Handshake
-                                 ) -> _Attempt:
-    assert target.ip is not None
-    loop = asyncio.get_running_loop()
-    writer: asyncio.StreamWriter | None = None
+    if not is_ip_literal(target.ip):
+        return _Attempt(failure=FailureReason.OTHER, detail=f"{target.ip!r} is not an IP address")
+    family = socket.AF_INET6 if ":" in target.ip else socket.AF_INET
     try:
-        async with asyncio.timeout(limits.connect):
-            if target.starttls is None:  # the handshake starts as soon as TCP connects
-                await loop.create_connection(lambda: handshake, target.ip, target.port)
-            else:
-                reader, writer = await asyncio.open_connection(target.ip, target.port)
-    except TimeoutError:
-        return _Attempt(
-            failure=FailureReason.TIMEOUT,
-            detail=f"no TCP connection within {limits.connect:g}s (connect)",
-            retryable=True,
-        )
-    except OSError as exc:
-        return _connect_failure(exc)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:  # out of descriptors; no IPv6 on this machine
+        return _Attempt(failure=FailureReason.UNREACHABLE, detail=f"no socket: {exc}")
+    handshake = _Handshake(target, limits)
     try:
-        if writer is not None:
-            stream = Stream(reader, writer, budget=limits.max_banner_bytes)
+        sock.setblocking(False)
+        handshake.connect(sock)
+        if handshake.connected is not None:  # STARTTLS: the dialogue, then the handshake
+            await handshake.connected
+            stream = Stream(sock, budget=limits.max_banner_bytes)
             stream.start_phase(
                 f"STARTTLS ({target.starttls})", limits.starttls, limits.max_banner_bytes
             )
             dialogue = Dialogue(
-                server_name=server_name(target) or target.host, client_name=_client_name(writer)
+                server_name=server_name(target) or target.host, client_name=_client_name(sock)
             )
             await upgrade(target.starttls or "", stream, dialogue)
-            handshake.take_over(writer.transport)
+            handshake.start(sock)
         return _Attempt(facts=await handshake.done)
     except ProbeError as exc:
         reason = FailureReason(exc.reason)
-        return _Attempt(
-            failure=reason, detail=str(exc), retryable=reason is FailureReason.CLOSED
+        # Worth one more try: a lost SYN, a hang-up or reset; not a stalled handshake.
+        retry = reason is FailureReason.CLOSED or (
+            reason is FailureReason.TIMEOUT and handshake.phase == "connect"
         )
+        return _Attempt(failure=reason, detail=str(exc), retryable=retry)
     finally:
         handshake.abandon()
-        if writer is not None:  # the dialogue's connection, if the handshake never took it
-            _close(writer.transport)
+        sock.close()
 
 
-def _close(transport: asyncio.BaseTransport) -> None:
-    """Close now: flush what is buffered if the kernel takes it, else drop the connection."""
-    if isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size() > 0:
-        transport.abort()
-    else:
-        transport.close()
+def _connect_error(exc: OSError) -> ProbeError:
+    text = exc.strerror or str(exc)
+    if isinstance(exc, ConnectionRefusedError):
+        return ProbeError(FailureReason.REFUSED, "connection refused")
+    if exc.errno in _UNREACHABLE_ERRNOS or isinstance(exc, socket.gaierror):
+        return ProbeError(FailureReason.UNREACHABLE, text)
+    if isinstance(exc, ConnectionError):  # reset or aborted while connecting
+        return ProbeError(FailureReason.REFUSED, text)
+    return ProbeError(FailureReason.UNREACHABLE, f"connect failed: {text}")
 
 
 async def probe_endpoint(target: Target, *, limits: Limits | None = None) -> Observation:
@@ -874,8 +949,24 @@ async def probe_targets(
     )
 
 
-def _shard_of(ip: str, shards: int) -> int:
-    return zlib.crc32(ip.encode()) % shards
+def _assign_shards(addresses: Sequence[str], shards: int) -> dict[str, int]:
+    """A shard for every address, so that each shard gets about as many probes.
+
+    All probes of one address go to one shard (so the per-address limit holds exactly);
+    addresses are placed busiest first, each on the least loaded shard. A hash of the
+    address would not do: four addresses of 250 endpoints each hashed to shards of 750
+    and 250, and the second shard sat idle for two thirds of the scan.
+    """
+    counts: dict[str, int] = {}
+    for ip in addresses:
+        counts[ip] = counts.get(ip, 0) + 1
+    load = [0] * shards
+    placed: dict[str, int] = {}
+    for ip in sorted(counts, key=lambda a: (-counts[a], a)):
+        shard = min(range(shards), key=load.__getitem__)
+        placed[ip] = shard
+        load[shard] += counts[ip]
+    return placed
 
 
 PROCESS_MIN_ADDRESSES = 256
@@ -951,10 +1042,14 @@ def probe_all(
     shards = max(1, min(workers, len(addresses)))
     share = max(1, -(-concurrency // shards))
     buckets: list[list[int]] = [[] for _ in range(shards)]
+    ips: list[str] = []
     for i in pending:
         slot = slots[i]
         assert isinstance(slot, Target) and slot.ip is not None
-        buckets[_shard_of(slot.ip, shards)].append(i)
+        ips.append(slot.ip)
+    shard_of = _assign_shards(ips, shards)
+    for i, ip in zip(pending, ips, strict=True):
+        buckets[shard_of[ip]].append(i)
     buckets = [bucket for bucket in buckets if bucket]
     if processes is None:
         processes = (workers > 1 and len(pending) >= PROCESS_MIN_ADDRESSES
