@@ -1,10 +1,14 @@
 """Live TLS probing: connect, optionally STARTTLS, handshake, record what was presented.
 
 Python's :mod:`ssl` cannot hand back the chain a server presented (only the verified
-one, after verification), so the handshake is run by pyOpenSSL on memory BIOs and the
-bytes are carried by asyncio streams. Nothing is verified during the handshake
-(``VERIFY_NONE``): judging the chain is the analysis engine's job, and a probe must see
-broken chains exactly as broken clients would.
+one, after verification), so the handshake is run by pyOpenSSL on memory BIOs, fed from
+a non-blocking socket by the event loop's readiness callbacks (no transport or stream per
+probe: the Python half of a probe is most of its cost after OpenSSL's). The ClientHello
+offers every group OpenSSL knows but carries one key share, X25519 (see
+:func:`_offer_one_key_share`). Nothing is verified during the handshake (``VERIFY_NONE``):
+judging the chain is the analysis engine's job, and a probe must see broken chains
+exactly as broken clients would. Probing needs a selector event loop (the default on
+Linux, macOS and the BSDs), for ``add_reader``.
 
 Public API::
 
@@ -40,15 +44,16 @@ retried.
 Concurrency of :func:`probe_all`: OpenSSL releases the GIL during handshake crypto (two
 threads doing in-memory handshakes run 1.7x as fast as one), but an event loop runs one
 handshake step at a time. ``probe_all`` therefore shards the resolved addresses over
-``workers`` threads, each running its own event loop; an address always goes to the same
-shard, so ``per_address`` stays exact. The alternative, one loop handing every
+``workers`` threads, each running its own event loop; all probes of an address go to the
+same shard, so ``per_address`` stays exact, and addresses are spread so that shards get
+about as many probes each. The alternative, one loop handing every
 ``do_handshake`` to a thread pool, was measured and rejected: 3000 handshakes against
 local ``openssl s_server`` processes on a 2-vCPU machine ran at about 1150/s with the
 hand-off, 1400/s sharded and 1500/s on a single loop (the servers kept the second core
 busy there; sharding still drew 5-15% of it, the hand-off none: a thread switch per
 handshake step costs more than the parallel crypto wins). ``workers=1`` is the single loop.
 
-Threads still share one GIL: the Python half of each probe (about 0.3-0.7 ms) runs one at
+Threads still share one GIL: the Python half of each probe (about 0.15-0.25 ms) runs one at
 a time, and so does whatever the caller does with the observations. From
 :data:`PROCESS_MIN_ADDRESSES` addresses on (and more than one CPU), ``probe_all`` runs
 each shard in a child process instead, which sends its observations back in small
@@ -57,11 +62,12 @@ batches while the caller consumes them in ``on_result``. On 1,000 loopback endpo
 faster than threads then analysis (0.48-0.67x against 0.35-0.65x the rate of a bare
 pyOpenSSL thread pool, measured in turns on a noisy machine); analysing in the children
 instead was slower (the analysis then blocks the children's event loops), and one child
-more than CPUs made no difference. Children come from the ``forkserver`` (this module
-preloaded in it, so a child starts in milliseconds; the server itself starts once per
-program, about 0.3 s) or, where there is none, are fresh interpreters. Either way they
-import the caller's ``__main__`` module again, as :mod:`multiprocessing` does: a script
-that calls ``probe_all`` on a large scan needs the ``if __name__ == "__main__":`` guard.
+more than CPUs made no difference. Children come from the ``forkserver`` (this module and
+every chainwatch module the program has imported preloaded in it, so a child starts in
+milliseconds; the server itself starts once per program, about 0.3 s) or, where there is
+none, are fresh interpreters. Either way they import the caller's ``__main__`` module
+again, as :mod:`multiprocessing` does: a script that calls ``probe_all`` on a large scan
+needs the ``if __name__ == "__main__":`` guard.
 Small scans (``chainwatch check``) never start a process.
 """
 
