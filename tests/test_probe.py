@@ -287,6 +287,36 @@ def test_starttls_endless_line_is_cut_off(lab: ServerLoop) -> None:
     assert obs.message is not None and "line longer than" in obs.message
 
 
+def test_what_the_kernel_does_not_take_is_sent_when_the_socket_is_writable() -> None:
+    # A handshake flight larger than the socket buffer (a peer that is slow to read):
+    # the rest waits for writability, in order, and the writer is dropped once sent.
+    payload = os.urandom(4 << 20)
+
+    async def go() -> bytes:
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            ours.setblocking(False)
+            theirs.setblocking(False)
+            handshake = tls_module._Handshake(Target("127.0.0.1", 443, ip="127.0.0.1"), SHORT)
+            handshake.sock = ours
+            handshake._send(payload)
+            assert handshake._unsent and handshake._writing  # the kernel took only part
+            loop = asyncio.get_running_loop()
+            got = bytearray()
+            async with asyncio.timeout(GUARD):
+                while len(got) < len(payload):
+                    got += await loop.sock_recv(theirs, 1 << 16)
+            for _ in range(100):  # bounded: the writer goes once the last bytes are out
+                if not handshake._writing:
+                    break
+                await asyncio.sleep(0.01)
+            assert not handshake._unsent and not handshake._writing
+            handshake.abandon()
+            return bytes(got)
+
+    assert asyncio.run(go()) == payload
+
+
 def test_unknown_starttls_protocol_is_a_failed_observation() -> None:
     obs = probe(Target("127.0.0.1", 1, ip="127.0.0.1", starttls="gopher"))
     assert obs.failure is FailureReason.OTHER

@@ -56,9 +56,12 @@ def printable(data: bytes | str, limit: int = 80) -> str:
 class Stream:
     """A connection's byte stream with a read budget and a deadline per phase.
 
-    It owns its read buffer (so a line-oriented dialogue and the TLS handshake after it
-    never lose bytes between them) and counts every byte received: once ``budget`` bytes
-    have arrived in the current phase, the next read fails with ``too_large``.
+    It reads a connected non-blocking socket through the event loop
+    (``sock_recv``/``sock_sendall``), owns its read buffer (a line-oriented dialogue never
+    loses bytes between reads) and counts every byte received: once ``budget`` bytes have
+    arrived in the current phase, the next read fails with ``too_large``. The TLS
+    handshake then reads the socket itself; whatever the buffer still holds is dropped
+    (:meth:`discard_buffer`).
     """
 
     def __init__(self, sock: socket.socket, *, budget: int) -> None:
