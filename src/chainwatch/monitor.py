@@ -185,7 +185,8 @@ def scan(
 
     t2 = clock()
     last_served = db.latest_leaves() if db is not None else []  # read once per scan
-    previous = _previous(last_served, [i.target for i, _ in items])
+    previous = _previous(db, last_served, [(i.target, r) for (i, _), r in zip(
+        items, reports, strict=True)])
     elsewhere = _served_elsewhere(db, last_served, inventory, chosen)
     t3 = clock()
     policies, notes = renewal_policies([i for i, _ in items], reports)
@@ -275,21 +276,27 @@ def _read_files(sources: Iterable[FileSource], when: dt.datetime) -> list[tuple[
     return out
 
 
-def _previous(last_served: Sequence[LatestLeaf], targets: Sequence[Target]
-              ) -> dict[Target, Before]:
+def _previous(db: Database | None, last_served: Sequence[LatestLeaf],
+              now: Sequence[tuple[Target, Report]]) -> dict[Target, Before]:
     """What each target last served (its newest observation with a certificate: a failed
-    probe in between does not hide a renewal or a change of CA)."""
-    wanted = set(targets)
+    probe in between does not hide a renewal or a change of CA).
+
+    The hierarchy and trusting profiles of what it served come from the stored report,
+    read only for the targets whose leaf is not the one they serve now: the only ones
+    change tracking compares them for (a steady-state scan reads no report at all)."""
+    leaf_now = {t: (r.chain[0].sha256 if r.chain else None) for t, r in now}
+    rows = [(t, row) for row in last_served if (t := _norm(row.target)) in leaf_now]
+    changed = [row.observation_id for t, row in rows if row.leaf_sha256 != leaf_now[t]]
+    stored = db.reports_of(changed) if db is not None and changed else {}
     out: dict[Target, Before] = {}
-    for row in last_served:
-        t = _norm(row.target)
-        if t in wanted:
-            out[t] = Before(
-                leaf_sha256=row.leaf_sha256,
-                hierarchy=hierarchy_of(row.report),
-                trusted=trusted_of(row.report),
-                observed_at=row.observed_at,
-            )
+    for t, row in rows:
+        report = stored.get(row.observation_id)
+        out[t] = Before(
+            leaf_sha256=row.leaf_sha256,
+            hierarchy=hierarchy_of(report) if report is not None else frozenset(),
+            trusted=trusted_of(report) if report is not None else frozenset(),
+            observed_at=row.observed_at,
+        )
     return out
 
 

@@ -36,7 +36,9 @@ from chainwatch.model import (
 
 @dataclass(frozen=True)
 class Before:
-    """What an address served at its previous observation."""
+    """What an address served at its previous observation. ``hierarchy`` and ``trusted``
+    are read from the stored report only when that leaf is not the one served now (the
+    only case that compares them); otherwise they are empty."""
 
     leaf_sha256: str | None
     hierarchy: frozenset[str]

@@ -109,12 +109,13 @@ class Heartbeat:
 @dataclass(frozen=True)
 class LatestLeaf:
     """A target's newest observation that served a certificate (see
-    :meth:`Database.latest_leaves`)."""
+    :meth:`Database.latest_leaves`); its report is :meth:`Database.reports_of` its
+    ``observation_id``."""
 
     target: Target
     leaf_sha256: str
     observed_at: dt.datetime
-    report: Mapping[str, Any] = field(repr=False)
+    observation_id: int
 
 
 TargetKey = tuple[str, int, str, str, str]
@@ -435,8 +436,10 @@ class Database:
 
     def latest_leaves(self) -> list[LatestLeaf]:
         """Every target's newest observation that served a certificate, reduced to what
-        change tracking compares (leaf, time, report). One Core query: no ORM objects and
-        no chain rows, so reading back 10,000 targets before each scan stays cheap."""
+        change tracking compares first (leaf, time). One Core query: no ORM objects, no
+        chain rows and no report documents (a scan needs the report only where the leaf
+        changed: :meth:`reports_of`), so reading back 10,000 targets before each scan
+        stays cheap."""
         newest = (
             select(ObservationRow.id)
             .where(ObservationRow.target_id == TargetRow.id,
@@ -451,7 +454,7 @@ class Database:
         stmt = (
             select(TargetRow.host, TargetRow.port, TargetRow.ip, TargetRow.sni,
                    TargetRow.starttls, ObservationRow.leaf_sha256,
-                   ObservationRow.observed_at, ObservationRow.report)
+                   ObservationRow.observed_at, ObservationRow.id)
             .join(ObservationRow, ObservationRow.target_id == TargetRow.id)
             .where(ObservationRow.id.in_(select(newest).select_from(TargetRow)))
         )
@@ -460,10 +463,25 @@ class Database:
                 LatestLeaf(
                     target=Target(host=host, port=port, ip=ip or None, sni=sni or None,
                                   starttls=starttls or None),
-                    leaf_sha256=leaf, observed_at=observed_at, report=report,
+                    leaf_sha256=leaf, observed_at=observed_at, observation_id=oid,
                 )
-                for host, port, ip, sni, starttls, leaf, observed_at, report in conn.execute(stmt)
+                for host, port, ip, sni, starttls, leaf, observed_at, oid in conn.execute(stmt)
+                if leaf is not None  # the subquery only picks observations with a leaf
             ]
+
+    def reports_of(self, observation_ids: Iterable[int]) -> dict[int, Mapping[str, Any]]:
+        """The stored schema-1 report of each observation id (ids not stored are left out)."""
+        ids = sorted(set(observation_ids))
+        out: dict[int, Mapping[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                for oid, report in conn.execute(
+                    select(ObservationRow.id, ObservationRow.report)
+                    .where(ObservationRow.id.in_(chunk))
+                ):
+                    out[oid] = report
+        return out
 
     def history(
         self, host: str, port: int | None = None, *, limit: int | None = 100
