@@ -476,6 +476,21 @@ def test_unreachable_is_mapped(monkeypatch: pytest.MonkeyPatch, starttls: str | 
     assert obs.message == "www.example.com:443 [127.0.0.1]: unreachable: Network is unreachable"
 
 
+def test_no_socket_to_be_had_is_a_failed_observation(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = socket.socket
+
+    class Exhausted(real):  # type: ignore[misc, valid-type]
+        def __init__(self, family: int = -1, *args: Any, **kwargs: Any) -> None:
+            if family in (socket.AF_INET, socket.AF_INET6):
+                raise OSError(errno.EMFILE, "Too many open files")
+            super().__init__(family, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "socket", Exhausted)
+    obs = probe(Target("www.example.com", 443, ip="127.0.0.1"))
+    assert obs.failure is FailureReason.OTHER
+    assert obs.message == "www.example.com:443 [127.0.0.1]: other: no socket: Too many open files"
+
+
 def test_no_exception_escapes(monkeypatch: pytest.MonkeyPatch) -> None:
     async def broken(*_: object) -> None:
         raise RuntimeError("boom")

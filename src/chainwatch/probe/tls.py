@@ -760,8 +760,10 @@ async def _attempt(target: Target, limits: Limits) -> _Attempt:
     family = socket.AF_INET6 if ":" in target.ip else socket.AF_INET
     try:
         sock = socket.socket(family, socket.SOCK_STREAM)
-    except OSError as exc:  # out of descriptors; no IPv6 on this machine
-        return _Attempt(failure=FailureReason.UNREACHABLE, detail=f"no socket: {exc}")
+    except OSError as exc:  # no IPv6 on this machine; out of file descriptors
+        reason = (FailureReason.UNREACHABLE if exc.errno in _UNREACHABLE_ERRNOS
+                  else FailureReason.OTHER)
+        return _Attempt(failure=reason, detail=f"no socket: {exc.strerror or exc}")
     handshake = _Handshake(target, limits)
     try:
         sock.setblocking(False)
