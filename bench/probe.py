@@ -20,6 +20,9 @@ turn by turn, and the target is judged on the median of those ratios.
                 ``get_peer_cert_chain()`` and nothing else: the least work any chain
                 monitor must do. The pool size is the best of a sweep
                 (``--floor-threads``) made before the turns.
+``floor-x25519`` the same floor sending chainwatch's ClientHello (one X25519 key share
+                instead of OpenSSL's two): not a target, it shows what the rest of
+                chainwatch costs once the handshake work is the same.
 ``chainwatch``  ``probe_all`` (the monitor's defaults: 256 in flight, 8 per address, one
                 event loop per core) then ``observe.report_for`` for every observation with
                 a ``file:`` profile of the bench root and the endpoint's name as host. The
@@ -249,6 +252,10 @@ def floor_session(targets: Sequence[Target], opts: dict[str, Any]) -> Session:
 
     ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
     ctx.set_verify(SSL.VERIFY_NONE)
+    if opts.get("one_key_share"):
+        from chainwatch.probe.tls import _offer_one_key_share
+
+        _offer_one_key_share(ctx)  # the ClientHello chainwatch sends: X25519 only
 
     def handshake(target: Target) -> int:
         ip, port, name = target
@@ -449,7 +456,8 @@ def worker_openssl(targets: Sequence[Target], opts: dict[str, Any]) -> dict[str,
             "child_rss_mib": _peak_rss_mib(resource.RUSAGE_CHILDREN)}
 
 
-SESSIONS = {"floor": floor_session, "chainwatch": chainwatch_session}
+SESSIONS = {"floor": floor_session, "floor-x25519": floor_session,
+            "chainwatch": chainwatch_session}
 WORKERS = {"sslyze": worker_sslyze, "openssl": worker_openssl}
 
 
@@ -558,10 +566,9 @@ def measure_in_turns(workloads: dict[str, tuple[str, dict[str, Any]]],
     workers: dict[str, _Worker] = {}
     runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in workloads}
     try:
-        for kind, (python, opts) in workloads.items():
+        for kind, (python, opts) in workloads.items():  # one at a time: set-up sweeps time
             workers[kind] = _Worker(python, kind, _spec(kind, targets, opts, tmp), tmp)
-        for worker in workers.values():
-            worker.answer()  # set up and warmed up
+            workers[kind].answer()  # set up and warmed up
         order = list(workers)
         for turn in range(turns):
             for kind in order if turn % 2 == 0 else reversed(order):
@@ -648,10 +655,10 @@ def _imports_sslyze(python: str) -> bool:
 # -- report --------------------------------------------------------------------------------------
 
 
-def turn_ratios(results: dict[str, dict[str, Any]]) -> list[float]:
+def turn_ratios(results: dict[str, dict[str, Any]], floor_kind: str = "floor") -> list[float]:
     """chainwatch's rate over the floor's, turn by turn (the runs of one turn were taken
     back to back: see :func:`measure_in_turns`)."""
-    cw, floor = results.get("chainwatch", {}), results.get("floor", {})
+    cw, floor = results.get("chainwatch", {}), results.get(floor_kind, {})
     return [f / c for f, c in zip(floor.get("runs", []), cw.get("runs", []), strict=False)
             if c > 0]
 
@@ -665,7 +672,7 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{'workload':<12} {'endpoints':>9} {'seconds':>8} {'endpoints/s':>12} "
         f"{'peak RSS':>10}  config",
     ]
-    for name in ("floor", "chainwatch", "sslyze", "openssl", "big"):
+    for name in ("floor", "floor-x25519", "chainwatch", "sslyze", "openssl", "big"):
         r = results.get(name)
         if r is None:
             continue
@@ -709,6 +716,10 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     floor = results.get("floor", {})
     if "rate" in cw and floor.get("rate"):
         out.append(f"{'  (best runs)':<22} {cw['rate'] / floor['rate']:8.2f}x")
+    same_hello = turn_ratios(results, "floor-x25519")
+    if same_hello:
+        out.append(f"{'  (floor-x25519)':<22} {statistics.median(same_hello):8.2f}x   the floor "
+                   "sending chainwatch's ClientHello (one key share): the cost of the rest")
     # Against the tools measured once per setting, chainwatch's median run, not its best.
     cw_rate = (cw["count"] / statistics.median(cw["runs"])) if cw.get("runs") else None
     by_limit = results.get("sslyze", {}).get("rates_by_limit", {})
@@ -828,6 +839,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "floor" not in skip:
                 threads = [int(t) for t in args.floor_threads.split(",") if t.strip()]
                 paired["floor"] = (python, {"threads": threads})
+                if "floor-x25519" not in skip:
+                    paired["floor-x25519"] = (python, {"threads": threads,
+                                                       "one_key_share": True})
             if "chainwatch" not in skip:
                 paired["chainwatch"] = (python, {"root": str(tmp / "root.pem"), **cw_opts})
             if paired:
@@ -856,7 +870,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     {"root": str(tmp / "root.pem"), **cw_opts}, tmp)
     if args.json:
         print(json.dumps({"meta": meta, "results": results,
-                          "floor_turn_ratios": turn_ratios(results)}, indent=2))
+                          "floor_turn_ratios": turn_ratios(results),
+                          "floor_x25519_turn_ratios": turn_ratios(results, "floor-x25519")},
+                         indent=2))
     else:
         print(render(results, meta))
     return 0
