@@ -482,8 +482,6 @@ class _Handshake:
         self.limits = limits
         self.phase = "connect"
         self.connected: asyncio.Future[None] | None = None
-        self.timeout = limits.handshake
-        self.budget = limits.max_handshake_bytes
         self.loop = asyncio.get_running_loop()
         self.done: asyncio.Future[_Facts] = self.loop.create_future()
         self.sock: socket.socket | None = None
@@ -531,7 +529,7 @@ class _Handshake:
         """Begin on ``sock`` (connected, non-blocking; STARTTLS done if any), from now on."""
         self.sock = sock
         self.phase = "handshake"
-        self._timer = self.loop.call_at(self.loop.time() + self.timeout, self._expire)
+        self._timer = self.loop.call_at(self.loop.time() + self.limits.handshake, self._expire)
         try:
             conn = SSL.Connection(_client_context(), None)
             conn.set_app_data(self.capture)
@@ -568,7 +566,8 @@ class _Handshake:
             return
         try:
             try:
-                data = self.sock.recv(min(65536, self.budget - self.received + 1))
+                room = self.limits.max_handshake_bytes - self.received + 1
+                data = self.sock.recv(min(65536, room))
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # reset
@@ -578,10 +577,11 @@ class _Handshake:
                 self._fail(self._closed())
                 return
             self.received += len(data)
-            if self.received > self.budget:
+            budget = self.limits.max_handshake_bytes
+            if self.received > budget:
                 self._fail(ProbeError(
                     FailureReason.TOO_LARGE,
-                    f"the server sent more than {self.budget} bytes during the TLS handshake",
+                    f"the server sent more than {budget} bytes during the TLS handshake",
                 ))
                 return
             self.scanner.feed(data)
@@ -693,7 +693,7 @@ class _Handshake:
             return
         self._fail(ProbeError(
             FailureReason.TIMEOUT,
-            f"no complete reply within {self.timeout:g}s during the TLS handshake",
+            f"no complete reply within {self.limits.handshake:g}s during the TLS handshake",
         ))
 
     def _fail(self, error: ProbeError) -> None:
