@@ -3,7 +3,7 @@
 Workload (built before anything is timed; generation is not measured):
 
 * a small Web-PKI-like hierarchy: RSA-2048 roots and intermediates (keys reused through
-  :class:`~chainwatch.pki.KeyPool`), a few EC P-256 roots and intermediates, roots
+  :class:`~chainwatch.testing.pki.KeyPool`), a few EC P-256 roots and intermediates, roots
   cross-signed by older roots, and ~100 filler anchors per store;
 * ``--chains`` distinct served chains of three certificates each, as DER bytes: an EC P-256
   leaf, its intermediate, then either the root (sent needlessly) or the root's cross-sign;
@@ -62,7 +62,7 @@ from cryptography import x509
 
 from chainwatch.analysis.engine import analyze, clear_caches
 from chainwatch.model import Building, Cert, Profile, Store
-from chainwatch.pki import CA, PKI, KeyPool
+from chainwatch.testing.pki import CA, PKI, KeyPool
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 

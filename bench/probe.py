@@ -1,7 +1,7 @@
 """Live probing throughput and memory: chainwatch against a handshake floor, sslyze and
 ``openssl s_client``, all on the same loopback endpoints served by nginx.
 
-Set-up (not timed): a throwaway hierarchy built with :mod:`chainwatch.pki` (EC P-256 root,
+Set-up (not timed): a throwaway hierarchy built with :mod:`chainwatch.testing.pki` (EC P-256 root,
 4 intermediates, one EC P-256 leaf per endpoint; each endpoint serves leaf + intermediate),
 then nginx (Debian's ``nginx-light`` is enough) configured in a temporary directory: one
 ``server`` block per endpoint, each selected by its SNI name ``eN.bench.test`` and serving
@@ -209,7 +209,7 @@ def _accepts(ip: str, port: int) -> bool:
 def build_certificates(tmp: Path, count: int, addresses: Sequence[str], port: int
                        ) -> list[Target]:
     """``count`` endpoints: a leaf + intermediate chain and key per SNI name."""
-    from chainwatch.pki import PKI, key_pem, pem_of
+    from chainwatch.testing.pki import PKI, key_pem, pem_of
 
     pki = PKI()
     root = pki.root("Chainwatch Bench Root")
@@ -321,9 +321,9 @@ def chainwatch_session(targets: Sequence[Target], opts: dict[str, Any]) -> Sessi
     from chainwatch.cli import tune_gc
     from chainwatch.model import Report, Status
     from chainwatch.model import Target as CwTarget
-    from chainwatch.observe import report_for
     from chainwatch.probe import Observation
     from chainwatch.probe.tls import probe_all
+    from chainwatch.service.observe import report_for
     from chainwatch.stores import resolve_profile
 
     tune_gc()  # as the chainwatch command runs

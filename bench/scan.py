@@ -9,7 +9,7 @@ lists every endpoint with its address pinned (``ip:``; the names do not resolve)
 profile, ``file:`` of the bench root.
 
 Measured, each database in a subprocess of its own (so ``ru_maxrss`` is that run's peak
-resident set), with the monitor's code path (:func:`chainwatch.monitor.scan`: probe,
+resident set), with the monitor's code path (:func:`chainwatch.service.collect.scan`: probe,
 analyse, track changes, store):
 
 ``none``        ``scan(inventory, None)``: probing and analysis, nothing stored. The
@@ -142,8 +142,8 @@ def database_bytes(url: str | None) -> int:
 
 def worker(opts: dict[str, Any]) -> dict[str, Any]:
     from chainwatch.cli import tune_gc
-    from chainwatch.inventory import load_inventory
-    from chainwatch.monitor import scan
+    from chainwatch.config.inventory import load_inventory
+    from chainwatch.service.collect import scan
     from chainwatch.storage.repo import Database
 
     tune_gc()  # as `chainwatch scan` and `serve` run

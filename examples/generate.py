@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from chainwatch.pki import PKI, pem_of, when
+from chainwatch.testing.pki import PKI, pem_of, when
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,6 +1,6 @@
 """The test suite's throwaway-PKI factory.
 
-It is the package's own :mod:`chainwatch.pki` (the incident lab and the examples are
+It is the package's own :mod:`chainwatch.testing.pki` (the incident lab and the examples are
 built with the same code), re-exported here so tests read like trustme::
 
     pki = PKI(now=at("2021-09-01"))
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from chainwatch.pki import CA, PKI, KeyPool, Leaf, key_pem, pem_of, when
+from chainwatch.testing.pki import CA, PKI, KeyPool, Leaf, key_pem, pem_of, when
 
 __all__ = ["CA", "PKI", "KeyPool", "Leaf", "at", "key_pem", "pem_of", "when"]
 

@@ -2,7 +2,7 @@
 
 The well-behaved servers (chosen chain in chosen order, SNI routing, the STARTTLS
 protocol servers) and the server loop are the package's own
-:mod:`chainwatch.lab.servers`, shared with ``chainwatch lab``; they are re-exported
+:mod:`chainwatch.testing.lab.servers`, shared with ``chainwatch lab``; they are re-exported
 here. This module adds what only the tests need: hostile servers (silent, hanging up,
 garbage, alerts, oversized chains), a flaky one, anonymous TLS, OCSP responses and a
 refusing port::
@@ -27,7 +27,8 @@ from itertools import count
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from chainwatch.lab.servers import (
+from chainwatch.model import Cert
+from chainwatch.testing.lab.servers import (
     CONNECTION_LIFETIME,
     LDAP_STARTTLS_OID,
     READ_TIMEOUT,
@@ -53,8 +54,7 @@ from chainwatch.lab.servers import (
     until_eof,
     xmpp_handler,
 )
-from chainwatch.model import Cert
-from chainwatch.pki import CA
+from chainwatch.testing.pki import CA
 
 __all__ = [
     "CONNECTION_LIFETIME",

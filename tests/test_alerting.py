@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from chainwatch import alerting
-from chainwatch.alerting import (
+from chainwatch.alerts import outbox as alerting
+from chainwatch.alerts.channels import DeliveryError
+from chainwatch.alerts.escalation import Situation, dedup_key
+from chainwatch.alerts.outbox import (
     AlertError,
     acknowledge,
     check_watchdog,
@@ -27,8 +29,7 @@ from chainwatch.alerting import (
     list_alerts,
     ping_deadman,
 )
-from chainwatch.channels import DeliveryError
-from chainwatch.inventory import (
+from chainwatch.config.inventory import (
     Action,
     AlertsConfig,
     AlertStep,
@@ -40,7 +41,6 @@ from chainwatch.inventory import (
     Secret,
     WebhookChannel,
 )
-from chainwatch.policy import Situation, dedup_key
 from chainwatch.storage import AlertsRepo, Database
 from chainwatch.storage.alerts_repo import AlertsTransaction, NewOutboxRow, OutboxStatus
 

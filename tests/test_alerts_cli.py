@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from chainwatch.alerting import evaluate
-from chainwatch.inventory import load_inventory
-from chainwatch.policy import Situation
+from chainwatch.alerts.escalation import Situation
+from chainwatch.alerts.outbox import evaluate
+from chainwatch.config.inventory import load_inventory
 from chainwatch.storage import AlertsRepo, Database
 
 from .conftest import Receiver, SMTPServer, free_port

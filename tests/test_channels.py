@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from chainwatch.channels import (
+from chainwatch.alerts.channels import (
     AppriseSender,
     DeliveryError,
     GitHubIssues,
@@ -22,9 +22,9 @@ from chainwatch.channels import (
     build_channel,
     redact,
 )
-from chainwatch.channels.jira import dedup_label
-from chainwatch.channels.pagerduty import pd_dedup_key
-from chainwatch.inventory import GitHubChannel, PagerDutyChannel, Secret, WebhookChannel
+from chainwatch.alerts.channels.jira import dedup_label
+from chainwatch.alerts.channels.pagerduty import pd_dedup_key
+from chainwatch.config.inventory import GitHubChannel, PagerDutyChannel, Secret, WebhookChannel
 
 from .conftest import Receiver, SMTPServer, free_port
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12
 
-from chainwatch.pki import key_pem
+from chainwatch.testing.pki import key_pem
 
 from .pki import PKI, at
 

@@ -136,7 +136,7 @@ def test_dst_before_old_root_expires(cli_json: CliJson, dst_world: dict[str, Any
 
 
 def test_dst_one_second_either_side_of_the_expiry(dst_world: dict[str, Any]) -> None:
-    from chainwatch.parsing import load_bundle_file
+    from chainwatch.model.bundle import load_bundle_file
     from chainwatch.stores import resolve_profile
 
     chain = load_bundle_file(dst_world["bundle"])
@@ -236,7 +236,7 @@ def test_legacy_recovers_when_the_expired_root_leaves_the_store(
 ) -> None:
     """OpenSSL 1.0.2's alternative chains: with AddTrust gone from the store the builder
     drops the served cross-sign and finds USERTrust; with it present (expired) it does not."""
-    from chainwatch.parsing import load_bundle_file
+    from chainwatch.model.bundle import load_bundle_file
 
     chain = load_bundle_file(addtrust_world["bundle"])
     without = Store("after-removal", (addtrust_world["usertrust"].cert,))

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from chainwatch.analysis.engine import analyze
-from chainwatch.errors import EXIT_UNKNOWN, InputError, InventoryError
-from chainwatch.inventory import (
+from chainwatch.config.inventory import (
     DEFAULT_SHORT_LIVED,
     DEFAULT_STEPS,
     Action,
@@ -28,6 +27,7 @@ from chainwatch.inventory import (
     load_inventory,
     parse_duration,
 )
+from chainwatch.errors import EXIT_UNKNOWN, InputError, InventoryError
 from chainwatch.model import Building, Target
 
 from .pki import PKI, at, pem_of
@@ -605,7 +605,7 @@ def test_bad_deadman(tmp_path: Path, text: str, message: str) -> None:
 
 
 def test_renewal_expectations(tmp_path: Path) -> None:
-    from chainwatch.inventory import parse_inventory
+    from chainwatch.config.inventory import parse_inventory
 
     inv = parse_inventory(
         "defaults: {renew_at: 50%, grace: 5%}\n"
@@ -649,7 +649,7 @@ def test_named_profile_aia(tmp_path: Path, pki_files: dict[str, object]) -> None
 
 
 def test_renewal_expectations_by_tag(tmp_path: Path) -> None:
-    from chainwatch.inventory import parse_inventory
+    from chainwatch.config.inventory import parse_inventory
 
     inv = parse_inventory(
         "defaults: {renew_at: 66%}\n"

@@ -21,14 +21,14 @@ from typing import Any
 
 import pytest
 
-from chainwatch.inventory import load_inventory
-from chainwatch.lab import Lab, LabError
-from chainwatch.lab.core import second_address_of
-from chainwatch.lab.servers import ServerLoop, SniRouter, server_context, tls_handler
+from chainwatch.config.inventory import load_inventory
 from chainwatch.model import Status, Target, sha256_hex
-from chainwatch.observe import report_for
 from chainwatch.probe import Observation
 from chainwatch.probe.tls import Limits, probe_all
+from chainwatch.service.observe import report_for
+from chainwatch.testing.lab import Lab, LabError
+from chainwatch.testing.lab.core import second_address_of
+from chainwatch.testing.lab.servers import ServerLoop, SniRouter, server_context, tls_handler
 
 from .pki import PKI
 from .servers import der_of

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from chainwatch.inventory import load_inventory
+from chainwatch.config.inventory import load_inventory
 from chainwatch.model import FindingCode, Status
-from chainwatch.monitor import scan
+from chainwatch.service.collect import scan
 from chainwatch.storage.repo import Database
 
 from . import servers as srv

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from chainwatch.inventory import load_inventory
-from chainwatch.scheduler import Scheduler
+from chainwatch.config.inventory import load_inventory
+from chainwatch.service.scheduler import Scheduler
 from chainwatch.storage.repo import Database
 
 from . import servers as srv
@@ -107,7 +107,7 @@ def test_serve_watchdog_reports_a_stalled_monitor(setup: dict[str, Any],
                                                   receiver: Receiver) -> None:
     inv = load_inventory(setup["inventory"])
     with Database(setup["db"]) as db:
-        from chainwatch import alerting
+        from chainwatch.alerts import outbox as alerting
 
         db.beat("scan", at=NOW - dt.timedelta(hours=3))  # last scan 3 h ago, interval 1 h
         assert inv.alerts is not None

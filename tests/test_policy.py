@@ -5,8 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from itertools import pairwise
 
-from chainwatch.inventory import AlertsConfig
-from chainwatch.policy import AlertState, Situation, acknowledge, current_step, decide, plan
+from chainwatch.alerts.escalation import (
+    AlertState,
+    Situation,
+    acknowledge,
+    current_step,
+    decide,
+    plan,
+)
+from chainwatch.config.inventory import AlertsConfig
 
 from .pki import at
 
@@ -141,7 +148,7 @@ def test_plan_matches_the_walk() -> None:
 
 
 def test_routing_by_tag_and_owner() -> None:
-    from chainwatch.inventory import Action, AlertStep, Route
+    from chainwatch.config.inventory import Action, AlertStep, Route
 
     config = AlertsConfig(
         channels={},
@@ -166,8 +173,8 @@ def test_routes_in_the_inventory(tmp_path: object) -> None:
 
     import pytest
 
+    from chainwatch.config.inventory import parse_inventory
     from chainwatch.errors import InventoryError
-    from chainwatch.inventory import parse_inventory
 
     assert isinstance(tmp_path, Path)
     text = (

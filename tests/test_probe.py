@@ -22,11 +22,11 @@ from cryptography import x509
 
 from chainwatch.errors import ProbeError
 from chainwatch.model import Cert, FindingCode, Status, Target
-from chainwatch.observe import report_for
 from chainwatch.probe import FailureReason, Observation
 from chainwatch.probe import tls as tls_module
 from chainwatch.probe.starttls import PROTOCOLS
 from chainwatch.probe.tls import Limits, probe_all, probe_endpoint, probe_targets, resolve
+from chainwatch.service.observe import report_for
 from chainwatch.stores import resolve_profile
 
 from . import servers as srv

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from chainwatch.model import Cert, signature_valid
-from chainwatch.parsing import load_bundle_file
+from chainwatch.model.bundle import load_bundle_file
 
 from .pki import pem_of
 

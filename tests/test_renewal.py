@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from chainwatch.inventory import AlertsConfig, load_inventory
+from chainwatch.alerts.escalation import AlertState, decide
+from chainwatch.config.inventory import AlertsConfig, load_inventory
 from chainwatch.model import FindingCode
-from chainwatch.monitor import scan
-from chainwatch.policy import AlertState, decide
 from chainwatch.probe.ari import cert_id
+from chainwatch.service.collect import scan
 
 from . import servers as srv
 from .pki import CA, PKI, Leaf, pem_of

@@ -34,7 +34,6 @@ from chainwatch.analysis.revocation import (
     ocsp_status,
 )
 from chainwatch.model import Cert, FindingCode, Profile, Severity, Status, Store
-from chainwatch.pki import PrivateKey
 from chainwatch.probe.fetch import (
     SHARED_CACHE,
     FetchCache,
@@ -43,6 +42,7 @@ from chainwatch.probe.fetch import (
     FetchLimits,
     check_revocation,
 )
+from chainwatch.testing.pki import PrivateKey
 
 from . import servers as srv
 from .pki import CA, PKI, Leaf, at, pem_of

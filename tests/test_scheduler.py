@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from chainwatch.inventory import Inventory
-from chainwatch.monitor import ScanResult, endpoint_key
-from chainwatch.scheduler import Scheduler
+from chainwatch.config.inventory import Inventory
+from chainwatch.service.collect import ScanResult, endpoint_key
+from chainwatch.service.scheduler import Scheduler
 from chainwatch.storage.repo import Database
 
 from . import servers as srv
@@ -401,7 +401,7 @@ def test_reload_picks_up_added_and_removed_endpoints(
 
     scheduler.stop_event.clear()
     scheduler.request_reload()
-    with caplog.at_level(logging.INFO, logger="chainwatch.scheduler"):
+    with caplog.at_level(logging.INFO, logger="chainwatch.service.scheduler"):
         assert scheduler.run(max_batches=1, max_sleep=0) == 1
     assert "inventory reloaded: 2 endpoints" in caplog.text
     assert [e.host for e in scheduler.inventory.endpoints] == ["a.lab.test", "c.lab.test"]
@@ -436,10 +436,11 @@ def test_broken_inventory_on_reload_is_logged_and_the_previous_one_kept(
     path.write_text(broken)
     scheduler.request_reload()
     clock.now += 12 * MIN  # both endpoints are due again
-    with caplog.at_level(logging.INFO, logger="chainwatch.scheduler"):
+    with caplog.at_level(logging.INFO, logger="chainwatch.service.scheduler"):
         assert scheduler.run(max_batches=1, max_sleep=0) == 1  # and still scanned
     failed = [r for r in caplog.records
-              if r.name == "chainwatch.scheduler" and "inventory reload failed" in r.message]
+              if r.name == "chainwatch.service.scheduler"
+              and "inventory reload failed" in r.message]
     assert len(failed) == 1
     assert failed[0].levelno == logging.ERROR
     assert str(path) in failed[0].message  # names the file
@@ -618,7 +619,7 @@ def test_a_database_error_is_logged_and_retried_without_spinning(
             conn.commit()
         sleeper = RecordingEvent()
         scheduler.stop_event = sleeper
-        with caplog.at_level(logging.ERROR, logger="chainwatch.scheduler"):
+        with caplog.at_level(logging.ERROR, logger="chainwatch.service.scheduler"):
             assert scheduler.run(max_batches=5, max_sleep=3600) == 0
     failures = [r.getMessage() for r in caplog.records if "scan failed" in r.getMessage()]
     assert len(failures) == 3

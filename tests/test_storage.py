@@ -30,7 +30,7 @@ from sqlalchemy import inspect, text
 from chainwatch.analysis.engine import analyze, probe_failed_report
 from chainwatch.model import Cert, Profile, Report, Status, Store, Target
 from chainwatch.probe import FailureReason, Observation
-from chainwatch.render import report_json
+from chainwatch.render.text import report_json
 from chainwatch.storage import Database, normalize_url
 from chainwatch.storage import db as storage_db
 from chainwatch.storage import repo as storage_repo
@@ -466,7 +466,7 @@ import sys
 
 from chainwatch.analysis.engine import analyze, probe_failed_report
 from chainwatch.model import Profile, Store, Target
-from chainwatch.pki import PKI
+from chainwatch.testing.pki import PKI
 from chainwatch.probe import FailureReason, Observation
 from chainwatch.storage import Database
 

@@ -36,7 +36,7 @@ from chainwatch.model import (
     Store,
     Target,
 )
-from chainwatch.parsing import load_bundle_file, parse_bundle
+from chainwatch.model.bundle import load_bundle_file, parse_bundle
 from chainwatch.stores import resolve_profile
 
 __all__ = [

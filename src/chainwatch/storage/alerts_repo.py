@@ -61,7 +61,7 @@ class OutboxStatus(StrEnum):
 
 
 class AlertStateRow(Base):
-    """One target's :class:`~chainwatch.policy.AlertState`. ``fired`` maps step id to
+    """One target's :class:`~chainwatch.alerts.escalation.AlertState`. ``fired`` maps step id to
     the ISO instant it last fired in the current cycle."""
 
     __tablename__ = "alert_state"
@@ -184,7 +184,7 @@ class StoredAck:
 @dataclass(frozen=True)
 class StateRecord:
     """A target's escalation state as stored (the service layer maps it to and from
-    :class:`chainwatch.policy.AlertState`).
+    :class:`chainwatch.alerts.escalation.AlertState`).
 
     Attributes:
         target_key: the target's alerting identity.

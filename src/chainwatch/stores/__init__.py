@@ -26,7 +26,7 @@ from pathlib import Path
 
 from chainwatch.errors import BundleError, ProfileError, StoreError
 from chainwatch.model import Building, Cert, Profile, Store
-from chainwatch.parsing import load_bundle_file, parse_bundle
+from chainwatch.model.bundle import load_bundle_file, parse_bundle
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 

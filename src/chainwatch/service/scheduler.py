@@ -27,12 +27,12 @@ from types import FrameType
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from chainwatch.config.inventory import Endpoint, Inventory, load_inventory
 from chainwatch.errors import ChainwatchError
-from chainwatch.inventory import Endpoint, Inventory, load_inventory
-from chainwatch.monitor import ScanResult, endpoint_key, scan
+from chainwatch.service.collect import ScanResult, endpoint_key, scan
 from chainwatch.storage.repo import Database
 
-log = logging.getLogger("chainwatch.scheduler")
+log = logging.getLogger("chainwatch.service.scheduler")
 
 RETRY_BASE = dt.timedelta(minutes=1)
 BATCH_WINDOW = dt.timedelta(seconds=30)

@@ -2,13 +2,13 @@
 outages (and badssl-style cases) on loopback, with an inventory to check them, so users
 can try chainwatch and their alert routing without touching production.
 
-- :mod:`chainwatch.lab.scenarios`: the hierarchies and what each endpoint serves;
-- :mod:`chainwatch.lab.servers`: the loopback TLS / STARTTLS servers (shared with the
+- :mod:`chainwatch.testing.lab.scenarios`: the hierarchies and what each endpoint serves;
+- :mod:`chainwatch.testing.lab.servers`: the loopback TLS / STARTTLS servers (shared with the
   test suite);
-- :mod:`chainwatch.lab.core`: :class:`Lab`, which runs them and writes the files.
+- :mod:`chainwatch.testing.lab.core`: :class:`Lab`, which runs them and writes the files.
 """
 
-from chainwatch.lab.core import (
+from chainwatch.testing.lab.core import (
     DEFAULT_DIR,
     DEFAULT_LISTEN,
     DEFAULT_PORT_BASE,

@@ -1,6 +1,6 @@
 """``chainwatch alerts ...``: list open alerts, acknowledge one, test a channel.
 
-Thin like the rest of the CLI: it parses flags and calls :mod:`chainwatch.alerting`.
+Thin like the rest of the CLI: it parses flags and calls :mod:`chainwatch.alerts.outbox`.
 Errors (an unknown alert or channel, a failed test delivery) raise
 :class:`~chainwatch.errors.ChainwatchError` subclasses, which ``chainwatch.cli.run``
 prints as one line and maps to exit status 3.
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from chainwatch.inventory import AlertsConfig
+    from chainwatch.config.inventory import AlertsConfig
 
 alerts_app = typer.Typer(
     help="Open alerts: list, acknowledge, test a channel, plan the schedule.",
@@ -42,8 +42,8 @@ FormatOption = Annotated[
 
 
 def _alerts_config(inventory: Path) -> AlertsConfig:
+    from chainwatch.config.inventory import load_inventory
     from chainwatch.errors import InputError
-    from chainwatch.inventory import load_inventory
 
     inv = load_inventory(inventory)
     if inv.alerts is None:
@@ -62,8 +62,8 @@ def list_command(
     output: FormatOption = AlertsFormat.text,
 ) -> None:
     """Show every open alert with the id that `alerts ack` takes."""
-    from chainwatch import alerting
-    from chainwatch.render import dumps
+    from chainwatch.alerts import outbox as alerting
+    from chainwatch.render.text import dumps
     from chainwatch.storage.repo import Database
 
     config = _alerts_config(inventory)
@@ -106,9 +106,9 @@ def ack_command(
     Its pages stop until the acknowledgement expires or the step changes; steps with
     ackable: false page regardless.
     """
-    from chainwatch import alerting
+    from chainwatch.alerts import outbox as alerting
+    from chainwatch.config.inventory import parse_duration
     from chainwatch.errors import InputError
-    from chainwatch.inventory import parse_duration
     from chainwatch.storage.repo import Database
 
     try:
@@ -133,7 +133,7 @@ def test_command(
     inventory: InventoryArg,
 ) -> None:
     """Send a clearly marked test message (event `test`) through CHANNEL now."""
-    from chainwatch import alerting
+    from chainwatch.alerts import outbox as alerting
 
     config = _alerts_config(inventory)
     alerting.send_test(config, channel, dt.datetime.now(dt.UTC))
@@ -154,12 +154,12 @@ def plan_command(
     Probes the inventory's endpoints now (storing nothing) and continues from each
     target's stored escalation state.
     """
-    from chainwatch.alerting import plan_all
-    from chainwatch.cli import parse_when
+    from chainwatch.alerts.outbox import plan_all
+    from chainwatch.cli.app import parse_when
+    from chainwatch.config.inventory import load_inventory
     from chainwatch.errors import InputError
-    from chainwatch.inventory import load_inventory
-    from chainwatch.monitor import scan
-    from chainwatch.render import dumps
+    from chainwatch.render.text import dumps
+    from chainwatch.service.collect import scan
     from chainwatch.storage.repo import Database
 
     inv = load_inventory(inventory)

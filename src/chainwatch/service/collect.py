@@ -3,8 +3,8 @@
 One :func:`scan` is one sweep over an inventory: probe every endpoint address (now),
 read every certificate file, analyse each chain as of ``at`` (default: now; ``scan
 --at`` rehearses a date while probing now), add the cross-endpoint findings of
-:mod:`chainwatch.tracking`, store everything in one batch, record a heartbeat and
-derive one :class:`~chainwatch.policy.Situation` per target for the alert policy.
+:mod:`chainwatch.analysis.tracking`, store everything in one batch, record a heartbeat and
+derive one :class:`~chainwatch.alerts.escalation.Situation` per target for the alert policy.
 """
 
 from __future__ import annotations
@@ -16,20 +16,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from chainwatch.discovery import endpoint_names, is_covered
-from chainwatch.errors import BundleError
-from chainwatch.inventory import Endpoint, FileSource, Inventory
-from chainwatch.model import Cert, FindingCode, RenewalPolicy, Report, Severity, Status, Target
-from chainwatch.observe import report_for
-from chainwatch.parsing import load_bundle_file
-from chainwatch.policy import Situation
-from chainwatch.probe import FailureReason, Observation
-from chainwatch.probe.ari import RenewalInfo, renewal_info
-from chainwatch.probe.fetch import NetworkInputs, fetch_inputs
-from chainwatch.probe.tls import Limits, probe_all
-from chainwatch.render import report_json, worst
-from chainwatch.storage.repo import Database, LatestLeaf
-from chainwatch.tracking import (
+from chainwatch.alerts.escalation import Situation
+from chainwatch.analysis.tracking import (
     Before,
     LeafIndex,
     Renewal,
@@ -41,6 +29,18 @@ from chainwatch.tracking import (
     trusted_of,
     with_findings,
 )
+from chainwatch.config.inventory import Endpoint, FileSource, Inventory
+from chainwatch.errors import BundleError
+from chainwatch.model import Cert, FindingCode, RenewalPolicy, Report, Severity, Status, Target
+from chainwatch.model.bundle import load_bundle_file
+from chainwatch.probe import FailureReason, Observation
+from chainwatch.probe.ari import RenewalInfo, renewal_info
+from chainwatch.probe.fetch import NetworkInputs, fetch_inputs
+from chainwatch.probe.tls import Limits, probe_all
+from chainwatch.render.text import report_json, worst
+from chainwatch.service.discovery import endpoint_names, is_covered
+from chainwatch.service.observe import report_for
+from chainwatch.storage.repo import Database, LatestLeaf
 
 BROKEN_CODES = frozenset({
     FindingCode.UNTRUSTED,

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from chainwatch.analysis.hostname import dns_pattern_matches, normalize_dns
+from chainwatch.config.inventory import Inventory
 from chainwatch.errors import InputError
-from chainwatch.inventory import Inventory
 
 MAX_EXPORT_BYTES = 256 * 1024 * 1024
 

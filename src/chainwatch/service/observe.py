@@ -22,7 +22,7 @@ from chainwatch.analysis.revocation import Revocation
 from chainwatch.model import Cert, Profile, Report
 from chainwatch.probe import Observation
 from chainwatch.probe.tls import where
-from chainwatch.render import iso
+from chainwatch.render.text import iso
 
 
 def parse_chain(observation: Observation) -> tuple[Cert, ...] | str:

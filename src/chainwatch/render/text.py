@@ -167,7 +167,7 @@ def render_text(report: Report, console: Console, warn_days: int, crit_days: int
 # -- scans and history -------------------------------------------------------------------
 
 if TYPE_CHECKING:
-    from chainwatch.monitor import ScanResult
+    from chainwatch.service.collect import ScanResult
     from chainwatch.storage.repo import StoredObservation
 
 

@@ -11,7 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 
-from chainwatch.channels._base import MAX_ERROR_BODY, DeliveryError, Payload, body, redact, title
+from chainwatch.alerts.channels._base import (
+    MAX_ERROR_BODY,
+    DeliveryError,
+    Payload,
+    body,
+    redact,
+    title,
+)
 
 _TYPES = {"page": "failure", "watchdog": "failure", "ticket": "warning", "notify": "warning",
           "resolve": "success", "test": "info"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from chainwatch.channels._base import DEFAULT_TIMEOUT, Http, Payload
+from chainwatch.alerts.channels._base import DEFAULT_TIMEOUT, Http, Payload
 
 
 class WebhookSender:

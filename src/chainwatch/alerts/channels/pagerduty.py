@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from chainwatch.channels._base import DEFAULT_TIMEOUT, DeliveryError, Http, Payload, title
+from chainwatch.alerts.channels._base import DEFAULT_TIMEOUT, DeliveryError, Http, Payload, title
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 MAX_DEDUP_KEY = 255

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from chainwatch.channels._base import EVENT_TITLES, Http, Payload, body, target_label
+from chainwatch.alerts.channels._base import EVENT_TITLES, Http, Payload, body, target_label
 
 LABEL = "chainwatch"
 """Every issue chainwatch opens carries this label; lookups are limited to it."""

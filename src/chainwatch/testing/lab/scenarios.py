@@ -4,7 +4,7 @@ whenever the lab is started.
 
 Pure construction: :func:`build_world` makes the hierarchies and :func:`build_scenarios`
 says what each endpoint serves and what chainwatch is expected to find there. Nothing
-here listens or writes files (that is :mod:`chainwatch.lab.core`).
+here listens or writes files (that is :mod:`chainwatch.testing.lab.core`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chainwatch.model import Cert, Status
-from chainwatch.pki import CA, PKI, Leaf, PrivateKey
+from chainwatch.testing.pki import CA, PKI, Leaf, PrivateKey
 
 DOMAIN = "lab.test"
 """Every lab name ends in this reserved (RFC 2606) suffix: nothing real can answer."""

@@ -1,4 +1,4 @@
-"""Alert delivery: the I/O around the pure escalation policy (:mod:`chainwatch.policy`).
+"""Alert delivery: the I/O around the pure escalation policy (:mod:`chainwatch.alerts.escalation`).
 
 ::
 
@@ -8,7 +8,8 @@
     ping_deadman(config)                                 # after each completed scan
 
 **Exactly one alert, whatever crashes.** :func:`evaluate` loads each target's
-:class:`~chainwatch.policy.AlertState`, runs :func:`~chainwatch.policy.decide`, and writes
+:class:`~chainwatch.alerts.escalation.AlertState`, runs
+:func:`~chainwatch.alerts.escalation.decide`, and writes
 the new state *and* the outbox rows in one database transaction: a crash before the
 commit leaves neither (the next run decides again), a crash after it leaves both (the
 next run at the same ``at`` sees the step as fired and decides nothing). Each row also
@@ -49,13 +50,13 @@ from typing import Any
 
 import httpx
 
-from chainwatch import policy
-from chainwatch.channels import DEFAULT_TIMEOUT, Channel, DeliveryError, Http, build_channel
-from chainwatch.channels import redact as redact_text
+from chainwatch.alerts import escalation as policy
+from chainwatch.alerts.channels import DEFAULT_TIMEOUT, Channel, DeliveryError, Http, build_channel
+from chainwatch.alerts.channels import redact as redact_text
+from chainwatch.alerts.escalation import Ack, AlertState, Delivery, Situation
+from chainwatch.config.inventory import AlertsConfig, Deadman, Secret
+from chainwatch.config.inventory import Channel as ChannelConfig
 from chainwatch.errors import InputError
-from chainwatch.inventory import AlertsConfig, Deadman, Secret
-from chainwatch.inventory import Channel as ChannelConfig
-from chainwatch.policy import Ack, AlertState, Delivery, Situation
 from chainwatch.storage.alerts_repo import (
     AlertsRepo,
     AlertsTransaction,
@@ -86,7 +87,7 @@ __all__ = [
     "target_json",
 ]
 
-log = logging.getLogger("chainwatch.alerting")
+log = logging.getLogger("chainwatch.alerts.outbox")
 UTC = dt.UTC
 
 BACKOFF_START = dt.timedelta(seconds=30)
@@ -679,7 +680,7 @@ def ping_deadman(
 ) -> bool:
     """Ping the dead-man's switch (``alerts.deadman``) after a completed scan; a POST
     carries ``summary``. Returns ``False`` when none is configured; raises
-    :class:`~chainwatch.channels.DeliveryError` (redacted) when the ping fails."""
+    :class:`~chainwatch.alerts.channels.DeliveryError` (redacted) when the ping fails."""
     deadman = config.deadman
     if deadman is None:
         return False

@@ -29,7 +29,8 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from chainwatch.errors import InputError
-from chainwatch.lab.scenarios import (
+from chainwatch.model import Cert, Status
+from chainwatch.testing.lab.scenarios import (
     Scenario,
     Served,
     Site,
@@ -40,18 +41,17 @@ from chainwatch.lab.scenarios import (
     issue,
     trust_bundles,
 )
-from chainwatch.lab.servers import (
+from chainwatch.testing.lab.servers import (
     STARTTLS_SERVERS,
     ServerLoop,
     SniRouter,
     server_context,
     tls_handler,
 )
-from chainwatch.model import Cert, Status
 
 if TYPE_CHECKING:
-    from chainwatch.monitor import ScanResult
-from chainwatch.pki import PrivateKey, pem_of
+    from chainwatch.service.collect import ScanResult
+from chainwatch.testing.pki import PrivateKey, pem_of
 
 DEFAULT_DIR = "chainwatch-lab"
 DEFAULT_PORT_BASE = 9440
@@ -511,7 +511,7 @@ def serve_foreground(
     Starts the lab, then runs the scheduler on the lab's inventory with the given database
     (default: the SQLite file in the user data dir) until SIGINT/SIGTERM or ``max_batches``;
     ``show`` is called with the first full sweep so people see what the monitor found."""
-    from chainwatch.scheduler import Scheduler
+    from chainwatch.service.scheduler import Scheduler
     from chainwatch.storage.db import redacted
     from chainwatch.storage.repo import Database
 

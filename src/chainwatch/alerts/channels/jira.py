@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from chainwatch.channels._base import DEFAULT_TIMEOUT, DeliveryError, Http, Payload, body
-from chainwatch.channels._issues import LABEL, Issue, IssueTracker, issue_title
+from chainwatch.alerts.channels._base import DEFAULT_TIMEOUT, DeliveryError, Http, Payload, body
+from chainwatch.alerts.channels._issues import LABEL, Issue, IssueTracker, issue_title
 
 
 def dedup_label(dedup_key: str) -> str:

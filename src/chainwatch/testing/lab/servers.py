@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
 from chainwatch.model import Cert, Target
-from chainwatch.pki import PrivateKey, key_pem, pem_of
+from chainwatch.testing.pki import PrivateKey, key_pem, pem_of
 
 T = TypeVar("T")
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -1,14 +1,15 @@
-"""GitHub issues (REST API): one issue per target and renewal cycle in ``repo``, found
-by a hidden marker among the issues labelled ``chainwatch``."""
+"""GitLab issues (REST API v4): one issue per target and renewal cycle in ``project``,
+found by a hidden marker among the issues labelled ``chainwatch``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import quote
 
 import httpx
 
-from chainwatch.channels._base import DEFAULT_TIMEOUT, Http, Payload
-from chainwatch.channels._issues import (
+from chainwatch.alerts.channels._base import DEFAULT_TIMEOUT, Http, Payload
+from chainwatch.alerts.channels._issues import (
     LABEL,
     MAX_PAGES,
     Issue,
@@ -18,60 +19,50 @@ from chainwatch.channels._issues import (
     marker,
 )
 
-API_URL = "https://api.github.com"
+GITLAB_URL = "https://gitlab.com"
 
 
-class GitHubIssues(IssueTracker):
+class GitLabIssues(IssueTracker):
     def __init__(
         self,
         name: str,
-        repo: str,
+        project: str,
         token: str,
         *,
-        api_url: str | None = None,
+        url: str | None = None,
         labels: Sequence[str] = (),
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(timeout=timeout, transport=transport)
         self.name = name
-        self.repo = repo
+        self.project = project
         self._token = token
-        self.base = (api_url or API_URL).rstrip("/") + f"/repos/{repo}/issues"
+        root = (url or GITLAB_URL).rstrip("/")
+        self.base = f"{root}/api/v4/projects/{quote(project, safe='')}/issues"
         self.labels = [LABEL, *(label for label in labels if label != LABEL)]
 
     def __repr__(self) -> str:
-        return f"GitHubIssues({self.name!r}, repo={self.repo!r})"
+        return f"GitLabIssues({self.name!r}, project={self.project!r})"
 
     def http(self) -> Http:
-        return Http(
-            self.name,
-            secrets=[self._token],
-            headers={
-                "Authorization": f"Bearer {self._token}",
-                "Accept": "application/vnd.github+json",
-                "X-GitHub-Api-Version": "2022-11-28",
-            },
-            timeout=self._timeout,
-            transport=self._transport,
-        )
+        return Http(self.name, secrets=[self._token], headers={"PRIVATE-TOKEN": self._token},
+                    timeout=self._timeout, transport=self._transport)
 
     def find(self, http: Http, dedup_key: str) -> Issue | None:
         mark = marker(dedup_key)
         for page in range(1, MAX_PAGES + 1):
             response = http.request(
                 "GET", self.base, doing="list issues",
-                params={"labels": LABEL, "state": "all", "sort": "created",
-                        "direction": "desc", "per_page": 100, "page": page},
+                params={"labels": LABEL, "order_by": "created_at", "sort": "desc",
+                        "per_page": 100, "page": page},
             )
             issues = http.json(response, "list issues")
             if not isinstance(issues, list):
                 raise http.fail(True, "list issues: unexpected response")
             for item in issues:
-                if "pull_request" in item:
-                    continue
-                if mark in (item.get("body") or ""):
-                    return Issue(str(item["number"]), item.get("state") == "open")
+                if mark in (item.get("description") or ""):
+                    return Issue(str(item["iid"]), item.get("state") == "opened")
             if len(issues) < 100:
                 return None
         return None
@@ -79,22 +70,21 @@ class GitHubIssues(IssueTracker):
     def create(self, http: Http, payload: Payload) -> Issue:
         response = http.request(
             "POST", self.base, doing="create issue",
-            json={"title": issue_title(payload), "body": issue_body(payload),
-                  "labels": self.labels},
+            json={"title": issue_title(payload), "description": issue_body(payload),
+                  "labels": ",".join(self.labels)},
         )
         created = http.json(response, "create issue")
-        return Issue(str(created["number"]), True)
+        return Issue(str(created["iid"]), True)
 
     def comment(self, http: Http, issue: Issue, text: str) -> None:
-        http.request("POST", f"{self.base}/{issue.ref}/comments", json={"body": text},
+        http.request("POST", f"{self.base}/{issue.ref}/notes", json={"body": text},
                      doing="comment on issue")
 
     def close(self, http: Http, issue: Issue, text: str) -> None:
         self.comment(http, issue, text)
-        http.request("PATCH", f"{self.base}/{issue.ref}",
-                     json={"state": "closed", "state_reason": "completed"},
+        http.request("PUT", f"{self.base}/{issue.ref}", json={"state_event": "close"},
                      doing="close issue")
 
     def reopen(self, http: Http, issue: Issue) -> None:
-        http.request("PATCH", f"{self.base}/{issue.ref}", json={"state": "open"},
+        http.request("PUT", f"{self.base}/{issue.ref}", json={"state_event": "reopen"},
                      doing="reopen issue")

@@ -19,24 +19,24 @@ from rich.console import Console
 from typer.exceptions import Abort, Exit, TyperException
 
 from chainwatch import __version__
-from chainwatch.alerts_cli import alerts_app
 from chainwatch.analysis.engine import (
     DEFAULT_CRIT_DAYS,
     DEFAULT_WARN_DAYS,
     analyze,
     key_fingerprint,
 )
+from chainwatch.cli.alerts import alerts_app
 from chainwatch.errors import EXIT_UNKNOWN, ChainwatchError, InputError
 from chainwatch.model import Profile
-from chainwatch.parsing import load_bundle_file, load_private_key
-from chainwatch.render import dumps, render_text, report_json
+from chainwatch.model.bundle import load_bundle_file, load_private_key
+from chainwatch.render.text import dumps, render_text, report_json
 from chainwatch.stores import resolve_profile
 
 if TYPE_CHECKING:  # heavy modules are imported by the commands that need them
-    from chainwatch.inventory import Inventory
-    from chainwatch.monitor import ScanResult
-    from chainwatch.policy import Delivery
+    from chainwatch.alerts.escalation import Delivery
+    from chainwatch.config.inventory import Inventory
     from chainwatch.probe.fetch import NetworkInputs
+    from chainwatch.service.collect import ScanResult
     from chainwatch.storage.repo import Database
 
 app = typer.Typer(
@@ -164,9 +164,9 @@ def check_endpoint(
     from dataclasses import replace
 
     from chainwatch.model import Target
-    from chainwatch.observe import address_summary, report_for
     from chainwatch.probe.fetch import NetworkInputs, fetch_inputs
     from chainwatch.probe.tls import Limits, probe_all
+    from chainwatch.service.observe import address_summary, report_for
 
     _check_days(warn_days, crit_days)
     when = parse_when(at)
@@ -202,7 +202,7 @@ def check_endpoint(
     else:
         console = Console()
         if len(reports) > 1:
-            from chainwatch.render import summary_line
+            from chainwatch.render.text import summary_line
 
             console.print(summary_line(worst, warn_days, crit_days), highlight=False,
                           soft_wrap=True)
@@ -222,7 +222,7 @@ def check_endpoint(
 def _network_json(inputs: NetworkInputs, *, revocation: bool, aia: bool) -> dict[str, Any]:
     """``check``'s additions to the report (schema 1 extended): ``revocation`` with
     ``--revocation``, ``aia_fetched`` (certificates fetched, never presented) with ``--aia``."""
-    from chainwatch.render import iso
+    from chainwatch.render.text import iso
 
     doc: dict[str, Any] = {}
     rev = inputs.revocation
@@ -394,9 +394,9 @@ def scan_command(
         "now: rehearse an escalation.")] = None,
 ) -> None:
     """Probe every endpoint and file of an inventory, analyse, store, and report."""
-    from chainwatch.inventory import load_inventory
-    from chainwatch.monitor import scan
-    from chainwatch.render import scan_json, scan_text
+    from chainwatch.config.inventory import load_inventory
+    from chainwatch.render.text import scan_json, scan_text
+    from chainwatch.service.collect import scan
     from chainwatch.storage.repo import Database
 
     inv = load_inventory(inventory)
@@ -446,7 +446,7 @@ def _alerts_after_scan(inv: Inventory, database: Database, result: ScanResult,
     """
     if inv.alerts is None:
         return []
-    from chainwatch import alerting
+    from chainwatch.alerts import outbox as alerting
 
     if at is not None:
         return alerting.rehearse(database, inv.alerts, result.situations, at)
@@ -466,7 +466,7 @@ def _watchdog(inv: Inventory, database: Database) -> None:
     """Every scheduler tick, not only after scans: watch the watcher, deliver retries."""
     if inv.alerts is None:
         return
-    from chainwatch import alerting
+    from chainwatch.alerts import outbox as alerting
 
     now = dt.datetime.now(dt.UTC)
     alerting.check_watchdog(database, inv.alerts, now, interval=inv.defaults.interval)
@@ -487,7 +487,7 @@ def serve_command(
     """
     import logging
 
-    from chainwatch.scheduler import Scheduler
+    from chainwatch.service.scheduler import Scheduler
     from chainwatch.storage.repo import Database
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -513,7 +513,7 @@ def history_command(
     output: FormatOpt = Format.text,
 ) -> None:
     """Show the timeline of what HOST served: certificates, renewals, status changes."""
-    from chainwatch.render import history_json, history_text
+    from chainwatch.render.text import history_json, history_text
     from chainwatch.storage.repo import Database
 
     name, port = _split_host_port(host)
@@ -552,8 +552,8 @@ def discover_ct(
     output: FormatOpt = Format.text,
 ) -> None:
     """Names in Certificate Transparency results that no inventory endpoint covers."""
-    from chainwatch.discovery import load_ct_export, uncovered_ct_names
-    from chainwatch.inventory import load_inventory
+    from chainwatch.config.inventory import load_inventory
+    from chainwatch.service.discovery import load_ct_export, uncovered_ct_names
 
     inv = load_inventory(inventory)
     names = uncovered_ct_names(load_ct_export(export), inv)
@@ -580,14 +580,14 @@ def lab_command(
 ) -> None:
     """Serve real incidents' certificate failures on loopback until Ctrl-C, with an
     inventory to try chainwatch and your alert routing on."""
-    from chainwatch.lab import run_foreground, serve_foreground
+    from chainwatch.testing.lab import run_foreground, serve_foreground
 
     def echo(text: str) -> None:
         typer.echo(text)
         sys.stdout.flush()
 
     if serve:
-        from chainwatch.render import scan_text
+        from chainwatch.render.text import scan_text
 
         def show(result: ScanResult) -> None:
             scan_text(result, Console())

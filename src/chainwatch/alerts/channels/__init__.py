@@ -20,7 +20,7 @@ Errors::
                              trying again later may help; the text is redacted
 
 Secrets (webhook URLs, tokens, routing keys, Apprise URLs) are read from the
-inventory's :class:`~chainwatch.inventory.Secret` references only by
+inventory's :class:`~chainwatch.config.inventory.Secret` references only by
 :func:`build_channel`, just before sending, and never appear in errors.
 """
 
@@ -30,7 +30,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from chainwatch.channels._base import (
+from chainwatch.alerts.channels._base import (
     DEFAULT_TIMEOUT,
     Channel,
     DeliveryError,
@@ -39,21 +39,21 @@ from chainwatch.channels._base import (
     redact,
     where,
 )
-from chainwatch.channels.apprise_notify import AppriseSender
-from chainwatch.channels.github import GitHubIssues
-from chainwatch.channels.gitlab import GitLabIssues
-from chainwatch.channels.jira import JiraIssues
-from chainwatch.channels.pagerduty import PagerDutySender
-from chainwatch.channels.webhook import WebhookSender
-from chainwatch.errors import InputError
-from chainwatch.inventory import (
+from chainwatch.alerts.channels.apprise_notify import AppriseSender
+from chainwatch.alerts.channels.github import GitHubIssues
+from chainwatch.alerts.channels.gitlab import GitLabIssues
+from chainwatch.alerts.channels.jira import JiraIssues
+from chainwatch.alerts.channels.pagerduty import PagerDutySender
+from chainwatch.alerts.channels.webhook import WebhookSender
+from chainwatch.config.inventory import (
     AppriseChannel,
     GitHubChannel,
     GitLabChannel,
     PagerDutyChannel,
     WebhookChannel,
 )
-from chainwatch.inventory import Channel as ChannelConfig
+from chainwatch.config.inventory import Channel as ChannelConfig
+from chainwatch.errors import InputError
 
 __all__ = [
     "DEFAULT_TIMEOUT",

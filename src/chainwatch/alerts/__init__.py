@@ -1,0 +1,1 @@
+"""Alerting: configuration, the pure escalation, the outbox and its channels."""
