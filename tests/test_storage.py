@@ -30,7 +30,7 @@ from sqlalchemy import inspect, text
 from chainwatch.analysis.engine import analyze, probe_failed_report
 from chainwatch.model import Cert, Profile, Report, Status, Store, Target
 from chainwatch.probe import FailureReason, Observation
-from chainwatch.render.text import report_json
+from chainwatch.render.codec import report_json
 from chainwatch.storage import Database, normalize_url
 from chainwatch.storage import db as storage_db
 from chainwatch.storage import repo as storage_repo

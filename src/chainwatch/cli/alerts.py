@@ -63,7 +63,7 @@ def list_command(
 ) -> None:
     """Show every open alert with the id that `alerts ack` takes."""
     from chainwatch.alerts import outbox as alerting
-    from chainwatch.render.text import dumps
+    from chainwatch.render.codec import dumps
     from chainwatch.storage.repo import Database
 
     config = _alerts_config(inventory)
@@ -158,7 +158,7 @@ def plan_command(
     from chainwatch.cli.app import parse_when
     from chainwatch.config.inventory import load_inventory
     from chainwatch.errors import InputError
-    from chainwatch.render.text import dumps
+    from chainwatch.render.codec import dumps
     from chainwatch.service.collect import scan
     from chainwatch.storage.repo import Database
 

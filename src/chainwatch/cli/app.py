@@ -29,7 +29,8 @@ from chainwatch.cli.alerts import alerts_app
 from chainwatch.errors import EXIT_UNKNOWN, ChainwatchError, InputError
 from chainwatch.model import Profile
 from chainwatch.model.bundle import load_bundle_file, load_private_key
-from chainwatch.render.text import dumps, render_text, report_json
+from chainwatch.render.codec import dumps, report_json
+from chainwatch.render.text import render_text
 from chainwatch.stores import resolve_profile
 
 if TYPE_CHECKING:  # heavy modules are imported by the commands that need them
@@ -222,7 +223,7 @@ def check_endpoint(
 def _network_json(inputs: NetworkInputs, *, revocation: bool, aia: bool) -> dict[str, Any]:
     """``check``'s additions to the report (schema 1 extended): ``revocation`` with
     ``--revocation``, ``aia_fetched`` (certificates fetched, never presented) with ``--aia``."""
-    from chainwatch.render.text import iso
+    from chainwatch.model.times import iso_or_none as iso
 
     doc: dict[str, Any] = {}
     rev = inputs.revocation
@@ -395,7 +396,8 @@ def scan_command(
 ) -> None:
     """Probe every endpoint and file of an inventory, analyse, store, and report."""
     from chainwatch.config.inventory import load_inventory
-    from chainwatch.render.text import scan_json, scan_text
+    from chainwatch.render.codec import scan_json
+    from chainwatch.render.text import scan_text
     from chainwatch.service.collect import scan
     from chainwatch.storage.repo import Database
 
@@ -513,7 +515,8 @@ def history_command(
     output: FormatOpt = Format.text,
 ) -> None:
     """Show the timeline of what HOST served: certificates, renewals, status changes."""
-    from chainwatch.render.text import history_json, history_text
+    from chainwatch.render.codec import history_json
+    from chainwatch.render.text import history_text
     from chainwatch.storage.repo import Database
 
     name, port = _split_host_port(host)

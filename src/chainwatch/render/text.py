@@ -1,87 +1,16 @@
-"""Reports to JSON (schema 1) and to text (plugin summary line + readable tables)."""
+"""Reports, scans and history as text: the plugin summary line and readable tables (Rich)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from chainwatch.analysis.findings import iso as finding_time
-from chainwatch.model import Cert, Finding, ProfileResult, Report, Severity, Status, Target
-
-SCHEMA = 1
-
-
-def iso(t: dt.datetime | None) -> str | None:
-    return None if t is None else finding_time(t)
-
-
-def cert_json(index: int, cert: Cert) -> dict[str, Any]:
-    return {
-        "index": index,
-        "subject": cert.subject,
-        "issuer": cert.issuer,
-        "sha256": cert.sha256,
-        "not_before": iso(cert.not_before),
-        "not_after": iso(cert.not_after),
-        "is_ca": cert.is_ca,
-        "self_signed": cert.self_signed,
-    }
-
-
-def profile_json(r: ProfileResult) -> dict[str, Any]:
-    return {
-        "profile": r.profile,
-        "trusted": r.trusted,
-        "error": None if r.error is None else r.error.value,
-        "path": list(r.path),
-        "breaks_at": iso(r.breaks_at),
-        "reason": r.reason,
-    }
-
-
-def finding_json(f: Finding) -> dict[str, Any]:
-    return {
-        "code": f.code.value,
-        "severity": f.severity.value,
-        "message": f.message,
-        "profile": f.profile,
-        "cert": f.cert,
-    }
-
-
-def target_json(t: Target) -> dict[str, Any]:
-    return {"host": t.host, "port": t.port, "ip": t.ip, "sni": t.sni, "starttls": t.starttls}
-
-
-def report_json(report: Report) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "schema": SCHEMA,
-        "status": report.status.value,
-        "evaluated_at": iso(report.evaluated_at),
-        "host": report.host,
-        "breaks_at": iso(report.breaks_at),
-        "days_left": report.days_left,
-        "chain": [cert_json(i, c) for i, c in enumerate(report.chain)],
-        "profiles": [profile_json(r) for r in report.profiles],
-        "findings": [finding_json(f) for f in report.findings],
-    }
-    if report.target is not None:
-        out["target"] = target_json(report.target)
-    return out
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=False)
-
-
-def worst(statuses: Sequence[Status]) -> Status:
-    return max(statuses, key=lambda s: s.rank, default=Status.OK)
-
+from chainwatch.model import Report, Severity, Status
+from chainwatch.model.times import iso_or_none as iso
+from chainwatch.render.codec import target_text
 
 # -- text ------------------------------------------------------------------------------
 
@@ -101,7 +30,7 @@ def summary_line(report: Report, warn_days: int, crit_days: int) -> str:
     subject = report.host or (report.chain[0].subject if report.chain else "bundle")
     if report.target is not None:
         t = report.target
-        subject = f"{t.host}:{t.port}" + (f" [{t.ip}]" if t.ip else "")
+        subject = f"{t.host}:{t.port}" + (f" [{t.ip}]" if t.ip and t.ip != t.host else "")
     worst_findings = [
         f for f in report.findings if f.severity is not Severity.INFO
     ]
@@ -167,47 +96,16 @@ def render_text(report: Report, console: Console, warn_days: int, crit_days: int
 # -- scans and history -------------------------------------------------------------------
 
 if TYPE_CHECKING:
-    from chainwatch.service.collect import ScanResult
+    from chainwatch.render.codec import ScanLike
     from chainwatch.storage.repo import StoredObservation
 
 
 def _sort_key(report: Report) -> tuple[int, str, str]:
     far = "9999-12-31T23:59:59Z"
-    return (-report.status.rank, iso(report.breaks_at) or far, _target_text(report))
+    return (-report.status.rank, iso(report.breaks_at) or far, target_text(report))
 
 
-def _target_text(report: Report) -> str:
-    t = report.target
-    if t is None:
-        return report.host or "-"
-    if t.host.startswith("file:"):
-        return t.host
-    text = f"{t.host}:{t.port}"
-    if t.starttls:
-        text += f" ({t.starttls})"
-    if t.ip and t.ip != t.host:
-        text += f" [{t.ip}]"
-    return text
-
-
-def scan_json(result: ScanResult) -> dict[str, Any]:
-    """``{"schema": 1, "reports": [...]}`` (DESIGN.md), reports sorted by ``breaks_at``,
-    plus ``uncovered_names`` and ``renewals`` (additions to the contract)."""
-    reports = sorted(result.reports, key=lambda r: (iso(r.breaks_at) or "~", _target_text(r)))
-    return {
-        "schema": SCHEMA,
-        "reports": [report_json(r) for r in reports],
-        "uncovered_names": list(result.uncovered),
-        "notes": list(result.notes),
-        "renewals": [
-            {"target": target_json(r.target), "old_leaf": r.old_leaf, "new_leaf": r.new_leaf,
-             "observed_at": iso(r.observed_at)}
-            for r in result.renewals
-        ],
-    }
-
-
-def scan_text(result: ScanResult, console: Console) -> None:
+def scan_text(result: ScanLike, console: Console) -> None:
     counts: dict[Status, int] = {}
     for r in result.reports:
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -227,7 +125,7 @@ def scan_text(result: ScanResult, console: Console) -> None:
         ))
         if r.status is Status.UNKNOWN and r.findings:
             codes = r.findings[0].message
-        table.add_row(f"[{style}]{r.status.value}[/{style}]", _target_text(r),
+        table.add_row(f"[{style}]{r.status.value}[/{style}]", target_text(r),
                       iso(r.breaks_at) or "-", "-" if r.days_left is None else str(r.days_left),
                       codes or "-")
     console.print(table)
@@ -241,27 +139,6 @@ def scan_text(result: ScanResult, console: Console) -> None:
         console.print("Names on served certificates that no endpoint watches: "
                       + ", ".join(result.uncovered), style="yellow", highlight=False,
                       soft_wrap=True)
-
-
-def history_json(rows: Sequence[StoredObservation]) -> dict[str, Any]:
-    return {
-        "schema": SCHEMA,
-        "observations": [
-            {
-                "observed_at": iso(r.observed_at),
-                "target": target_json(r.target),
-                "status": r.status.value,
-                "leaf_sha256": r.leaf_sha256,
-                "chain": list(r.chain),
-                "breaks_at": iso(r.breaks_at),
-                "days_left": r.days_left,
-                "findings": list(r.findings),
-                "failure": r.failure,
-                "message": r.message,
-            }
-            for r in rows
-        ],
-    }
 
 
 def history_text(rows: Sequence[StoredObservation], console: Console) -> None:

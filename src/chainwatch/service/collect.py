@@ -37,7 +37,7 @@ from chainwatch.probe import FailureReason, Observation
 from chainwatch.probe.ari import RenewalInfo, renewal_info
 from chainwatch.probe.fetch import NetworkInputs, fetch_inputs
 from chainwatch.probe.tls import Limits, probe_all
-from chainwatch.render.text import report_json, worst
+from chainwatch.render.codec import report_json, worst
 from chainwatch.service.discovery import endpoint_names, is_covered
 from chainwatch.service.observe import report_for
 from chainwatch.storage.repo import Database, LatestLeaf

@@ -20,9 +20,9 @@ from chainwatch.analysis.engine import (
 )
 from chainwatch.analysis.revocation import Revocation
 from chainwatch.model import Cert, Profile, Report
+from chainwatch.model.times import iso_or_none as iso
 from chainwatch.probe import Observation
 from chainwatch.probe.tls import where
-from chainwatch.render.text import iso
 
 
 def parse_chain(observation: Observation) -> tuple[Cert, ...] | str:

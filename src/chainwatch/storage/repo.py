@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from chainwatch.model import Cert, Report, Status, Target, sha256_hex
 from chainwatch.probe import Observation
-from chainwatch.render.text import report_json
+from chainwatch.render.codec import report_json
 from chainwatch.storage.db import BEGIN_OPTION, make_engine, normalize_url, redacted, upgrade
 from chainwatch.storage.models import (
     CertificateRow,

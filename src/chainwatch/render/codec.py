@@ -1,0 +1,164 @@
+"""Schema-1 JSON codecs of reports, scans and history (DESIGN.md "JSON report").
+
+No Rich here: storage imports these to keep the stored report document.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from chainwatch.model import Cert, Finding, ProfileResult, Report, Status, Target
+from chainwatch.model.times import iso_or_none as iso
+
+if TYPE_CHECKING:
+    from chainwatch.storage.repo import StoredObservation
+
+SCHEMA = 1
+
+
+class RenewalLike(Protocol):
+    @property
+    def target(self) -> Target: ...
+    @property
+    def old_leaf(self) -> str: ...
+    @property
+    def new_leaf(self) -> str: ...
+    @property
+    def observed_at(self) -> dt.datetime: ...
+
+
+class ScanLike(Protocol):
+    """What :func:`scan_json` reads of a finished scan (the service's ``ScanResult``)."""
+
+    @property
+    def reports(self) -> Sequence[Report]: ...
+    @property
+    def uncovered(self) -> Sequence[str]: ...
+    @property
+    def notes(self) -> Sequence[str]: ...
+    @property
+    def renewals(self) -> Sequence[RenewalLike]: ...
+    @property
+    def status(self) -> Status: ...
+
+
+def cert_json(index: int, cert: Cert) -> dict[str, Any]:
+    return {
+        "index": index,
+        "subject": cert.subject,
+        "issuer": cert.issuer,
+        "sha256": cert.sha256,
+        "not_before": iso(cert.not_before),
+        "not_after": iso(cert.not_after),
+        "is_ca": cert.is_ca,
+        "self_signed": cert.self_signed,
+    }
+
+
+def profile_json(r: ProfileResult) -> dict[str, Any]:
+    return {
+        "profile": r.profile,
+        "trusted": r.trusted,
+        "error": None if r.error is None else r.error.value,
+        "path": list(r.path),
+        "breaks_at": iso(r.breaks_at),
+        "reason": r.reason,
+    }
+
+
+def finding_json(f: Finding) -> dict[str, Any]:
+    return {
+        "code": f.code.value,
+        "severity": f.severity.value,
+        "message": f.message,
+        "profile": f.profile,
+        "cert": f.cert,
+    }
+
+
+def target_json(t: Target) -> dict[str, Any]:
+    return {"host": t.host, "port": t.port, "ip": t.ip, "sni": t.sni, "starttls": t.starttls}
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "schema": SCHEMA,
+        "status": report.status.value,
+        "evaluated_at": iso(report.evaluated_at),
+        "host": report.host,
+        "breaks_at": iso(report.breaks_at),
+        "days_left": report.days_left,
+        "chain": [cert_json(i, c) for i, c in enumerate(report.chain)],
+        "profiles": [profile_json(r) for r in report.profiles],
+        "findings": [finding_json(f) for f in report.findings],
+    }
+    if report.target is not None:
+        out["target"] = target_json(report.target)
+    return out
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False)
+
+
+def worst(statuses: Sequence[Status]) -> Status:
+    return max(statuses, key=lambda s: s.rank, default=Status.OK)
+
+
+
+def target_text(report: Report) -> str:
+    """The target of a report as people read it: ``host:port (starttls) [ip]``."""
+    t = report.target
+    if t is None:
+        return report.host or "-"
+    if t.host.startswith("file:"):
+        return t.host
+    text = f"{t.host}:{t.port}"
+    if t.starttls:
+        text += f" ({t.starttls})"
+    if t.ip and t.ip != t.host:
+        text += f" [{t.ip}]"
+    return text
+
+
+def scan_json(result: ScanLike) -> dict[str, Any]:
+    """``{"schema": 1, "reports": [...]}`` (DESIGN.md), reports sorted by ``breaks_at``,
+    plus ``uncovered_names`` and ``renewals`` (additions to the contract)."""
+    reports = sorted(result.reports, key=lambda r: (iso(r.breaks_at) or "~", target_text(r)))
+    return {
+        "schema": SCHEMA,
+        "reports": [report_json(r) for r in reports],
+        "uncovered_names": list(result.uncovered),
+        "notes": list(result.notes),
+        "renewals": [
+            {"target": target_json(r.target), "old_leaf": r.old_leaf, "new_leaf": r.new_leaf,
+             "observed_at": iso(r.observed_at)}
+            for r in result.renewals
+        ],
+    }
+
+
+def history_json(rows: Sequence[StoredObservation]) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "observations": [
+            {
+                "observed_at": iso(r.observed_at),
+                "target": target_json(r.target),
+                "status": r.status.value,
+                "leaf_sha256": r.leaf_sha256,
+                "chain": list(r.chain),
+                "breaks_at": iso(r.breaks_at),
+                "days_left": r.days_left,
+                "findings": list(r.findings),
+                "failure": r.failure,
+                "message": r.message,
+            }
+            for r in rows
+        ],
+    }
+
+
