@@ -30,7 +30,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from chainwatch.config.inventory import AlertsConfig, AlertStep, BrokenRule, ShortLivedStep
+from chainwatch.alerts.config import AlertsConfig, AlertStep, BrokenRule, ShortLivedStep
 
 RESOLVE = "resolve"
 

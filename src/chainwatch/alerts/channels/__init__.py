@@ -20,7 +20,7 @@ Errors::
                              trying again later may help; the text is redacted
 
 Secrets (webhook URLs, tokens, routing keys, Apprise URLs) are read from the
-inventory's :class:`~chainwatch.config.inventory.Secret` references only by
+inventory's :class:`~chainwatch.alerts.config.Secret` references only by
 :func:`build_channel`, just before sending, and never appear in errors.
 """
 
@@ -45,14 +45,14 @@ from chainwatch.alerts.channels.gitlab import GitLabIssues
 from chainwatch.alerts.channels.jira import JiraIssues
 from chainwatch.alerts.channels.pagerduty import PagerDutySender
 from chainwatch.alerts.channels.webhook import WebhookSender
-from chainwatch.config.inventory import (
+from chainwatch.alerts.config import (
     AppriseChannel,
     GitHubChannel,
     GitLabChannel,
     PagerDutyChannel,
     WebhookChannel,
 )
-from chainwatch.config.inventory import Channel as ChannelConfig
+from chainwatch.alerts.config import Channel as ChannelConfig
 from chainwatch.errors import InputError
 
 __all__ = [

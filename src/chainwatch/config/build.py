@@ -1,0 +1,491 @@
+"""Step 3 of loading: edge models to domain values (defaults applied, profiles resolved,
+paths made absolute, cross references checked), and the entry points."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+
+from pydantic import (
+    BaseModel,
+    ValidationError,
+)
+
+from chainwatch.alerts.config import (
+    DEFAULT_BROKEN,
+    DEFAULT_SHORT_LIVED,
+    DEFAULT_STEPS,
+    Action,
+    AlertsConfig,
+    AlertStep,
+    AppriseChannel,
+    BrokenRule,
+    Channel,
+    Deadman,
+    GitHubChannel,
+    GitLabChannel,
+    JiraChannel,
+    PagerDutyChannel,
+    Route,
+    Secret,
+    ShortLivedPolicy,
+    ShortLivedStep,
+    WebhookChannel,
+)
+from chainwatch.config.errors import _validation_error
+from chainwatch.config.schema import (
+    _LABEL,
+    MAX_INVENTORY_BYTES,
+    YamlPath,
+    _AlertsModel,
+    _AppriseModel,
+    _DefaultsModel,
+    _EndpointModel,
+    _FileModel,
+    _GitHubModel,
+    _GitLabModel,
+    _InventoryModel,
+    _JiraModel,
+    _PagerDutyModel,
+    _ProfileModel,
+    _RenewalRuleModel,
+    _ShortLivedModel,
+    _show,
+    _WebhookModel,
+    renewal_policy,
+)
+from chainwatch.config.values import (
+    STARTTLS_PORTS,
+    Defaults,
+    Endpoint,
+    FileSource,
+    Inventory,
+)
+from chainwatch.config.yaml import _Document, _field_name, _read_yaml
+from chainwatch.errors import InputError, InventoryError, ProfileError
+from chainwatch.model import Building, Profile, RenewalPolicy, Store, Target
+from chainwatch.model.names import StartTLS
+from chainwatch.stores import resolve_profile, resolve_store
+from chainwatch.stores.presets import PRESETS
+
+# -- step 3: edge models to domain values ---------------------------------------------------
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _looks_like_spec(ref: str) -> bool:
+    return ref in ("mozilla", "system") or ref in PRESETS or ":" in ref or "@" in ref
+
+
+class _Builder:
+    """Applies defaults, resolves profiles and paths, checks cross references."""
+
+    def __init__(self, doc: _Document, source: str, base_dir: Path) -> None:
+        self.doc = doc
+        self.source = source
+        self.base_dir = base_dir
+        self.named: dict[str, Profile] = {}
+        self._specs: dict[str, Profile] = {}
+        self.renewal_rules: list[_RenewalRuleModel] = []
+
+    def fail(self, path: YamlPath, reason: str) -> InventoryError:
+        return InventoryError(self.source, self.doc.line(path), _field_name(path) or None, reason)
+
+    # profiles ---------------------------------------------------------------------------
+
+    def named_profile(self, name: str, model: _ProfileModel) -> Profile:
+        path: YamlPath = ("profiles", name)
+        if _looks_like_spec(name):
+            raise self.fail(path, f"profile name {name!r} looks like a profile spec; "
+                                  "choose a name without ':' or '@' that is not a built-in")
+        if not model.trust:
+            raise self.fail((*path, "trust"), "needs at least one trust store")
+        stores: list[Store] = []
+        for i, spec in enumerate(model.trust):
+            where = (*path, "trust", i)
+            if spec.startswith("legacy:"):
+                raise self.fail(where, "trust lists stores; say building: legacy instead of "
+                                       "the legacy: prefix")
+            try:
+                stores.append(resolve_store(spec, base_dir=self.base_dir))
+            except InputError as exc:
+                raise self.fail(where, str(exc)) from None
+        anchors = tuple(dict.fromkeys(a for store in stores for a in store.anchors))
+        source = "; ".join(f"{s.name} ({s.source})" if s.source else s.name for s in stores)
+        return Profile(
+            spec=name,
+            store=Store(name=name, anchors=anchors, source=source),
+            building=Building(model.building),
+            aia=model.aia,
+        )
+
+    def profile(self, ref: str, path: YamlPath) -> Profile:
+        if ref in self.named:
+            return self.named[ref]
+        if ref in self._specs:
+            return self._specs[ref]
+        try:
+            profile = resolve_profile(ref, base_dir=self.base_dir)
+        except ProfileError as exc:
+            if _looks_like_spec(ref):
+                raise self.fail(path, str(exc)) from None
+            names = ", ".join(self.named) or "none defined"
+            raise self.fail(
+                path,
+                f"unknown profile {ref!r}: not a name under profiles ({names}) nor a spec "
+                "(mozilla, mozilla@YYYY-MM-DD, system, file:PATH, legacy:STORE, a preset)",
+            ) from None
+        except InputError as exc:
+            raise self.fail(path, str(exc)) from None
+        self._specs[ref] = profile
+        return profile
+
+    def profiles(
+        self, refs: Sequence[str] | None, path: YamlPath, fallback: tuple[Profile, ...]
+    ) -> tuple[Profile, ...]:
+        if refs is None:
+            return fallback
+        if not refs:
+            raise self.fail(path, "needs at least one profile (omit it for the defaults)")
+        chosen = [self.profile(ref, (*path, i)) for i, ref in enumerate(refs)]
+        return tuple({p.spec: p for p in chosen}.values())
+
+    # thresholds ---------------------------------------------------------------------------
+
+    def thresholds(
+        self, warn: int | None, crit: int | None, path: YamlPath, defaults: Defaults
+    ) -> tuple[int, int]:
+        warn_days = defaults.warn_days if warn is None else warn
+        crit_days = defaults.crit_days if crit is None else crit
+        if crit_days > warn_days:
+            where = (*path, "crit_days" if crit is not None else "warn_days")
+            raise self.fail(
+                where, f"crit_days ({crit_days}) must not exceed warn_days ({warn_days})"
+            )
+        return warn_days, crit_days
+
+    def defaults(self, model: _DefaultsModel) -> Defaults:
+        base = Defaults(profiles=())
+        profiles = self.profiles(model.profiles, ("defaults", "profiles"), ())
+        if not profiles:
+            profiles = (self.profile("mozilla", ("defaults",)),)
+        warn, crit = self.thresholds(model.warn_days, model.crit_days, ("defaults",), base)
+        return Defaults(
+            profiles=profiles,
+            warn_days=warn,
+            crit_days=crit,
+            interval=model.interval or base.interval,
+            timeout=model.timeout or base.timeout,
+            renewal=renewal_policy(model.renew_at, model.grace, base.renewal),
+            retention=model.retention,
+            revocation=model.revocation,
+        )
+
+    # endpoints ----------------------------------------------------------------------------
+
+    def host_and_port(self, raw: str, path: YamlPath) -> tuple[str, int | None]:
+        text = raw.strip().lower().rstrip(".")
+        if "://" in text or "/" in text:
+            raise self.fail(path, f"expected a host name (optionally host:port), not {raw!r}")
+        port: str | None = None
+        if text.startswith("["):
+            host, sep, rest = text[1:].partition("]")
+            if not sep or (rest and not rest.startswith(":")):
+                raise self.fail(path, f"expected [IPv6]:port, got {raw!r}")
+            port = rest[1:] if rest else None
+            if not _is_ip(host):
+                raise self.fail(path, f"{host!r} is not an IPv6 address")
+        elif text.count(":") == 1:
+            host, port = text.split(":")
+        else:
+            host = text
+        number: int | None = None
+        if port is not None:
+            if not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise self.fail(path, f"the port after ':' must be 1-65535, got {port!r}")
+            number = int(port)
+        return self.hostname(host, path), number
+
+    def hostname(self, text: str, path: YamlPath) -> str:
+        if _is_ip(text):
+            return str(ipaddress.ip_address(text))
+        try:
+            ascii_name = text.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise self.fail(path, f"{text!r} is not a valid host name") from None
+        labels = ascii_name.split(".")
+        if len(ascii_name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+            raise self.fail(path, f"{text!r} is not a valid host name")
+        return ascii_name
+
+    def tag_renewal(self, tags: Sequence[str], base: RenewalPolicy) -> RenewalPolicy:
+        """``base`` with the first ``renewals`` rule matching one of ``tags`` applied."""
+        for rule in self.renewal_rules:
+            if set(rule.tags) & set(tags):
+                return renewal_policy(rule.renew_at, rule.grace, base)
+        return base
+
+    def endpoint(self, i: int, model: _EndpointModel, defaults: Defaults) -> Endpoint:
+        path: YamlPath = ("endpoints", i)
+        host, embedded_port = self.host_and_port(model.host, (*path, "host"))
+        if embedded_port is not None and model.port is not None and model.port != embedded_port:
+            raise self.fail((*path, "port"),
+                            f"{model.port} conflicts with the port in host ({embedded_port})")
+        starttls = None if model.starttls is None else StartTLS(model.starttls)
+        port = model.port or embedded_port
+        if port is None:
+            port = 443 if starttls is None else STARTTLS_PORTS[starttls]
+        ip = None
+        if model.ip is not None:
+            try:
+                ip = str(ipaddress.ip_address(model.ip))
+            except ValueError:
+                raise self.fail((*path, "ip"), f"must be an IP address, got {model.ip!r}") from None
+        sni = None
+        if model.sni is not None:
+            sni = self.hostname(model.sni.lower().rstrip("."), (*path, "sni"))
+            if _is_ip(sni):
+                raise self.fail((*path, "sni"), "SNI carries host names, not IP addresses")
+            sni = None if sni == host else sni
+        warn, crit = self.thresholds(model.warn_days, model.crit_days, path, defaults)
+        return Endpoint(
+            host=host,
+            port=port,
+            ip=ip,
+            sni=sni,
+            starttls=starttls,
+            profiles=self.profiles(model.profiles, (*path, "profiles"), defaults.profiles),
+            tags=tuple(dict.fromkeys(model.tags)),
+            owner=model.owner,
+            zone=model.zone,
+            interval=model.interval or defaults.interval,
+            timeout=model.timeout or defaults.timeout,
+            warn_days=warn,
+            crit_days=crit,
+            renewal=renewal_policy(model.renew_at, model.grace,
+                                   self.tag_renewal(model.tags, defaults.renewal)),
+            acme=model.acme,
+            revocation=defaults.revocation if model.revocation is None else model.revocation,
+            line=self.doc.line(path),
+        )
+
+    def file_source(self, i: int, model: _FileModel, defaults: Defaults) -> FileSource:
+        path: YamlPath = ("files", i)
+        pattern = Path(model.path).expanduser()
+        if not pattern.is_absolute():
+            pattern = self.base_dir / pattern
+        warn, crit = self.thresholds(model.warn_days, model.crit_days, path, defaults)
+        host = None
+        if model.host is not None:
+            host = self.hostname(model.host.lower().rstrip("."), (*path, "host"))
+        return FileSource(
+            pattern=str(pattern),
+            profiles=self.profiles(model.profiles, (*path, "profiles"), defaults.profiles),
+            host=host,
+            tags=tuple(dict.fromkeys(model.tags)),
+            owner=model.owner,
+            warn_days=warn,
+            crit_days=crit,
+            line=self.doc.line(path),
+        )
+
+    # alerts -------------------------------------------------------------------------------
+
+    def secret(self, model: BaseModel, stem: str) -> Secret:
+        env = getattr(model, f"{stem}_env", None)
+        if env is not None:
+            return Secret.env(env)
+        file = getattr(model, f"{stem}_file", None)
+        if file is not None:
+            p = Path(file).expanduser()
+            return Secret.file(p if p.is_absolute() else self.base_dir / p)
+        return Secret.inline(getattr(model, stem))
+
+    def channel(self, name: str, model: BaseModel) -> Channel:
+        if isinstance(model, _WebhookModel):
+            return WebhookChannel(name=name, url=self.secret(model, "url"))
+        if isinstance(model, _PagerDutyModel):
+            return PagerDutyChannel(
+                name=name, routing_key=self.secret(model, "routing_key"), api_url=model.api_url
+            )
+        if isinstance(model, _AppriseModel):
+            return AppriseChannel(name=name, url=self.secret(model, "url"))
+        if isinstance(model, _GitHubModel):
+            return GitHubChannel(name=name, repo=model.repo, token=self.secret(model, "token"),
+                                 api_url=model.api_url, labels=tuple(model.labels))
+        if isinstance(model, _GitLabModel):
+            return GitLabChannel(name=name, project=model.project,
+                                 token=self.secret(model, "token"), url=model.url,
+                                 labels=tuple(model.labels))
+        assert isinstance(model, _JiraModel)
+        return JiraChannel(name=name, url=model.url, project=model.project,
+                           token=self.secret(model, "token"), user=model.user,
+                           issue_type=model.issue_type, labels=tuple(model.labels))
+
+    def channel_refs(
+        self, names: Sequence[str] | None, path: YamlPath, known: Mapping[str, Channel]
+    ) -> tuple[str, ...]:
+        if names is None:
+            return ()
+        if not names:
+            raise self.fail(path, "needs at least one channel (omit it for every channel)")
+        for j, name in enumerate(names):
+            if name not in known:
+                defined = ", ".join(known) or "none defined"
+                raise self.fail((*path, j),
+                                f"unknown channel {name!r} (alerts.channels: {defined})")
+        return tuple(dict.fromkeys(names))
+
+    def alerts(self, model: _AlertsModel) -> AlertsConfig:
+        base: YamlPath = ("alerts",)
+        channels = {name: self.channel(name, m) for name, m in model.channels.items()}
+        steps = DEFAULT_STEPS
+        if model.steps is not None:
+            seen: dict[int, int] = {}
+            built: list[AlertStep] = []
+            for i, s in enumerate(model.steps):
+                path = (*base, "steps", i)
+                if s.days in seen:
+                    raise self.fail((*path, "days"),
+                                    f"steps[{seen[s.days]}] already has days: {s.days}")
+                seen[s.days] = i
+                built.append(AlertStep(
+                    days=s.days, action=Action(s.action), repeat=s.repeat, ackable=s.ackable,
+                    channels=self.channel_refs(s.channels, (*path, "channels"), channels),
+                ))
+            steps = tuple(sorted(built, key=lambda step: -step.days))
+        broken = DEFAULT_BROKEN
+        if model.broken is not None:
+            b = model.broken
+            broken = BrokenRule(
+                action=Action(b.action), repeat=b.repeat, ackable=b.ackable,
+                channels=self.channel_refs(b.channels, (*base, "broken", "channels"), channels),
+            )
+        short: ShortLivedPolicy | None = DEFAULT_SHORT_LIVED
+        if "short_lived" in model.model_fields_set:
+            short = None if model.short_lived is None else self.short_lived(
+                model.short_lived, channels
+            )
+        deadman = None
+        if model.deadman is not None:
+            deadman = Deadman(url=self.secret(model.deadman, "url"), method=model.deadman.method)
+        routes = []
+        for i, r in enumerate(model.routes):
+            path = (*base, "routes", i)
+            if not r.tags and r.owner is None:
+                raise self.fail(path, "a route needs tags or an owner to match")
+            routes.append(Route(
+                channels=self.channel_refs(r.channels, (*path, "channels"), channels),
+                tags=tuple(r.tags), owner=r.owner,
+                actions=tuple(Action(a) for a in r.actions),
+            ))
+        return AlertsConfig(
+            channels=MappingProxyType(channels), steps=steps, broken=broken, short_lived=short,
+            deadman=deadman, routes=tuple(routes),
+        )
+
+    def short_lived(
+        self, model: _ShortLivedModel, channels: Mapping[str, Channel]
+    ) -> ShortLivedPolicy:
+        base: YamlPath = ("alerts", "short_lived")
+        if model.steps is None:
+            return ShortLivedPolicy(model.max_lifetime, DEFAULT_SHORT_LIVED.steps)
+        seen: dict[object, int] = {}
+        built: list[ShortLivedStep] = []
+        for i, s in enumerate(model.steps):
+            path = (*base, "steps", i)
+            key: object = "overdue" if s.overdue else s.remaining
+            if key in seen:
+                what = "overdue" if s.overdue else "remaining"
+                raise self.fail((*path, what), f"steps[{seen[key]}] already has this trigger")
+            seen[key] = i
+            built.append(ShortLivedStep(
+                action=Action(s.action), overdue=bool(s.overdue), remaining=s.remaining,
+                repeat=s.repeat, ackable=s.ackable,
+                channels=self.channel_refs(s.channels, (*path, "channels"), channels),
+            ))
+        ordered = sorted(built, key=lambda st: (not st.overdue, -(st.remaining or 0.0)))
+        return ShortLivedPolicy(model.max_lifetime, tuple(ordered))
+
+    # the whole file -----------------------------------------------------------------------
+
+    def inventory(self, path: Path, model: _InventoryModel) -> Inventory:
+        for name, pm in model.profiles.items():
+            self.named[name] = self.named_profile(name, pm)
+        defaults = self.defaults(model.defaults)
+        self.renewal_rules = list(model.renewals)
+        endpoints: list[Endpoint] = []
+        seen: dict[Target, int] = {}
+        for i, em in enumerate(model.endpoints):
+            ep = self.endpoint(i, em, defaults)
+            if ep.target in seen:
+                j = seen[ep.target]
+                raise self.fail(
+                    ("endpoints", i),
+                    f"duplicate endpoint {ep.host}:{ep.port}: same host, port, ip, sni and "
+                    f"starttls as endpoints[{j}] (line {self.doc.line(('endpoints', j))})",
+                )
+            seen[ep.target] = i
+            endpoints.append(ep)
+        files = tuple(self.file_source(i, fm, defaults) for i, fm in enumerate(model.files))
+        return Inventory(
+            path=path,
+            defaults=defaults,
+            profiles=MappingProxyType(dict(self.named)),
+            endpoints=tuple(endpoints),
+            files=files,
+            alerts=None if model.alerts is None else self.alerts(model.alerts),
+        )
+
+
+# -- entry points ---------------------------------------------------------------------------
+
+
+def parse_inventory(text: str, *, path: Path, source: str | None = None) -> Inventory:
+    """Validate inventory ``text`` read from ``path`` (whose directory anchors relative
+    paths); ``source`` names it in errors (default: ``path``). Raises
+    :class:`InventoryError`."""
+    source = str(path) if source is None else source
+    path = path.resolve()
+    doc = _read_yaml(text, source)
+    if doc.data is None:
+        doc.data = {}
+    if not isinstance(doc.data, dict):
+        raise InventoryError(source, doc.line(()), None,
+                             f"expected a mapping ({', '.join(_InventoryModel.model_fields)}),"
+                             f" got {_show(doc.data)}")
+    try:
+        model = _InventoryModel.model_validate(doc.data)
+    except ValidationError as exc:
+        raise _validation_error(exc, doc, source) from None
+    return _Builder(doc, source, path.parent).inventory(path, model)
+
+
+def load_inventory(path: str | os.PathLike[str]) -> Inventory:
+    """Read and validate the inventory at ``path``. Raises :class:`InventoryError`
+    (exit status 3) naming the file, line and field of the first problem."""
+    source = os.fspath(path)
+    file = Path(source).expanduser()
+    try:
+        if file.stat().st_size > MAX_INVENTORY_BYTES:
+            raise InventoryError(source, None, None,
+                                 f"larger than {MAX_INVENTORY_BYTES} bytes")
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InventoryError(source, None, None, "no such file") from None
+    except IsADirectoryError:
+        raise InventoryError(source, None, None, "is a directory, not an inventory") from None
+    except UnicodeDecodeError as exc:
+        raise InventoryError(source, None, None, f"not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise InventoryError(source, None, None, exc.strerror or str(exc)) from None
+    return parse_inventory(text, path=file, source=source)

@@ -1,0 +1,142 @@
+"""The inventory's domain values: :class:`Inventory`, :class:`Defaults`, :class:`Endpoint`,
+:class:`FileSource`. Frozen; nothing in them does I/O when built."""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from chainwatch.alerts.config import AlertsConfig
+from chainwatch.model import Profile, RenewalPolicy, Target
+from chainwatch.model.names import StartTLS
+from chainwatch.model.names import is_ip as _is_ip
+
+STARTTLS_PORTS: Mapping[StartTLS, int] = MappingProxyType({s: s.default_port for s in StartTLS})
+"""The port an endpoint gets when it names a STARTTLS protocol but no port."""
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """The ``defaults`` section with every value filled in."""
+
+    profiles: tuple[Profile, ...] = field(repr=False)
+    warn_days: int = 30
+    crit_days: int = 7
+    interval: dt.timedelta = dt.timedelta(hours=1)
+    timeout: dt.timedelta = dt.timedelta(seconds=10)
+    renewal: RenewalPolicy = field(default_factory=RenewalPolicy)
+    retention: dt.timedelta | None = None
+    revocation: bool = False
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One endpoint to probe, with the defaults applied.
+
+    Attributes:
+        host: lower-case host name or IP literal (IDNs in their ASCII form).
+        port: TCP port (443, or the STARTTLS protocol's port).
+        ip: connect to this address only; ``None``: every address ``host`` resolves to.
+        sni: server name sent, when it differs from ``host``; see :attr:`server_name`.
+        starttls: upgrade protocol, or ``None`` for TLS from the first byte.
+        profiles: client populations that must trust the endpoint.
+        tags / owner / zone: free labels; ``zone`` picks the vantage queue.
+        interval / timeout: how often to probe, and the limit on one probe.
+        warn_days / crit_days: thresholds on ``days_left``.
+        renewal: when its certificates are expected to be renewed (``RENEWAL_OVERDUE``).
+        acme: the ACME directory URL of its CA, for ACME Renewal Information (RFC 9773).
+        line: where the endpoint is in the inventory.
+    """
+
+    host: str
+    port: int
+    profiles: tuple[Profile, ...] = field(repr=False)
+    ip: str | None = None
+    sni: str | None = None
+    starttls: StartTLS | None = None
+    tags: tuple[str, ...] = ()
+    owner: str | None = None
+    zone: str | None = None
+    interval: dt.timedelta = dt.timedelta(hours=1)
+    timeout: dt.timedelta = dt.timedelta(seconds=10)
+    warn_days: int = 30
+    crit_days: int = 7
+    renewal: RenewalPolicy = field(default_factory=RenewalPolicy)
+    acme: str | None = None
+    revocation: bool = False
+    line: int | None = field(default=None, compare=False)
+
+    @property
+    def server_name(self) -> str | None:
+        """The SNI to send: ``sni``, else ``host`` unless it is an IP literal."""
+        if self.sni is not None:
+            return self.sni
+        return None if _is_ip(self.host) else self.host
+
+    @property
+    def target(self) -> Target:
+        return Target(
+            host=self.host,
+            port=self.port,
+            ip=self.ip,
+            sni=self.sni,
+            starttls=None if self.starttls is None else self.starttls.value,
+        )
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """Certificate files to watch.
+
+    Attributes:
+        pattern: an absolute glob (``**`` allowed); relative patterns in the file are
+            resolved against the inventory's directory.
+        profiles / warn_days / crit_days / tags / owner: as for endpoints.
+        host: a name the leaf must cover, if any.
+        line: where the entry is in the inventory.
+    """
+
+    pattern: str
+    profiles: tuple[Profile, ...] = field(repr=False)
+    host: str | None = None
+    tags: tuple[str, ...] = ()
+    owner: str | None = None
+    warn_days: int = 30
+    crit_days: int = 7
+    line: int | None = field(default=None, compare=False)
+
+    def paths(self) -> tuple[Path, ...]:
+        """The regular files the pattern matches now, sorted."""
+        return tuple(
+            sorted(Path(p) for p in glob.glob(self.pattern, recursive=True) if Path(p).is_file())
+        )
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """A validated inventory.
+
+    Attributes:
+        path: the file, absolute.
+        defaults: the ``defaults`` section, filled in.
+        profiles: named profiles by name (each a :class:`Profile` whose ``spec`` is the name).
+        endpoints / files: in file order.
+        alerts: the ``alerts`` section, or ``None`` when the file has none.
+    """
+
+    path: Path
+    defaults: Defaults
+    profiles: Mapping[str, Profile] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False
+    )
+    endpoints: tuple[Endpoint, ...] = ()
+    files: tuple[FileSource, ...] = ()
+    alerts: AlertsConfig | None = None
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
