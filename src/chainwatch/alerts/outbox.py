@@ -53,9 +53,9 @@ import httpx
 from chainwatch.alerts import escalation as policy
 from chainwatch.alerts.channels import DEFAULT_TIMEOUT, Channel, DeliveryError, Http, build_channel
 from chainwatch.alerts.channels import redact as redact_text
-from chainwatch.alerts.escalation import Ack, AlertState, Delivery, Situation
 from chainwatch.alerts.config import AlertsConfig, Deadman, Secret
 from chainwatch.alerts.config import Channel as ChannelConfig
+from chainwatch.alerts.escalation import Ack, AlertState, Delivery, Situation
 from chainwatch.errors import InputError
 from chainwatch.storage.alerts_repo import (
     AlertsRepo,
