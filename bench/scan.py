@@ -9,10 +9,11 @@ lists every endpoint with its address pinned (``ip:``; the names do not resolve)
 profile, ``file:`` of the bench root.
 
 Measured, each database in a subprocess of its own (so ``ru_maxrss`` is that run's peak
-resident set), with the monitor's code path (:func:`chainwatch.service.collect.scan`: probe,
+resident set), with the monitor's code path (:func:`chainwatch.service.collect.collect` then
+:func:`~chainwatch.service.record.record`: probe,
 analyse, track changes, store):
 
-``none``        ``scan(inventory, None)``: probing and analysis, nothing stored. The
+``none``        ``collect(inventory, None)``: probing and analysis, nothing stored. The
                 baseline the others are compared with.
 ``sqlite``      into a new SQLite file (WAL), the default.
 ``postgresql``  into a new PostgreSQL database created for the run (and dropped after),
@@ -143,7 +144,8 @@ def database_bytes(url: str | None) -> int:
 def worker(opts: dict[str, Any]) -> dict[str, Any]:
     from chainwatch.cli import tune_gc
     from chainwatch.config.inventory import load_inventory
-    from chainwatch.service.collect import scan
+    from chainwatch.service.collect import collect
+    from chainwatch.service.record import record
     from chainwatch.storage.repo import Database
 
     tune_gc()  # as `chainwatch scan` and `serve` run
@@ -158,7 +160,9 @@ def worker(opts: dict[str, Any]) -> dict[str, Any]:
         sizes = [database_bytes(url)]
         for run in ("first", "again"):
             begin = time.perf_counter()
-            outcome = scan(inventory, database)
+            outcome = collect(inventory, database)
+            if database is not None:
+                outcome = record(database, outcome)
             seconds = time.perf_counter() - begin
             if database is not None and url is not None and url.startswith("sqlite"):
                 database.close()  # checkpoints the WAL into the file

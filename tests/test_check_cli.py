@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from chainwatch.cli.app import _endpoint_arg
+from chainwatch.cli.check import _endpoint_arg
 from chainwatch.errors import InputError
 
 from . import servers as srv

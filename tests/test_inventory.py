@@ -458,7 +458,7 @@ BAD = [
     pytest.param(
         "alerts:\n  channels:\n    chat: {type: slack, url: x}\n",
         "inv.yaml:3: alerts.channels.chat.type: must be one of webhook, pagerduty, apprise, "
-        "github, gitlab, jira, got 'slack'",
+        "github, gitlab, jira, file, got 'slack'",
         id="unknown-channel-type",
     ),
     pytest.param(

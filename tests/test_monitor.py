@@ -20,7 +20,8 @@ import pytest
 
 from chainwatch.config.inventory import load_inventory
 from chainwatch.model import FindingCode, Status
-from chainwatch.service.collect import scan
+from chainwatch.service.collect import collect
+from chainwatch.service.cycle import scan
 from chainwatch.storage.repo import Database
 
 from . import servers as srv
@@ -121,7 +122,7 @@ def test_scan_stores_observations(servers: ServerLoop, tmp_path: Path, world: di
         assert set(result.timings) == {*phases, "total"}
         assert all(result.timings[p] >= 0 for p in phases) and result.timings["store"] > 0
         assert sum(result.timings[p] for p in phases) <= result.timings["total"] + 1e-6
-    assert scan(inv, None).timings["store"] < 0.01  # nothing to read back or write
+    assert collect(inv, None).timings["store"] < 0.01  # nothing to read back or write
 
 
 def test_renewal_on_one_address_is_stale_deployment_on_the_other(
@@ -366,7 +367,7 @@ def test_scan_checks_revocation_when_the_inventory_asks(
         {"host": "unchecked.lab.test", "port": port, "ip": "127.0.0.1",
          "sni": "revoked.lab.test"},
     ])
-    checked, unchecked = scan(load_inventory(path), None).reports
+    checked, unchecked = collect(load_inventory(path), None).reports
     assert "REVOKED" in codes_of(checked)
     assert checked.status is Status.CRITICAL
     assert "REVOKED" not in codes_of(unchecked)  # revocation is opt-in per endpoint

@@ -22,7 +22,7 @@ from chainwatch.alerts.escalation import AlertState, decide
 from chainwatch.config.inventory import AlertsConfig, load_inventory
 from chainwatch.model import FindingCode
 from chainwatch.probe.ari import cert_id
-from chainwatch.service.collect import scan
+from chainwatch.service.collect import collect
 
 from . import servers as srv
 from .pki import CA, PKI, Leaf, pem_of
@@ -90,7 +90,7 @@ def test_24h_certificates_renewed_every_16h_are_silent_then_a_stop_is_caught(
             issued = now
             leaf = issue(ca, "short.lab.test", issued, DAY)
             handler.ctx = server_context(leaf.chain(ca), leaf.key, tmp_path)
-        result = scan(inv, None, at=now)
+        result = collect(inv, None, at=now)
         (situation,) = result.situations
         deliveries, state = decide(POLICY, situation, state, now)
         sent += [(now, d.event, d.step) for d in deliveries]
@@ -114,8 +114,8 @@ def test_90_day_certificate_overdue_at_day_69(servers: ServerLoop, tmp_path: Pat
     port = servers.serve(srv.tls_handler(server_context(leaf.chain(ca), leaf.key, tmp_path))).port
     inv = load_inventory(inventory(tmp_path, ca, [
         {"host": "ninety.lab.test", "port": port, "ip": "127.0.0.1"}]))
-    day68 = scan(inv, None, at=T0 + 68 * DAY)
-    day69 = scan(inv, None, at=T0 + 69 * DAY + HOUR)
+    day68 = collect(inv, None, at=T0 + 68 * DAY)
+    day69 = collect(inv, None, at=T0 + 69 * DAY + HOUR)
     assert FindingCode.RENEWAL_OVERDUE not in codes(day68)[0]
     assert FindingCode.RENEWAL_OVERDUE in codes(day69)[0]
     message = next(f.message for f in day69.reports[0].findings
@@ -126,12 +126,12 @@ def test_90_day_certificate_overdue_at_day_69(servers: ServerLoop, tmp_path: Pat
     # No day-30 ticket for a 90-day certificate: the short-lived steps replace them.
     state = AlertState()
     at30 = T0 + 60 * DAY + HOUR
-    sent, state = decide(POLICY, scan(inv, None, at=at30).situations[0], state, at30)
+    sent, state = decide(POLICY, collect(inv, None, at=at30).situations[0], state, at30)
     assert sent == ()
     sent, state = decide(POLICY, day69.situations[0], state, T0 + 69 * DAY + HOUR)
     assert [(d.event, d.step) for d in sent] == [("notify", "overdue")]
     late = T0 + 82 * DAY
-    sent, state = decide(POLICY, scan(inv, None, at=late).situations[0], state, late)
+    sent, state = decide(POLICY, collect(inv, None, at=late).situations[0], state, late)
     assert [(d.event, d.step) for d in sent] == [("page", "remaining:10%")]
 
 
@@ -148,11 +148,11 @@ def test_renewal_on_one_of_two_addresses_turns_overdue_into_stale_deployment(
         {"host": "pair.lab.test", "port": port, "ip": "127.0.0.2"},
     ]))
     when = T0 + 75 * DAY
-    assert all(FindingCode.RENEWAL_OVERDUE in c for c in codes(scan(inv, None, at=when)))
+    assert all(FindingCode.RENEWAL_OVERDUE in c for c in codes(collect(inv, None, at=when)))
     renewed = issue(ca, "pair.lab.test", T0 + 74 * DAY, 90 * DAY)
     h2.ctx = server_context(renewed.chain(ca), renewed.key, tmp_path)
     after = {r.target.ip: {f.code for f in r.findings}
-             for r in scan(inv, None, at=when).reports if r.target}
+             for r in collect(inv, None, at=when).reports if r.target}
     assert FindingCode.STALE_DEPLOYMENT in after["127.0.0.1"]
     assert FindingCode.RENEWAL_OVERDUE not in after["127.0.0.1"]
     assert after["127.0.0.2"].isdisjoint({FindingCode.STALE_DEPLOYMENT,
@@ -206,10 +206,10 @@ def test_acme_renewal_information_moves_renew_at(servers: ServerLoop, tmp_path: 
         {"host": "ari.lab.test", "port": port, "ip": "127.0.0.1", "acme": directory}]))
     # The CA asks for renewal early (a mass revocation, say): overdue after the window's
     # end plus 10% of the lifetime (9 days), long before the default day 69.
-    result = scan(inv, None, at=T0 + 32 * DAY)
+    result = collect(inv, None, at=T0 + 32 * DAY)
     assert FindingCode.RENEWAL_OVERDUE in codes(result)[0]
     assert _ARI.paths[1] == f"/renewal-info/{cert_id(leaf.cert)}"
-    assert FindingCode.RENEWAL_OVERDUE not in codes(scan(inv, None, at=T0 + 29 * DAY))[0]
+    assert FindingCode.RENEWAL_OVERDUE not in codes(collect(inv, None, at=T0 + 29 * DAY))[0]
 
 
 def test_unreachable_ari_falls_back_to_the_default_with_a_note(
@@ -221,8 +221,8 @@ def test_unreachable_ari_falls_back_to_the_default_with_a_note(
         inv = load_inventory(inventory(tmp_path, ca, [
             {"host": "noari.lab.test", "port": port, "ip": "127.0.0.1",
              "acme": f"http://127.0.0.1:{dead}/directory"}]))
-        early = scan(inv, None, at=T0 + 32 * DAY)
-        late = scan(inv, None, at=T0 + 70 * DAY)
+        early = collect(inv, None, at=T0 + 32 * DAY)
+        late = collect(inv, None, at=T0 + 70 * DAY)
     assert FindingCode.RENEWAL_OVERDUE not in codes(early)[0]
     assert FindingCode.RENEWAL_OVERDUE in codes(late)[0]
     assert any("unavailable" in n and "using the default" in n for n in early.notes)

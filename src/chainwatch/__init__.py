@@ -10,7 +10,12 @@ The engine is values in, values out::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("chainwatch")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 from chainwatch.analysis.engine import analyze
 from chainwatch.errors import (

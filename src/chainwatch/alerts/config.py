@@ -149,8 +149,20 @@ class JiraChannel:
     type: Literal["jira"] = "jira"
 
 
+@dataclass(frozen=True)
+class FileChannel:
+    """One JSON line per delivery appended to ``path`` (the webhook payload): for a
+    log shipper, a cron job's mail, or watching the lab's escalation with ``tail -f``.
+    No credentials."""
+
+    name: str
+    path: Path
+    type: Literal["file"] = "file"
+
+
 Channel: TypeAlias = (
     WebhookChannel | PagerDutyChannel | AppriseChannel | GitHubChannel | GitLabChannel | JiraChannel
+    | FileChannel
 )
 
 

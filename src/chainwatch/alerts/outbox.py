@@ -56,7 +56,7 @@ from chainwatch.alerts.channels import redact as redact_text
 from chainwatch.alerts.config import AlertsConfig, Deadman, Secret
 from chainwatch.alerts.config import Channel as ChannelConfig
 from chainwatch.alerts.escalation import Ack, AlertState, Delivery, Situation
-from chainwatch.errors import InputError
+from chainwatch.errors import AlertError, InputError
 from chainwatch.storage.alerts_repo import (
     AlertsRepo,
     AlertsTransaction,
@@ -108,11 +108,6 @@ STALL_AFTER = dt.timedelta(hours=1)
 MAX_FAILURES = 8
 """...and so does one whose message has failed this many times in a row (with the
 backoff, about an hour of failing when deliveries run often)."""
-
-
-class AlertError(InputError):
-    """An alert operation cannot be done as asked (nothing to acknowledge, unknown
-    channel, ...). The message says what to do instead."""
 
 
 # -- values ---------------------------------------------------------------------------------

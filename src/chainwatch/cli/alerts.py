@@ -155,11 +155,11 @@ def plan_command(
     target's stored escalation state.
     """
     from chainwatch.alerts.outbox import plan_all
-    from chainwatch.cli.app import parse_when
+    from chainwatch.cli.common import parse_when
     from chainwatch.config.inventory import load_inventory
     from chainwatch.errors import InputError
     from chainwatch.render.codec import dumps
-    from chainwatch.service.collect import scan
+    from chainwatch.service.collect import collect
     from chainwatch.storage.repo import Database
 
     inv = load_inventory(inventory)
@@ -169,8 +169,8 @@ def plan_command(
     end = parse_when(until) if until is not None else now + dt.timedelta(days=60)
     if end <= now:
         raise InputError(f"--until {until!r}: must be in the future")
-    result = scan(inv, None)
     with Database(db) as database:
+        result = collect(inv, database)
         events = plan_all(database, inv.alerts, result.situations, now, end)
     channels = list(inv.alerts.channels)
     rows = [

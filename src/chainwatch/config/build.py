@@ -25,6 +25,7 @@ from chainwatch.alerts.config import (
     BrokenRule,
     Channel,
     Deadman,
+    FileChannel,
     GitHubChannel,
     GitLabChannel,
     JiraChannel,
@@ -44,6 +45,7 @@ from chainwatch.config.schema import (
     _AppriseModel,
     _DefaultsModel,
     _EndpointModel,
+    _FileChannelModel,
     _FileModel,
     _GitHubModel,
     _GitLabModel,
@@ -319,6 +321,9 @@ class _Builder:
             )
         if isinstance(model, _AppriseModel):
             return AppriseChannel(name=name, url=self.secret(model, "url"))
+        if isinstance(model, _FileChannelModel):
+            p = Path(model.path).expanduser()
+            return FileChannel(name=name, path=p if p.is_absolute() else self.base_dir / p)
         if isinstance(model, _GitHubModel):
             return GitHubChannel(name=name, repo=model.repo, token=self.secret(model, "token"),
                                  api_url=model.api_url, labels=tuple(model.labels))

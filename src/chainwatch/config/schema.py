@@ -343,11 +343,17 @@ class _JiraModel(_TokenModel):
     issue_type: Text = "Task"
 
 
+class _FileChannelModel(_Edge):
+    type: Literal["file"]
+    path: Text
+
+
 _ChannelModel = Annotated[
-    _WebhookModel | _PagerDutyModel | _AppriseModel | _GitHubModel | _GitLabModel | _JiraModel,
+    _WebhookModel | _PagerDutyModel | _AppriseModel | _GitHubModel | _GitLabModel | _JiraModel
+    | _FileChannelModel,
     Field(discriminator="type"),
 ]
-_CHANNEL_TYPES = ("webhook", "pagerduty", "apprise", "github", "gitlab", "jira")
+_CHANNEL_TYPES = ("webhook", "pagerduty", "apprise", "github", "gitlab", "jira", "file")
 
 
 class _StepModel(_Edge):

@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import glob
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -110,10 +109,37 @@ class FileSource:
     line: int | None = field(default=None, compare=False)
 
     def paths(self) -> tuple[Path, ...]:
-        """The regular files the pattern matches now, sorted."""
-        return tuple(
-            sorted(Path(p) for p in glob.glob(self.pattern, recursive=True) if Path(p).is_file())
-        )
+        """What the pattern matches now, sorted: every match that is not a directory
+        (a FIFO or device is returned too, for the reader to refuse by name).
+
+        ``**`` never descends through a symbolic link to a directory, so a link loop
+        (``up -> ..``) cannot multiply the matches; symbolic links to files are matched.
+        """
+        return tuple(sorted(p for p in _glob(self.pattern) if not p.is_dir()))
+
+
+_MAGIC = frozenset("*?[")
+
+
+def _glob(pattern: str) -> Iterator[Path]:
+    """Matches of an absolute pattern, by :meth:`pathlib.Path.glob`, which does not
+    follow symbolic links while expanding ``**`` (:func:`glob.glob` does, into loops)."""
+    parts = Path(pattern).parts
+    fixed = 0
+    while fixed < len(parts) and not _MAGIC & set(parts[fixed]):
+        fixed += 1
+    base = Path(*parts[:fixed]) if fixed else Path(".")
+    if fixed == len(parts):
+        if base.exists() or base.is_symlink():
+            yield base
+        return
+    rest = parts[fixed:]
+    if rest[-1] == "**":  # glob.glob's "everything below"; pathlib's would list directories
+        rest = (*rest, "*")
+    try:
+        yield from base.glob(str(Path(*rest)))
+    except OSError:
+        return
 
 
 @dataclass(frozen=True)

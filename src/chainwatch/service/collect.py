@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import glob
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -82,7 +81,10 @@ class ScanResult:
         timings: seconds spent in each phase: ``probe`` (with the analysis of the chains
             that arrived meanwhile), ``analysis`` (fetches and what was left to analyse),
             ``track`` (cross-endpoint findings), ``store`` (reading back the previous
-            leaves and writing the batch; 0 without a database) and ``total``.
+            leaves; :func:`~chainwatch.service.record.record` adds the writing; 0
+            without a database) and ``total``.
+        sweep: whether this was a full sweep (files read, uncovered names listed).
+        at: the instant the reports were evaluated at.
     """
 
     reports: tuple[Report, ...]
@@ -93,6 +95,8 @@ class ScanResult:
     keys: tuple[str, ...] = field(default=())
     notes: tuple[str, ...] = ()
     timings: Mapping[str, float] = field(default_factory=dict)
+    sweep: bool = True
+    at: dt.datetime | None = None
 
     @property
     def status(self) -> Status:
@@ -110,9 +114,9 @@ def endpoint_key(endpoint: Endpoint | Target) -> str:
     return key
 
 
-def scan(
+def collect(
     inventory: Inventory,
-    db: Database | None,
+    history: Database | None = None,
     *,
     at: dt.datetime | None = None,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
@@ -121,9 +125,9 @@ def scan(
     endpoints: Sequence[Endpoint] | None = None,
     sweep: bool | None = None,
 ) -> ScanResult:
-    """One scan. ``endpoints`` limits it to some endpoints (the scheduler's due ones).
-    A sweep (by default, a scan of every endpoint) also reads the files, records the
-    ``scan`` heartbeat, applies retention and lists uncovered names.
+    """One batch, written nowhere. ``endpoints`` limits it to some endpoints (the
+    scheduler's due ones). A sweep (by default, a scan of every endpoint) also reads the
+    files and lists uncovered names. ``history`` is only read.
 
     Cross-endpoint findings (``STALE_DEPLOYMENT``, ``RENEWAL_OVERDUE``) compare each leaf
     with what every endpoint of the inventory serves: the endpoints probed now, and for
@@ -184,6 +188,7 @@ def scan(
             progress(n, len(items))
 
     t2 = clock()
+    db = history
     last_served = db.latest_leaves() if db is not None else []  # read once per scan
     previous = _previous(db, last_served, [(i.target, r) for (i, _), r in zip(
         items, reports, strict=True)])
@@ -193,13 +198,6 @@ def scan(
     reports, renewals = track([i for i, _ in items], reports, previous, when, policies,
                               elsewhere=elsewhere)
     t4 = clock()
-    if db is not None:
-        db.record_many([(obs, rep) for (_, obs), rep in zip(items, reports, strict=True)])
-        if full:
-            db.beat("scan", {"targets": len(items), "status": worst([r.status for r in reports])})
-            if inventory.defaults.retention is not None:
-                db.prune(inventory.defaults.retention)
-    t5 = clock()
     uncovered = uncovered_names(inventory, reports) if full else ()
     return ScanResult(
         reports=tuple(reports),
@@ -210,7 +208,9 @@ def scan(
         notes=tuple(notes),
         keys=tuple(i.key for i, _ in items),
         timings={"probe": t1 - t0, "analysis": t2 - t1, "track": t4 - t3,
-                 "store": (t3 - t2) + (t5 - t4), "total": t5 - t0},
+                 "store": t3 - t2, "total": t4 - t0},
+        sweep=full,
+        at=when,
     )
 
 
@@ -262,7 +262,7 @@ def _probe(endpoints: Sequence[Endpoint], concurrency: int,
 def _read_files(sources: Iterable[FileSource], when: dt.datetime) -> list[tuple[Item, Observation]]:
     out: list[tuple[Item, Observation]] = []
     for src in sources:
-        for path in sorted(glob.glob(src.pattern, recursive=True)):
+        for path in src.paths():
             target = Target(host=f"file:{path}", port=0)
             item = Item(target, f"file:{path}", src.host, src)
             try:

@@ -5,12 +5,15 @@ the same interval do not stampede), sooner after a failure with exponential back
 (a flapping endpoint is retried at 1, 2, 4 ... minutes, never later than its interval).
 Every ``defaults.interval`` a sweep also re-reads the files, records the ``scan``
 heartbeat (so a stalled monitor is visible), applies retention and lists uncovered
-names; it probes only the endpoints that are due, so each keeps its own interval. After
-each batch the scheduler stores the results, runs the alert policy and delivers.
-``SIGHUP`` reloads the inventory (a broken file is reported and the previous one kept;
-new endpoints are probed at once); ``SIGTERM``/``SIGINT`` stop it after the current
-batch. On every tick, not only after scans, ``on_tick`` runs the watchdog and delivers
-pending alerts.
+names; it probes only the endpoints that are due, so each keeps its own interval.
+
+The scheduler only schedules: each batch is one :meth:`~chainwatch.service.cycle.Cycle.batch`
+(collect, record, alert policy, delivery, dead-man ping) and every tick, not only after
+scans, runs :meth:`~chainwatch.service.cycle.Cycle.tick` (the watchdog and the delivery of
+retries). ``SIGHUP`` reloads the inventory (a broken file is reported and the previous one
+kept; new endpoints are probed at once); ``SIGTERM``/``SIGINT`` stop it after the current
+batch. No exception in a batch, a tick or a reload ends the loop: it is logged, counted
+in :attr:`Scheduler.failures`, and the loop goes on.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from chainwatch.config.inventory import Endpoint, Inventory, load_inventory
 from chainwatch.errors import ChainwatchError
-from chainwatch.service.collect import ScanResult, endpoint_key, scan
+from chainwatch.service.collect import ScanResult, endpoint_key
+from chainwatch.service.cycle import Cycle
+from chainwatch.storage.db import first_line
 from chainwatch.storage.repo import Database
 
 log = logging.getLogger("chainwatch.service.scheduler")
@@ -57,11 +62,17 @@ class Scheduler:
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         jitter: float = 0.1,
         rng: random.Random | None = None,
+        cycle: Cycle | None = None,
         after_batch: Callable[[Inventory, ScanResult], None] | None = None,
         on_tick: Callable[[Inventory], None] | None = None,
     ) -> None:
+        """``cycle`` runs the batches and ticks (default: a :class:`Cycle` on ``db``);
+        ``after_batch`` and ``on_tick`` are observers called after each (the lab shows
+        the first sweep; tests stop the loop)."""
         self.path = Path(inventory_path)
         self.db = db
+        self.cycle = cycle if cycle is not None else Cycle(db, clock=clock)
+        self.failures = 0
         self.clock = clock
         self.jitter = jitter
         self.rng = rng or random.Random()
@@ -103,6 +114,11 @@ class Scheduler:
             fresh = load_inventory(self.path)
         except ChainwatchError as exc:
             log.error("inventory reload failed, keeping the previous one: %s", exc)
+            return False
+        except Exception as exc:  # a bug must not end serve: keep the previous inventory
+            self.failures += 1
+            log.exception("inventory reload failed with an internal error, keeping the "
+                          "previous one: %s: %s", type(exc).__name__, exc)
             return False
         self.inventory = fresh
         keys = {endpoint_key(e) for e in fresh.endpoints}
@@ -157,9 +173,10 @@ class Scheduler:
         if not batch and not full:
             return None
         # Endpoints keep their own intervals, sweeps included: a sweep adds the files,
-        # the heartbeat, retention and uncovered names, and scan() compares each leaf with
-        # what the endpoints not probed now last served.
-        result = scan(self.inventory, self.db, endpoints=batch, sweep=full)
+        # the heartbeat, retention and uncovered names, and collect() compares each leaf
+        # with what the endpoints not probed now last served.
+        outcome = self.cycle.batch(self.inventory, endpoints=batch, sweep=full)
+        result = outcome.result
         t = result.timings
         log.info(
             "%s of %d targets: %s in %.1f s (probing %.1f s, analysis %.1f s, tracking "
@@ -169,19 +186,20 @@ class Scheduler:
         )
         if full:
             self.next_sweep = now + self._spread(self.inventory.defaults.interval)
-        else:
-            self.db.beat("scan", {"targets": len(result.reports), "partial": True})
         self._reschedule(result, batch, now)
         if self.after_batch is not None:
-            # The scan is stored: a failure to alert on it is logged, not a failed scan
-            # (the next batch, or on_tick's delivery, tries the alerts again).
-            try:
-                self.after_batch(self.inventory, result)
-            except ChainwatchError as exc:
-                log.error("alerting failed: %s", exc)
-            except SQLAlchemyError as exc:
-                log.error("alerting failed: database error: %s", _first_line(exc))
+            self.after_batch(self.inventory, result)
         return result
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        """Log a failure of one step of the loop; nothing ends the loop but a stop."""
+        self.failures += 1
+        if isinstance(exc, ChainwatchError):
+            log.error("%s: %s", what, exc)
+        elif isinstance(exc, SQLAlchemyError):
+            log.error("%s: database error: %s", what, first_line(exc))
+        else:  # a bug: the traceback goes to the log, the monitor goes on
+            log.exception("%s with an internal error: %s: %s", what, type(exc).__name__, exc)
 
     def seconds_to_next(self) -> float:
         now = self.clock()
@@ -208,23 +226,19 @@ class Scheduler:
             try:
                 if self.run_once() is not None:
                     batches += 1
-            except ChainwatchError as exc:
-                log.error("scan failed: %s", exc)
+            except Exception as exc:
+                self._failed("scan failed", exc)
                 trouble = True
-            except SQLAlchemyError as exc:
-                log.error("scan failed: database error: %s", _first_line(exc))
-                trouble = True
-            if self.on_tick is not None:
-                try:
+            try:
+                self.cycle.tick(self.inventory)
+                if self.on_tick is not None:
                     self.on_tick(self.inventory)
-                except ChainwatchError as exc:
-                    log.error("alert housekeeping failed: %s", exc)
-                except SQLAlchemyError as exc:
-                    log.error("alert housekeeping failed: database error: %s", _first_line(exc))
+            except Exception as exc:
+                self._failed("alert housekeeping failed", exc)
             try:
                 self.db.beat("scheduler")
-            except SQLAlchemyError as exc:
-                log.error("heartbeat failed: database error: %s", _first_line(exc))
+            except Exception as exc:
+                self._failed("heartbeat failed", exc)
                 trouble = True
             if max_batches is not None and batches >= max_batches:
                 break
@@ -234,10 +248,3 @@ class Scheduler:
             if not self._stopping.is_set():
                 self.stop_event.wait(min(max_sleep, wait))
         return batches
-
-
-def _first_line(exc: SQLAlchemyError) -> str:
-    """The driver's own message (no SQL, no parameters: they may hold report data)."""
-    original = getattr(exc, "orig", None)
-    text = str(original if original is not None else exc).strip()
-    return f"{type(original or exc).__name__}: {text.splitlines()[0] if text else ''}"

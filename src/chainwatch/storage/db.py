@@ -25,6 +25,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+from chainwatch.errors import StorageError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -52,17 +55,63 @@ def normalize_url(url: str | Path | None) -> str:
 
 def redacted(url: str) -> str:
     """``url`` without its password, for logs and reprs."""
-    return make_url(url).render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # not a URL SQLAlchemy can read: show its scheme only
+        return url.split("://", 1)[0] + "://..." if "://" in url else "<unreadable URL>"
+
+
+SUPPORTED = ("sqlite", "postgresql")
+
+
+def first_line(exc: BaseException) -> str:
+    """The driver's own message, first line only (no SQL, no parameters: they may hold
+    report data; no SQLAlchemy background link)."""
+    original = getattr(exc, "orig", None)
+    text = str(original if original is not None else exc).strip()
+    line = text.splitlines()[0] if text else ""
+    return f"{type(original or exc).__name__}: {line}" if line else type(original or exc).__name__
+
+
+def storage_error(url: str, exc: BaseException) -> StorageError:
+    """A one-line :class:`StorageError` for a failure while opening or using ``url``."""
+    shown = redacted(url)
+    if isinstance(exc, OSError):
+        return StorageError(shown, f"cannot create or open the file: {exc.strerror or exc}"
+                            f"{f' ({exc.filename})' if exc.filename else ''}")
+    if isinstance(exc, (ImportError, NoSuchModuleError)):
+        return StorageError(shown, "unsupported database (use a SQLite path or "
+                            "postgresql+psycopg://USER@HOST/DB)")
+    if isinstance(exc, ArgumentError):
+        return StorageError(shown, f"not a database URL: {first_line(exc)}")
+    if isinstance(exc, OperationalError):
+        message = first_line(exc)
+        if make_url(url).get_backend_name() == "sqlite":
+            hint = "check that the file's directory exists and is writable, and the disk not full"
+        else:
+            hint = "check that the server is running and the URL (host, port, user, database)"
+        return StorageError(shown, f"{message}; {hint}")
+    return StorageError(shown, f"database error: {first_line(exc)}")
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for a normalised URL, tuned for its backend."""
-    parsed = make_url(url)
+    """An engine for a normalised URL, tuned for its backend. Raises
+    :class:`StorageError` for a URL chainwatch cannot use."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise storage_error(url, exc) from None
+    if parsed.get_backend_name() not in SUPPORTED:
+        raise StorageError(redacted(url), "unsupported database (use a SQLite path or "
+                           "postgresql+psycopg://USER@HOST/DB)")
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise storage_error(url, exc) from None
     engine = create_engine(url, connect_args={"check_same_thread": False})
 
     @event.listens_for(engine, "connect")

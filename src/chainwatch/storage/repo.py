@@ -26,12 +26,20 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, and_, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from chainwatch.model import Cert, Report, Status, Target, sha256_hex
 from chainwatch.probe import Observation
 from chainwatch.render.codec import report_json
-from chainwatch.storage.db import BEGIN_OPTION, make_engine, normalize_url, redacted, upgrade
+from chainwatch.storage.db import (
+    BEGIN_OPTION,
+    make_engine,
+    normalize_url,
+    redacted,
+    storage_error,
+    upgrade,
+)
 from chainwatch.storage.models import (
     CertificateRow,
     HeartbeatRow,
@@ -187,7 +195,11 @@ class Database:
             sqlite.insert
         )
         if migrate:
-            upgrade(self.engine)
+            try:
+                upgrade(self.engine)
+            except (SQLAlchemyError, OSError, ImportError) as exc:
+                self.engine.dispose()
+                raise storage_error(self.url, exc) from None
         # Only facts that a rollback cannot undo are cached: rows known to be committed.
         # Certificates and targets are never deleted, so the caches never go stale.
         self._known_certs: set[str] = set()
@@ -206,7 +218,11 @@ class Database:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Close; a database failure inside the block leaves it as a one-line
+        :class:`StorageError` naming the (redacted) URL."""
         self.close()
+        if isinstance(exc, SQLAlchemyError):
+            raise storage_error(self.url, exc) from exc
 
     def close(self) -> None:
         """Close every pooled connection."""

@@ -11,6 +11,7 @@ github        one issue per target and renewal cycle; comments; closed on resolv
 gitlab        the same, GitLab API v4
 jira          the same, Jira REST API v2 (transition to done on resolve)
 apprise       chat, mail and push: title and body to any Apprise URL
+file          one JSON line per delivery appended to a local file
 ============  ==================================================================
 
 Errors::
@@ -40,6 +41,7 @@ from chainwatch.alerts.channels._base import (
     where,
 )
 from chainwatch.alerts.channels.apprise_notify import AppriseSender
+from chainwatch.alerts.channels.file import FileSender
 from chainwatch.alerts.channels.github import GitHubIssues
 from chainwatch.alerts.channels.gitlab import GitLabIssues
 from chainwatch.alerts.channels.jira import JiraIssues
@@ -47,6 +49,7 @@ from chainwatch.alerts.channels.pagerduty import PagerDutySender
 from chainwatch.alerts.channels.webhook import WebhookSender
 from chainwatch.alerts.config import (
     AppriseChannel,
+    FileChannel,
     GitHubChannel,
     GitLabChannel,
     PagerDutyChannel,
@@ -60,6 +63,7 @@ __all__ = [
     "AppriseSender",
     "Channel",
     "DeliveryError",
+    "FileSender",
     "GitHubIssues",
     "GitLabIssues",
     "Http",
@@ -92,6 +96,8 @@ def build_channel(
                                    api_url=config.api_url, timeout=timeout, transport=transport)
         if isinstance(config, AppriseChannel):
             return AppriseSender(config.name, config.url.reveal(environ))
+        if isinstance(config, FileChannel):
+            return FileSender(config.name, config.path)
         if isinstance(config, GitHubChannel):
             return GitHubIssues(config.name, config.repo, config.token.reveal(environ),
                                 api_url=config.api_url, labels=config.labels, timeout=timeout,

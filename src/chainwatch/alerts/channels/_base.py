@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 import httpx
 
-from chainwatch.errors import ChainwatchError
+from chainwatch.errors import DeliveryError as DeliveryError  # re-exported for the channels
 
 Payload = Mapping[str, Any]
 """The channel-neutral message: DESIGN.md's webhook payload (``schema``, ``event``,
@@ -28,23 +28,6 @@ MIN_FRAGMENT = 6
 on its own; the whole secret is always redacted."""
 
 _URL_QUERY = re.compile(r"\b([a-z][a-z0-9+.-]*://[^\s?#'\"<>]*)[?#][^\s'\"<>]*", re.IGNORECASE)
-
-
-class DeliveryError(ChainwatchError):
-    """A message could not be delivered.
-
-    ``retryable`` says whether sending the same message later may succeed (timeouts,
-    refused connections, HTTP 408/425/429/5xx) or not (the receiver rejected it:
-    other 4xx, an invalid URL). The message is one line with no secrets in it: no
-    URL query strings, tokens, routing keys or passwords, and at most
-    :data:`MAX_ERROR_BODY` characters of a response body. ``retry_after`` is the
-    receiver's ``Retry-After``, in seconds, when it sent one.
-    """
-
-    def __init__(self, retryable: bool, message: str, *, retry_after: float | None = None) -> None:
-        self.retryable = retryable
-        self.retry_after = retry_after
-        super().__init__(message)
 
 
 class Channel(Protocol):

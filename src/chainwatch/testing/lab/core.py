@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from chainwatch.errors import InputError
+from chainwatch.errors import LabError
 from chainwatch.model import Cert, Status
 from chainwatch.testing.lab.scenarios import (
     Scenario,
@@ -58,8 +58,9 @@ DEFAULT_PORT_BASE = 9440
 DEFAULT_LISTEN = "127.0.0.1"
 
 
-class LabError(InputError):
-    """The lab cannot start (an address that is not loopback, a port in use...)."""
+LAB_CHANNEL = "lab-log"
+"""The lab inventory's alert channel: a ``file`` channel writing :data:`DELIVERIES`."""
+DELIVERIES = "deliveries.jsonl"
 
 
 @dataclass(frozen=True)
@@ -312,13 +313,18 @@ class Lab:
             lines.append(f"  # {e.name}: {e.description} (expect {_expectation(e)})")
             lines.append(f"  - {json.dumps(e.inventory_entry())}")
         lines += [
-            "# To try your alert routing, add an alerts section, e.g.:",
-            "# alerts:",
-            "#   channels:",
-            "#     hook: {type: webhook, url_env: LAB_WEBHOOK_URL}",
-            "#   steps:",
-            "#     - {days: 30, action: notify, channels: [hook]}",
-            "#     - {days: 7, action: page, repeat: 24h, channels: [hook]}",
+            "# Alerts: every delivery is appended to deliveries.jsonl beside this file",
+            "# (one JSON line each; watch it with `tail -f`). Replace or add channels to try",
+            "# your own routing, e.g. hook: {type: webhook, url_env: LAB_WEBHOOK_URL}.",
+            "alerts:",
+            "  channels:",
+            f"    {LAB_CHANNEL}: {{type: file, path: {DELIVERIES}}}",
+            "  steps:",
+            "    - {days: 30, action: ticket}",
+            "    - {days: 14, action: notify}",
+            "    - {days: 7, action: page, repeat: 24h}",
+            "    - {days: 2, action: page, repeat: 4h, ackable: false}",
+            "  broken: {action: page, repeat: 1h}",
         ]
         return "\n".join(lines) + "\n"
 
@@ -359,6 +365,10 @@ class Lab:
                 f"{hourfleet[0].sni} --profile {specs['lab']} --profile {specs['backend']}",
             ]
         out += [
+            "",
+            f"Alerts go to {d / DELIVERIES} (one JSON line per delivery):",
+            f"  tail -f {d / DELIVERIES}",
+            f"  chainwatch alerts list {self.inventory_path} --db {d / 'lab.sqlite'}",
             "",
             "Scan them all (a separate database keeps the lab out of your real history):",
             f"  chainwatch scan {self.inventory_path} --db {d / 'lab.sqlite'}",
@@ -508,9 +518,12 @@ def serve_foreground(
 ) -> int:
     """``chainwatch lab --serve`` (``make run``): the lab plus the monitor watching it.
 
-    Starts the lab, then runs the scheduler on the lab's inventory with the given database
-    (default: the SQLite file in the user data dir) until SIGINT/SIGTERM or ``max_batches``;
+    Starts the lab, then runs ``serve``'s own scheduler and alert cycle on the lab's
+    inventory until SIGINT/SIGTERM or ``max_batches``: the first sweep delivers the lab's
+    tickets, notifications and pages to ``deliveries.jsonl`` in ``directory``. The
+    database defaults to ``lab.sqlite`` there, never the user's real default database.
     ``show`` is called with the first full sweep so people see what the monitor found."""
+    from chainwatch.service.cycle import Cycle
     from chainwatch.service.scheduler import Scheduler
     from chainwatch.storage.db import redacted
     from chainwatch.storage.repo import Database
@@ -522,11 +535,13 @@ def serve_foreground(
             shown.set()
             show(result)
 
-    with Lab(directory, listen, port_base) as lab, Database(db_url) as db:
+    url = db_url if db_url is not None else str(Path(directory) / "lab.sqlite")
+    with Lab(directory, listen, port_base) as lab, Database(url) as db, \
+            Cycle(db, background=True) as cycle:
         echo(lab.instructions())
-        echo(f"Monitoring the lab with chainwatch serve (database: {redacted(db.url)}); "
-             "Ctrl-C stops both.")
-        scheduler = Scheduler(lab.inventory_path, db, after_batch=after)
+        echo(f"Monitoring the lab with chainwatch serve (database: {redacted(db.url)}; alerts: "
+             f"{lab.directory / DELIVERIES}); Ctrl-C stops both.")
+        scheduler = Scheduler(lab.inventory_path, db, cycle=cycle, after_batch=after)
         scheduler.install_signal_handlers()
         scheduler.run(max_batches=max_batches)
         echo("chainwatch lab: stopping")

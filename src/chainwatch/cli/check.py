@@ -1,0 +1,242 @@
+"""``chainwatch check-bundle`` and ``chainwatch check``: one bundle, one live endpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+from chainwatch.analysis.engine import (
+    DEFAULT_CRIT_DAYS,
+    DEFAULT_WARN_DAYS,
+    analyze,
+    key_fingerprint,
+)
+from chainwatch.cli.common import (
+    AtOpt,
+    CritOpt,
+    Format,
+    FormatOpt,
+    ProfileOpt,
+    WarnOpt,
+    check_days,
+    parse_when,
+    resolve_profiles,
+)
+from chainwatch.errors import InputError
+from chainwatch.model.bundle import load_bundle_file, load_private_key
+from chainwatch.model.names import StartTLS, parse_ip, parse_port, split_host_port, to_ascii
+from chainwatch.render.codec import dumps, report_json
+from chainwatch.render.text import render_text
+
+if TYPE_CHECKING:
+    from chainwatch.probe.fetch import NetworkInputs
+
+
+def check_bundle(
+    bundle: Annotated[Path, typer.Argument(help="PEM (leaf first), DER or PKCS#12 file.")],
+    host: Annotated[str | None, typer.Option("--host", help="Name the leaf must cover.")] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Private key that must match the leaf.")
+    ] = None,
+    at: AtOpt = None,
+    profile: ProfileOpt = None,
+    warn_days: WarnOpt = DEFAULT_WARN_DAYS,
+    crit_days: CritOpt = DEFAULT_CRIT_DAYS,
+    output: FormatOpt = Format.text,
+) -> None:
+    """Check a certificate bundle against every client profile, before deploying it."""
+    check_days(warn_days, crit_days)
+    when = parse_when(at)
+    profiles = resolve_profiles(profile)
+    chain = load_bundle_file(bundle)
+    key_spki = key_fingerprint(load_private_key(key)) if key is not None else None
+    report = analyze(
+        chain, profiles, at=when, host=host, warn_days=warn_days, crit_days=crit_days,
+        key_spki=key_spki,
+    )
+    if output is Format.json:
+        typer.echo(dumps(report_json(report)))
+    else:
+        render_text(report, Console(), warn_days, crit_days)
+    raise typer.Exit(report.status.exit_code)
+
+
+def check_endpoint(
+    endpoint: Annotated[
+        str,
+        typer.Argument(metavar="HOST[:PORT]", help="Endpoint to probe; IPv6 as [ADDR]:PORT. "
+                       "Default port 443, or the STARTTLS protocol's usual port."),
+    ],
+    sni: Annotated[
+        str | None, typer.Option("--sni", help="Server name to send (default: HOST); also "
+                                 "the name the leaf must cover.")
+    ] = None,
+    ip: Annotated[
+        str | None, typer.Option("--ip", help="Probe only this address instead of every "
+                                 "address HOST resolves to.")
+    ] = None,
+    starttls: Annotated[
+        str | None, typer.Option("--starttls", help="Upgrade with STARTTLS first: smtp, imap, "
+                                 "pop3, ftp, ldap, xmpp or postgres.")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds allowed for each of connect, STARTTLS "
+                            "and handshake, and for each AIA or revocation fetch.")
+    ] = 10.0,
+    at: AtOpt = None,
+    profile: ProfileOpt = None,
+    warn_days: WarnOpt = DEFAULT_WARN_DAYS,
+    crit_days: CritOpt = DEFAULT_CRIT_DAYS,
+    output: FormatOpt = Format.text,
+    revocation: Annotated[
+        bool, typer.Option("--revocation", help="Check whether the leaf is revoked: its "
+                           "stapled OCSP response, else its OCSP responder, else its CRL.")
+    ] = False,
+    aia: Annotated[
+        bool, typer.Option("--aia", help="Modern profiles complete a chain that lacks an "
+                           "intermediate by fetching it from the caIssuers URL, as browsers "
+                           "do (legacy profiles model OpenSSL 1.0.x, which never fetches).")
+    ] = False,
+) -> None:
+    """Probe a live endpoint (every address behind it) and check the chain each serves."""
+    from dataclasses import replace
+
+    from chainwatch.model import Target
+    from chainwatch.probe.fetch import NetworkInputs, fetch_inputs
+    from chainwatch.probe.tls import Limits, probe_all
+    from chainwatch.service.observe import address_summary, report_for
+
+    check_days(warn_days, crit_days)
+    when = parse_when(at)
+    protocol = _starttls_arg(starttls)
+    host, port = _endpoint_arg(endpoint, protocol)
+    address = _ip_arg(ip)
+    if not timeout > 0:
+        raise InputError(f"--timeout {timeout:g}: must be a positive number of seconds")
+    profiles = resolve_profiles(profile)
+    if aia:
+        profiles = [replace(p, aia=True) if not p.legacy else p for p in profiles]
+    target = Target(host=host, port=port, ip=address, sni=sni or None, starttls=protocol)
+    observations = probe_all([target], limits=Limits(timeout=timeout))
+    if revocation or aia:
+        inputs = fetch_inputs([(o, profiles) for o in observations], revocation=revocation,
+                              timeout=timeout)
+    else:
+        inputs = [NetworkInputs() for _ in observations]
+    name = sni or host
+    reports = [
+        report_for(o, profiles, at=when, host=name, warn_days=warn_days, crit_days=crit_days,
+                   revocation=i.revocation, fetched=i.fetched)
+        for o, i in zip(observations, inputs, strict=True)
+    ]
+    worst_n = max(range(len(reports)), key=lambda n: reports[n].status.rank)
+    worst = reports[worst_n]
+    if output is Format.json:
+        doc = report_json(worst)
+        if len(reports) > 1:
+            doc["addresses"] = [address_summary(r) for r in reports]
+        doc.update(_network_json(inputs[worst_n], revocation=revocation, aia=aia))
+        typer.echo(dumps(doc))
+    else:
+        console = Console()
+        if len(reports) > 1:
+            from chainwatch.render.text import summary_line
+
+            console.print(summary_line(worst, warn_days, crit_days), highlight=False,
+                          soft_wrap=True)
+        for n, (report, obs) in enumerate(zip(reports, observations, strict=True)):
+            if len(reports) > 1:
+                console.print(f"\n-- address {n + 1} of {len(reports)}: {obs.target.ip}",
+                              highlight=False)
+            render_text(report, console, warn_days, crit_days)
+            if obs.ok:
+                staple = "stapled OCSP response" if obs.ocsp_staple else "no OCSP staple"
+                console.print(f"{obs.tls_version}, {obs.cipher}, {staple}", highlight=False)
+                for line in _network_lines(inputs[n]):
+                    console.print(line, highlight=False, soft_wrap=True)
+    raise typer.Exit(worst.status.exit_code)
+
+
+def _network_json(inputs: NetworkInputs, *, revocation: bool, aia: bool) -> dict[str, Any]:
+    """``check``'s additions to the report (schema 1 extended): ``revocation`` with
+    ``--revocation``, ``aia_fetched`` (certificates fetched, never presented) with ``--aia``."""
+    from chainwatch.model.times import iso_or_none as iso
+
+    doc: dict[str, Any] = {}
+    rev = inputs.revocation
+    if revocation:
+        doc["revocation"] = None if rev is None else {
+            "status": rev.status.value,
+            "source": None if rev.source is None else rev.source.value,
+            "url": rev.url,
+            "revoked_at": iso(rev.revoked_at),
+            "reason": rev.reason,
+            "detail": rev.detail,
+        }
+    if aia:
+        doc["aia_fetched"] = [
+            {"sha256": c.sha256, "subject": c.subject, "issuer": c.issuer,
+             "not_after": iso(c.not_after)}
+            for c in inputs.fetched
+        ]
+    return doc
+
+
+def _network_lines(inputs: NetworkInputs) -> list[str]:
+    """Text lines about what was fetched: each AIA fetch, and a good revocation answer
+    (revoked and unknown ones are findings already)."""
+    from chainwatch.analysis.revocation import RevocationStatus
+
+    lines = [f"AIA: {note}" for note in inputs.notes]
+    rev = inputs.revocation
+    if rev is not None and rev.status is RevocationStatus.GOOD:
+        lines.append(f"revocation: good, according to {rev.where}")
+    return lines
+
+
+def _starttls_arg(value: str | None) -> str | None:
+    if value is None:
+        return None
+    protocol = value.strip().lower()
+    if protocol not in {p.value for p in StartTLS}:
+        raise InputError(f"--starttls {value[:40]!r}: expected one of "
+                         f"{', '.join(p.value for p in StartTLS)}")
+    return protocol
+
+
+def _endpoint_arg(text: str, starttls: str | None) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, ``[V6]``, ``[V6]:PORT`` or a bare IPv6 address; a name in
+    its A-label form (IDNA 2008)."""
+    default = StartTLS(starttls).default_port if starttls is not None else 443
+    try:
+        host, port_text = split_host_port(text)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if not host or any(c.isspace() or c in "/[]" for c in host):
+        raise InputError(f"{text[:80]!r}: expected HOST[:PORT]")
+    address = parse_ip(host)
+    if address is not None:
+        host = str(address)
+    else:
+        try:
+            host = to_ascii(host)
+        except ValueError as exc:
+            raise InputError(f"{text[:80]!r}: {exc}") from None
+    if port_text is None:
+        return host, default
+    try:
+        return host, parse_port(port_text)
+    except ValueError as exc:
+        raise InputError(f"{text[:80]!r}: {exc}") from None
+
+
+def _ip_arg(value: str | None) -> str | None:
+    if value is None:
+        return None
+    address = parse_ip(value)
+    if address is None:
+        raise InputError(f"--ip {value[:80]!r}: not an IPv4 or IPv6 address")
+    return str(address)

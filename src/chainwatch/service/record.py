@@ -1,0 +1,35 @@
+"""Record: the one place a collected batch is written.
+
+:func:`record` stores a :class:`~chainwatch.service.collect.ScanResult`'s observations and
+reports in one batch, beats the ``scan`` heartbeat (a sweep's full beat, or a partial one
+for a batch of due endpoints) and, on a sweep, applies retention. Nothing else in the
+service layer writes observations: ``scan --at`` (a rehearsal) collects and never records.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import replace
+
+from chainwatch.service.collect import ScanResult
+from chainwatch.storage.repo import Database
+
+
+def record(db: Database, result: ScanResult, *,
+           retention: dt.timedelta | None = None) -> ScanResult:
+    """Write ``result``; returns it with the writing time added to its ``store`` and
+    ``total`` timings."""
+    started = time.perf_counter()
+    db.record_many(list(zip(result.observations, result.reports, strict=True)))
+    if result.sweep:
+        db.beat("scan", {"targets": len(result.reports), "status": result.status.value})
+        if retention is not None:
+            db.prune(retention)
+    else:
+        db.beat("scan", {"targets": len(result.reports), "partial": True})
+    spent = time.perf_counter() - started
+    timings = dict(result.timings)
+    timings["store"] = timings.get("store", 0.0) + spent
+    timings["total"] = timings.get("total", 0.0) + spent
+    return replace(result, timings=timings)
