@@ -8,13 +8,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from chainwatch.model import Cert, Finding, ProfileResult, Report, Status, Target
 from chainwatch.model.times import iso_or_none as iso
-
-if TYPE_CHECKING:
-    from chainwatch.storage.repo import StoredObservation
 
 SCHEMA = 1
 
@@ -28,6 +25,34 @@ class RenewalLike(Protocol):
     def new_leaf(self) -> str: ...
     @property
     def observed_at(self) -> dt.datetime: ...
+
+
+class HistoryRow(Protocol):
+    """What :func:`history_json` reads of a stored observation (storage's
+    ``StoredObservation``)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def target(self) -> Target: ...
+    @property
+    def observed_at(self) -> dt.datetime: ...
+    @property
+    def status(self) -> Status: ...
+    @property
+    def leaf_sha256(self) -> str | None: ...
+    @property
+    def chain(self) -> Sequence[str]: ...
+    @property
+    def breaks_at(self) -> dt.datetime | None: ...
+    @property
+    def days_left(self) -> int | None: ...
+    @property
+    def findings(self) -> Sequence[str]: ...
+    @property
+    def failure(self) -> str | None: ...
+    @property
+    def message(self) -> str | None: ...
 
 
 class ScanLike(Protocol):
@@ -141,7 +166,7 @@ def scan_json(result: ScanLike) -> dict[str, Any]:
     }
 
 
-def history_json(rows: Sequence[StoredObservation]) -> dict[str, Any]:
+def history_json(rows: Sequence[HistoryRow]) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "observations": [

@@ -96,8 +96,7 @@ def render_text(report: Report, console: Console, warn_days: int, crit_days: int
 # -- scans and history -------------------------------------------------------------------
 
 if TYPE_CHECKING:
-    from chainwatch.render.codec import ScanLike
-    from chainwatch.storage.repo import StoredObservation
+    from chainwatch.render.codec import HistoryRow, ScanLike
 
 
 def _sort_key(report: Report) -> tuple[int, str, str]:
@@ -141,7 +140,7 @@ def scan_text(result: ScanLike, console: Console) -> None:
                       soft_wrap=True)
 
 
-def history_text(rows: Sequence[StoredObservation], console: Console) -> None:
+def history_text(rows: Sequence[HistoryRow], console: Console) -> None:
     """The timeline, oldest first, marking each change of served leaf per address."""
     table = Table(title="History", title_justify="left")
     for col in ("observed", "address", "status", "leaf", "breaks at", "event"):
