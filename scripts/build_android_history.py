@@ -41,7 +41,7 @@ Output is deterministic for a given ``--made`` date. Usage::
         --ca-certificates /path/to/platform_system_ca-certificates.git \\
         --conscrypt /path/to/platform_external_conscrypt.git \\
         --libcore /path/to/platform_libcore.git
-    python scripts/build_android_history.py ... --release 7.1.2=android-7.1.2_r1
+    python scripts/build_android_history.py ... --release 16=android-16.0.0_r1
 """
 
 from __future__ import annotations
@@ -441,9 +441,10 @@ def render_readme(
         "python -m pytest tests/test_android_history.py",
         "```",
         "",
-        "`--release NAME=TAG` (repeatable) reads other tags instead of the default list;",
-        "the repository follows from the release (before 7: libcore; 7 to 13:",
-        "ca-certificates; 14 on: conscrypt). Output is deterministic for a given `--made`.",
+        "`--release NAME=TAG` (repeatable) adds a release to the built-in list or changes",
+        "the tag read for one (`--only`: just those); the repository follows from the",
+        "release (before 7: libcore; 7 to 13: ca-certificates; 14 on: conscrypt). Output is",
+        "deterministic for a given `--made`.",
         "",
         "## Releases",
         "",
@@ -520,7 +521,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         type=_release_arg,
         metavar="NAME=TAG",
-        help="a release to read (repeatable; default: the built-in list of first tags)",
+        help="a release to read, added to the built-in list of first tags or replacing "
+        "the tag it gives for NAME (repeatable)",
+    )
+    parser.add_argument(
+        "--only", action="store_true", help="read only the --release entries, not the list"
     )
     parser.add_argument(
         "--origin",
@@ -541,16 +546,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     git_dirs: dict[str, Path] = {}
     for source in SOURCES:
-        given: Path | None = getattr(args, source.key.replace("-", "_"))
-        if given is not None:
-            git_dirs[source.key] = git_dir_of(given)
+        path: Path | None = getattr(args, source.key.replace("-", "_"))
+        if path is not None:
+            git_dirs[source.key] = git_dir_of(path)
     if not git_dirs:
         parser.error("give at least one of --libcore, --ca-certificates, --conscrypt")
-    wanted = list(args.release or DEFAULT_RELEASES)
-    names = [name for name, _ in wanted]
-    if len({version_key(n) for n in names}) != len(names):
-        parser.error("a release is named twice")
-    wanted.sort(key=lambda item: version_key(item[0]))
+    if args.only and not args.release:
+        parser.error("--only needs --release")
+    chosen: dict[tuple[int, ...], tuple[str, str]] = {}
+    for name, tag in () if args.only else DEFAULT_RELEASES:
+        chosen[version_key(name)] = (name, tag)
+    given: set[tuple[int, ...]] = set()
+    for name, tag in args.release or ():
+        key = version_key(name)
+        if key in given:
+            parser.error(f"release {name} is given twice")
+        given.add(key)
+        chosen[key] = (name, tag)
+    wanted = [chosen[key] for key in sorted(chosen)]
 
     releases: list[Release] = []
     skipped: list[Skipped] = []

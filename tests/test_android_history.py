@@ -398,7 +398,7 @@ def test_builder_reads_tags_and_merged_tags(builder: ModuleType, tmp_path: Path)
             "--origin", "libcore=https://example.invalid/libcore",
             "--release", "7.0=android-7.0.0_r1", "--release", "7.1.1=android-7.1.1_r1",
             "--release", "6.0.1=android-6.0.1_r3", "--release", "6.0=android-6.0.0_r1",
-            "--release", "14=android-14.0.0_r1", *extra,
+            "--release", "14=android-14.0.0_r1", "--only", *extra,
         ])
         return status
 
@@ -429,6 +429,28 @@ def test_builder_reads_tags_and_merged_tags(builder: ModuleType, tmp_path: Path)
     first_bytes = {p.name: p.read_bytes() for p in out.iterdir()}
     assert run() == 0
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first_bytes
+
+
+def test_builder_release_list(builder: ModuleType, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    # Without --only, --release adds to the built-in list (or changes one tag): nothing is
+    # dropped silently. No tag exists in this empty repository, so every release is skipped.
+    repo = Repo(tmp_path / "ca")
+    repo.commit("files", {"x.0": b"none"}, "empty")
+    out = tmp_path / "out"
+    args = ["--ca-certificates", str(repo.path), "--out", str(out), "--made", "2026-01-02"]
+    assert builder.main([*args, "--release", "16=android-16.0.0_r1",
+                         "--release", "7.0=android-7.0.0_r9"]) == 1  # nothing readable
+    err = capsys.readouterr().err
+    assert "skip 16: no --conscrypt git directory given" in err
+    assert "skip 7.0: tag android-7.0.0_r9 " in err
+    assert "skip 13: tag android-13.0.0_r1 " in err  # from the built-in list
+    assert "skip 4.4.1: no --libcore git directory given" in err
+    assert "no release could be read" in err
+    with pytest.raises(SystemExit):
+        builder.main([*args, "--only"])
+    with pytest.raises(SystemExit):
+        builder.main([*args, "--release", "9=android-9.0.0_r1", "--release", "9.0=android-9"])
 
 
 def test_builder_release_names(builder: ModuleType) -> None:
