@@ -21,7 +21,7 @@ def stores(
     output: FormatOpt = Format.text,
 ) -> None:
     """List the trust-store snapshots and presets chainwatch ships, or one root's history."""
-    from chainwatch.stores import history
+    from chainwatch.stores import android, history
     from chainwatch.stores.presets import PRESETS
 
     snaps = history.snapshots()
@@ -73,11 +73,19 @@ def stores(
                 {"name": p.name, "spec": p.spec, "description": p.description}
                 for p in PRESETS.values()
             ],
+            "android": [
+                {"release": r.name, "spec": f"android@{r.name}", "tag": r.tag,
+                 "repository": r.repository, "commit": r.commit, "count": r.count}
+                for r in android.releases()
+            ],
         }))
         return
     typer.echo("Mozilla root store snapshots (certifi releases), use as mozilla@YYYY-MM-DD:")
     for s in snaps:
         typer.echo(f"  {s.date.isoformat()}  certifi {s.version:<12} {s.count:>4} roots")
+    typer.echo("\nAndroid system stores (AOSP release tags), use as android@VERSION:")
+    for r in android.releases():
+        typer.echo(f"  {r.name:<6} {r.tag:<18} {r.count:>4} roots  {r.repository}")
     typer.echo("\nPresets:")
     for p in PRESETS.values():
         typer.echo(f"  {p.name:<14} = {p.spec:<28} {p.description}")

@@ -5,6 +5,7 @@ spec                          anchors                                         bu
 ============================  ==============================================  ========
 ``mozilla``                   the installed ``certifi`` bundle                modern
 ``mozilla@YYYY-MM-DD``        Mozilla's store as it stood that day            modern
+``android@VERSION``           Android's system store in that release          modern
 ``system``                    the OS store of this machine                    modern
 ``file:PATH``                 the certificates in a PEM/DER/PKCS#12 file      modern
 ``legacy:STORE``              STORE as above                                  legacy
@@ -63,6 +64,8 @@ def resolve_store(spec: str, *, base_dir: Path | None = None) -> Store:
         except ValueError:
             raise ProfileError(f"profile store {spec!r}: {day} is not a calendar date") from None
         return historic_mozilla_store(date)
+    if spec.startswith("android@"):
+        return android_store(spec[len("android@") :])
     if spec == "system":
         return system_store()
     if spec.startswith("file:"):
@@ -74,7 +77,8 @@ def resolve_store(spec: str, *, base_dir: Path | None = None) -> Store:
             path = base_dir / path
         return file_store(path, display=raw)
     raise ProfileError(
-        f"unknown profile {spec!r}: expected mozilla, mozilla@YYYY-MM-DD, system, file:PATH, "
+        f"unknown profile {spec!r}: expected mozilla, mozilla@YYYY-MM-DD, android@VERSION, "
+        "system, file:PATH, "
         "legacy:STORE or a preset (chainwatch stores --presets)"
     )
 
@@ -100,6 +104,22 @@ def historic_mozilla_store(day: dt.date) -> Store:
         anchors=anchors,
         source=f"certifi {snap.version} ({snap.date.isoformat()})",
     )
+
+
+def android_store(version: str) -> Store:
+    """Android's system store as release ``version`` shipped it (``7.0``, ``7.1.1``, ``9``)."""
+    from chainwatch.stores import android
+
+    return _android_store(android.release_for(version).name)
+
+
+@lru_cache(maxsize=64)
+def _android_store(name: str) -> Store:
+    from chainwatch.stores import android
+
+    release = android.release_for(name)
+    anchors = tuple(Cert.from_der(der) for der in android.anchors_der(release))
+    return Store(name=f"android@{release.name}", anchors=anchors, source=release.source)
 
 
 @lru_cache(maxsize=1)
