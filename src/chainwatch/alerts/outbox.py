@@ -57,6 +57,7 @@ from chainwatch.alerts.config import AlertsConfig, Deadman, Secret
 from chainwatch.alerts.config import Channel as ChannelConfig
 from chainwatch.alerts.escalation import Ack, AlertState, Delivery, Situation
 from chainwatch.errors import AlertError, InputError
+from chainwatch.model.redaction import basic_auth
 from chainwatch.storage.alerts_repo import (
     AlertsRepo,
     AlertsTransaction,
@@ -382,9 +383,13 @@ def config_secrets(config: AlertsConfig, environ: Mapping[str, str] | None = Non
         for value in vars(holder).values():
             if isinstance(value, Secret):
                 try:
-                    out.append(value.reveal(environ))
+                    revealed = value.reveal(environ)
                 except InputError:
                     continue
+                out.append(revealed)
+                user = getattr(holder, "user", None)
+                if isinstance(user, str):  # Jira Cloud: Basic base64(user:token) on the wire
+                    out.append(basic_auth(user, revealed))
     return out
 
 

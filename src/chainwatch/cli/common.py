@@ -19,6 +19,15 @@ class Format(StrEnum):
     json = "json"
 
 
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+LogFormatOpt = Annotated[LogFormat, typer.Option(
+    "--log-format", help="Log lines as key=value text or one JSON object per line.")]
+
+
 def parse_when(value: str | None, flag: str = "--at") -> dt.datetime:
     """ISO 8601 date or datetime; no offset means UTC; ``None`` means now."""
     if value is None:

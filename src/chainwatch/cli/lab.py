@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from chainwatch.cli.common import LogFormat, LogFormatOpt
+
 if TYPE_CHECKING:
     from chainwatch.service.collect import ScanResult
 
@@ -27,6 +29,7 @@ def lab_command(
         "real default database).")] = None,
     max_batches: Annotated[int | None, typer.Option(
         "--max-batches", min=1, help="With --serve: stop after this many scan batches.")] = None,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Serve real incidents' certificate failures on loopback until Ctrl-C, with an
     inventory to try chainwatch and your alert routing on."""
@@ -44,5 +47,6 @@ def lab_command(
             sys.stdout.flush()
 
         raise typer.Exit(serve_foreground(directory, listen, port_base, db_url=db,
-                                          max_batches=max_batches, echo=echo, show=show))
+                                          max_batches=max_batches, echo=echo, show=show,
+                                          log_format=log_format.value))
     raise typer.Exit(run_foreground(directory, listen, port_base, echo=echo))

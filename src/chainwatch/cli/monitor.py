@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from chainwatch.cli.common import DbOpt, Format, FormatOpt, parse_when
+from chainwatch.cli.common import DbOpt, Format, FormatOpt, LogFormat, LogFormatOpt, parse_when
 from chainwatch.errors import InputError
 from chainwatch.model.names import split_host_port
 from chainwatch.model.times import iso
@@ -84,20 +84,23 @@ def serve_command(
     max_batches: Annotated[int | None, typer.Option(
         "--max-batches", min=1, help="Stop after this many scan batches (default: run until "
         "SIGTERM).")] = None,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Keep scanning the inventory on its intervals, storing results and alerting.
 
     SIGHUP reloads the inventory; SIGTERM or Ctrl-C stops after the current batch.
     """
-    import logging
-
+    from chainwatch.config.inventory import load_inventory
+    from chainwatch.service import logs
     from chainwatch.service.cycle import Cycle
     from chainwatch.service.scheduler import Scheduler
     from chainwatch.storage.repo import Database
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    redactor = logs.configure(secrets=logs.secrets_of(load_inventory(inventory), db),
+                              fmt=log_format.value)
     with Database(db) as database, Cycle(database, background=True) as cycle:
-        scheduler = Scheduler(inventory, database, cycle=cycle)
+        scheduler = Scheduler(inventory, database, cycle=cycle, on_reload=lambda inv: (
+            redactor.add(*logs.secrets_of(inv))))
         scheduler.install_signal_handlers()
         Console(stderr=True).print(
             f"chainwatch serve: watching {len(scheduler.inventory.endpoints)} endpoints and "

@@ -170,24 +170,27 @@ class _Deliverer:
         self._alerts = alerts
         self._wake.set()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 60.0) -> None:
+        """One last delivery pass (what the final batch enqueued), then stop. Each
+        delivery has its own deadline, so ``timeout`` is only a backstop."""
         self._stopping.set()
         self._wake.set()
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        while not self._stopping.is_set():
+        while True:
             self._wake.wait(self.PERIOD)
             self._wake.clear()
             alerts = self._alerts
-            if alerts is None or self._stopping.is_set():
-                continue
-            try:
-                outbox.deliver(self.db, alerts, self.clock())
-            except (ChainwatchError, SQLAlchemyError) as exc:
-                log.error("alert delivery failed: %s", _why(exc))
-            except Exception:  # a bug must not end deliveries for the life of serve
-                log.exception("alert delivery failed with an internal error")
+            if alerts is not None:
+                try:
+                    outbox.deliver(self.db, alerts, self.clock())
+                except (ChainwatchError, SQLAlchemyError) as exc:
+                    log.error("alert delivery failed: %s", _why(exc))
+                except Exception:  # a bug must not end deliveries for the life of serve
+                    log.exception("alert delivery failed with an internal error")
+            if self._stopping.is_set():
+                return
 
 
 def scan(

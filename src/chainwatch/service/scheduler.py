@@ -65,10 +65,12 @@ class Scheduler:
         cycle: Cycle | None = None,
         after_batch: Callable[[Inventory, ScanResult], None] | None = None,
         on_tick: Callable[[Inventory], None] | None = None,
+        on_reload: Callable[[Inventory], None] | None = None,
     ) -> None:
         """``cycle`` runs the batches and ticks (default: a :class:`Cycle` on ``db``);
         ``after_batch`` and ``on_tick`` are observers called after each (the lab shows
-        the first sweep; tests stop the loop)."""
+        the first sweep; tests stop the loop); ``on_reload`` sees each inventory loaded
+        by a reload (the log redaction learns its secrets)."""
         self.path = Path(inventory_path)
         self.db = db
         self.cycle = cycle if cycle is not None else Cycle(db, clock=clock)
@@ -78,6 +80,7 @@ class Scheduler:
         self.rng = rng or random.Random()
         self.after_batch = after_batch
         self.on_tick = on_tick
+        self.on_reload = on_reload
         self.inventory = load_inventory(self.path)
         self.slots: dict[str, Slot] = {}
         self.next_sweep = self.clock()
@@ -120,6 +123,8 @@ class Scheduler:
             log.exception("inventory reload failed with an internal error, keeping the "
                           "previous one: %s: %s", type(exc).__name__, exc)
             return False
+        if self.on_reload is not None:
+            self.on_reload(fresh)
         self.inventory = fresh
         keys = {endpoint_key(e) for e in fresh.endpoints}
         self.slots = {k: v for k, v in self.slots.items() if k in keys}
@@ -213,6 +218,12 @@ class Scheduler:
         configuration error) is logged and retried after :data:`RETRY_BASE` at the
         soonest; it never ends the loop, and the heartbeats it did not write show it."""
         batches = 0
+        # The watchdog looks once before the first batch: a monitor restarted after an
+        # outage reports how long no scan completed (and resolves after the sweep).
+        try:
+            self.cycle.tick(self.inventory)
+        except Exception as exc:
+            self._failed("alert housekeeping failed", exc)
         while max_batches is None or batches < max_batches:
             if self._reload.is_set():
                 self._reload.clear()

@@ -4,14 +4,16 @@ with timeouts, and the human text of a message."""
 from __future__ import annotations
 
 import datetime as dt
-import re
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
 from chainwatch.errors import DeliveryError as DeliveryError  # re-exported for the channels
+from chainwatch.model.redaction import MIN_SECRET, forms
+from chainwatch.model.redaction import redact as redact
 
 Payload = Mapping[str, Any]
 """The channel-neutral message: DESIGN.md's webhook payload (``schema``, ``event``,
@@ -23,11 +25,8 @@ DEFAULT_TIMEOUT = 10.0
 MAX_ERROR_BODY = 200
 """Characters of a receiver's response body quoted in an error."""
 USER_AGENT = "chainwatch"
-MIN_FRAGMENT = 6
-"""Shortest part of a secret URL (path segment, query value, user, password) redacted
-on its own; the whole secret is always redacted."""
-
-_URL_QUERY = re.compile(r"\b([a-z][a-z0-9+.-]*://[^\s?#'\"<>]*)[?#][^\s'\"<>]*", re.IGNORECASE)
+MIN_FRAGMENT = MIN_SECRET
+"""Shortest part of a secret URL redacted on its own (see :mod:`chainwatch.model.redaction`)."""
 
 
 class Channel(Protocol):
@@ -42,37 +41,9 @@ class Channel(Protocol):
 
 
 def secret_fragments(value: str) -> tuple[str, ...]:
-    """The parts of a secret that must never be shown: the whole value and, for a URL,
-    its credentials, path segments and query values (for non-HTTP URLs such as
-    Apprise's ``tgram://TOKEN/CHAT`` also the host part, which carries tokens). Parts
-    shorter than :data:`MIN_FRAGMENT` are left alone: they are words, not tokens."""
-    out = [value]
-    parts = urlsplit(value) if "://" in value else None
-    if parts is not None and parts.scheme:
-        pieces: list[str] = []
-        if parts.username:
-            pieces.append(parts.username)
-        if parts.password:
-            pieces.append(parts.password)
-        if parts.scheme.lower() not in ("http", "https"):
-            pieces.extend(re.split(r"[:@]", parts.netloc))
-        pieces.extend(parts.path.split("/"))
-        pieces.extend(v for _, v in parse_qsl(parts.query, keep_blank_values=True))
-        out.extend(p for p in pieces if len(p) >= MIN_FRAGMENT)
-    expanded: list[str] = []
-    for piece in out:
-        expanded.extend({piece, unquote(piece), quote(piece, safe=""), quote_plus(piece)})
-    return tuple(sorted({p for p in expanded if p}, key=len, reverse=True))
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` without any of ``secrets`` (see :func:`secret_fragments`) and without
-    the query string of any URL in it, on one line."""
-    for secret in secrets:
-        for fragment in secret_fragments(secret):
-            text = text.replace(fragment, "***")
-    text = _URL_QUERY.sub(r"\1?…", text)
-    return " ".join(text.split())
+    """The forms of a secret that are masked (:func:`chainwatch.model.redaction.forms`),
+    longest first."""
+    return tuple(sorted(forms(value), key=len, reverse=True))
 
 
 def where(url: str) -> str:
@@ -87,6 +58,27 @@ def where(url: str) -> str:
 
 
 # -- HTTP -----------------------------------------------------------------------------------
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """What of an error response is worth keeping: the ``message``/``error`` field of a
+    JSON answer (GitHub's "Bad credentials"), at most :data:`MAX_ERROR_BODY` characters.
+    Never the raw body: a receiver may echo the request's headers in it, the
+    ``Authorization`` header included."""
+    try:
+        data = json.loads(response.content[:16_384])
+    except ValueError:
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    for key in ("message", "error", "errorMessages", "detail"):
+        value = data.get(key)
+        if isinstance(value, list):
+            value = "; ".join(str(v) for v in value[:3])
+        if isinstance(value, str) and value.strip():
+            text = " ".join(value.split())
+            return ": " + (text[:MAX_ERROR_BODY] + "…" if len(text) > MAX_ERROR_BODY else text)
+    return ""
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -170,14 +162,11 @@ class Http:
         status = response.status_code
         if 200 <= status < 300 or status in ok:
             return response
-        body = response.text[: MAX_ERROR_BODY * 4]
-        body = redact(body, self.secrets)
-        if len(body) > MAX_ERROR_BODY:
-            body = body[:MAX_ERROR_BODY] + "…"
-        detail = f": {body}" if body else ""
+        detail = _error_detail(response)
         raise self.fail(
             status_retryable(status),
-            f"{doing}: {where(url)} answered HTTP {status} {response.reason_phrase}{detail}",
+            f"{doing}: {where(url)} answered HTTP {status} "
+            f"{response.reason_phrase[:60]}{detail}",
             retry_after=_retry_after(response),
         )
 

@@ -12,6 +12,7 @@ import httpx
 
 from chainwatch.alerts.channels._base import DEFAULT_TIMEOUT, DeliveryError, Http, Payload, body
 from chainwatch.alerts.channels._issues import LABEL, Issue, IssueTracker, issue_title
+from chainwatch.model.redaction import basic_auth
 
 
 def dedup_label(dedup_key: str) -> str:
@@ -51,7 +52,8 @@ class JiraIssues(IssueTracker):
 
     def http(self) -> Http:
         if self.user is not None:  # Jira Cloud: e-mail + API token
-            return Http(self.name, secrets=[self._token], auth=(self.user, self._token),
+            return Http(self.name, secrets=[basic_auth(self.user, self._token), self._token],
+                        auth=(self.user, self._token),
                         timeout=self._timeout, transport=self._transport)
         return Http(self.name, secrets=[self._token],
                     headers={"Authorization": f"Bearer {self._token}"},

@@ -515,6 +515,7 @@ def serve_foreground(
     max_batches: int | None = None,
     echo: Callable[[str], None] = print,
     show: Callable[[ScanResult], None] | None = None,
+    log_format: str = "text",
 ) -> int:
     """``chainwatch lab --serve`` (``make run``): the lab plus the monitor watching it.
 
@@ -523,6 +524,8 @@ def serve_foreground(
     tickets, notifications and pages to ``deliveries.jsonl`` in ``directory``. The
     database defaults to ``lab.sqlite`` there, never the user's real default database.
     ``show`` is called with the first full sweep so people see what the monitor found."""
+    from chainwatch.config.inventory import load_inventory
+    from chainwatch.service import logs
     from chainwatch.service.cycle import Cycle
     from chainwatch.service.scheduler import Scheduler
     from chainwatch.storage.db import redacted
@@ -538,10 +541,13 @@ def serve_foreground(
     url = db_url if db_url is not None else str(Path(directory) / "lab.sqlite")
     with Lab(directory, listen, port_base) as lab, Database(url) as db, \
             Cycle(db, background=True) as cycle:
+        redactor = logs.configure(
+            secrets=logs.secrets_of(load_inventory(lab.inventory_path), url), fmt=log_format)
         echo(lab.instructions())
         echo(f"Monitoring the lab with chainwatch serve (database: {redacted(db.url)}; alerts: "
              f"{lab.directory / DELIVERIES}); Ctrl-C stops both.")
-        scheduler = Scheduler(lab.inventory_path, db, cycle=cycle, after_batch=after)
+        scheduler = Scheduler(lab.inventory_path, db, cycle=cycle, after_batch=after,
+                              on_reload=lambda inv: redactor.add(*logs.secrets_of(inv)))
         scheduler.install_signal_handlers()
         scheduler.run(max_batches=max_batches)
         echo("chainwatch lab: stopping")
