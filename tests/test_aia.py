@@ -32,14 +32,8 @@ from chainwatch.model import (
     Status,
     Store,
 )
-from chainwatch.probe.fetch import (
-    SHARED_CACHE,
-    AiaResult,
-    Fetcher,
-    FetchLimits,
-    fetch_issuers,
-    parse_certificates,
-)
+from chainwatch.probe.http import SHARED_CACHE, Fetcher, FetchLimits
+from chainwatch.service.netinputs import AiaResult, fetch_issuers, parse_certificates
 
 from . import servers as srv
 from .pki import CA, PKI, at, pem_of

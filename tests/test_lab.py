@@ -28,7 +28,8 @@ from chainwatch.lab.servers import ServerLoop, SniRouter, server_context, tls_ha
 from chainwatch.model import Status, Target, sha256_hex
 from chainwatch.observe import report_for
 from chainwatch.probe import Observation
-from chainwatch.probe.tls import Limits, probe_all
+from chainwatch.probe.handshake import Limits
+from chainwatch.probe.parallel import probe_all
 
 from .pki import PKI
 from .servers import der_of

@@ -35,14 +35,14 @@ from chainwatch.analysis.revocation import (
 )
 from chainwatch.model import Cert, FindingCode, Profile, Severity, Status, Store
 from chainwatch.pki import PrivateKey
-from chainwatch.probe.fetch import (
+from chainwatch.probe.http import (
     SHARED_CACHE,
     FetchCache,
     Fetcher,
     FetchKind,
     FetchLimits,
-    check_revocation,
 )
+from chainwatch.service.netinputs import check_revocation
 
 from . import servers as srv
 from .pki import CA, PKI, Leaf, at, pem_of

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # heavy modules are imported by the commands that need them
     from chainwatch.inventory import Inventory
     from chainwatch.monitor import ScanResult
     from chainwatch.policy import Delivery
-    from chainwatch.probe.fetch import NetworkInputs
+    from chainwatch.service.netinputs import NetworkInputs
     from chainwatch.storage.repo import Database
 
 app = typer.Typer(
@@ -165,8 +165,9 @@ def check_endpoint(
 
     from chainwatch.model import Target
     from chainwatch.observe import address_summary, report_for
-    from chainwatch.probe.fetch import NetworkInputs, fetch_inputs
-    from chainwatch.probe.tls import Limits, probe_all
+    from chainwatch.probe.handshake import Limits
+    from chainwatch.probe.parallel import probe_all
+    from chainwatch.service.netinputs import NetworkInputs, fetch_inputs
 
     _check_days(warn_days, crit_days)
     when = parse_when(at)

@@ -25,9 +25,10 @@ from chainwatch.parsing import load_bundle_file
 from chainwatch.policy import Situation
 from chainwatch.probe import FailureReason, Observation
 from chainwatch.probe.ari import RenewalInfo, renewal_info
-from chainwatch.probe.fetch import NetworkInputs, fetch_inputs
-from chainwatch.probe.tls import Limits, probe_all
+from chainwatch.probe.handshake import Limits
+from chainwatch.probe.parallel import probe_all
 from chainwatch.render import report_json, worst
+from chainwatch.service.netinputs import NetworkInputs, fetch_inputs
 from chainwatch.storage.repo import Database, LatestLeaf
 from chainwatch.tracking import (
     Before,
