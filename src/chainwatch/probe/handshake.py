@@ -36,8 +36,9 @@ Retries (``Limits.retries``, default 1): only failures that are plausibly transi
 cheap to retry are tried again, after ``retry_delay``: ``closed`` (a reset or hang-up
 mid-handshake, typical of an overloaded server or load balancer) and a *connect* timeout
 (a lost SYN). A refused connection is a definite answer from the host, and a server that
-accepted but stalled the handshake would only stall again, doubling the wait: neither is
-retried.
+accepted but stalled the STARTTLS dialogue or the handshake would only stall again,
+doubling the wait: neither is retried (a stalled dialogue is a ``timeout`` "during the
+STARTTLS (smtp)", a stalled handshake one "during the TLS handshake").
 """
 
 from __future__ import annotations
@@ -440,6 +441,7 @@ class _Handshake:
             return
         self._settle()
         if self.connected is not None:
+            self.phase = "starttls"  # the caller's dialogue: a timeout there is not a lost SYN
             if not self.connected.done():
                 self.connected.set_result(None)
         else:
@@ -702,7 +704,8 @@ async def _attempt(target: Target, limits: Limits) -> _Attempt:
         return _Attempt(facts=await handshake.done)
     except ProbeError as exc:
         reason = FailureReason(exc.reason)
-        # Worth one more try: a lost SYN, a hang-up or reset; not a stalled handshake.
+        # Worth one more try: a lost SYN, a hang-up or reset; not a stalled STARTTLS
+        # dialogue or handshake (the server accepted: it would stall again).
         retry = reason is FailureReason.CLOSED or (
             reason is FailureReason.TIMEOUT and handshake.phase == "connect"
         )
