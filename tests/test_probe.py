@@ -660,7 +660,7 @@ def test_concurrency_bounds(monkeypatch: pytest.MonkeyPatch, workers: int) -> No
     total = {"now": 0, "peak": 0}
     lock = threading.Lock()
 
-    async def fake(target: Target, *, limits: Limits | None = None) -> Observation:
+    async def fake(target: Target, *, limits: Limits | None = None, **_: object) -> Observation:
         assert target.ip is not None
         with lock:
             active[target.ip] = active.get(target.ip, 0) + 1

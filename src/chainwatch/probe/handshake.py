@@ -663,6 +663,50 @@ class _Attempt:
     failure: FailureReason | None = None
     detail: str = ""
     retryable: bool = False
+    connected: bool = False  # the TCP connection was established
+    connect_timeout: bool = False  # no TCP connection within the limit
+
+
+UNRESPONSIVE_AFTER = 2
+"""Connect timeouts in a row, with no connection at all, after which an address (IP and
+port) is written off for the rest of a sweep."""
+
+
+@dataclass
+class AddressHealth:
+    """What the connects to one address (IP and port) said during one sweep.
+
+    A blackholed address (a dead VIP, a firewall dropping SYNs) costs each probe a connect
+    timeout and its retry; with the per-address limit, hundreds of names behind it would
+    stretch a sweep linearly. Once ``limit`` connect timeouts in a row came back and no
+    connect ever succeeded, the address is :attr:`unresponsive`: its other probes in the
+    sweep fail at once (``timeout``, "not tried") and retries stop. An address that
+    accepted one connection in the sweep is never written off.
+    """
+
+    limit: int = UNRESPONSIVE_AFTER
+    timeouts: int = 0  # connect timeouts in a row
+    connected: bool = False  # some connect succeeded in this sweep
+
+    def record(self, attempt: _Attempt) -> None:
+        if attempt.connected:
+            self.connected = True
+            self.timeouts = 0
+        elif attempt.connect_timeout:
+            self.timeouts += 1
+        else:  # refused, unreachable: an answer of sorts, not a dropped SYN
+            self.timeouts = 0
+
+    @property
+    def unresponsive(self) -> bool:
+        return not self.connected and self.timeouts >= self.limit
+
+    def skipped(self, target: Target) -> _Attempt:
+        return _Attempt(
+            failure=FailureReason.TIMEOUT,
+            detail=f"address {target.ip} unresponsive: {self.limit} connect timeouts, no "
+                   "connection; not tried",
+        )
 
 
 def _client_name(sock: socket.socket) -> str:
@@ -701,15 +745,16 @@ async def _attempt(target: Target, limits: Limits) -> _Attempt:
             )
             await upgrade(target.starttls or "", stream, dialogue)
             handshake.start(sock)
-        return _Attempt(facts=await handshake.done)
+        return _Attempt(facts=await handshake.done, connected=True)
     except ProbeError as exc:
         reason = FailureReason(exc.reason)
+        connected = handshake.phase != "connect"
+        lost_syn = reason is FailureReason.TIMEOUT and not connected
         # Worth one more try: a lost SYN, a hang-up or reset; not a stalled STARTTLS
         # dialogue or handshake (the server accepted: it would stall again).
-        retry = reason is FailureReason.CLOSED or (
-            reason is FailureReason.TIMEOUT and handshake.phase == "connect"
-        )
-        return _Attempt(failure=reason, detail=str(exc), retryable=retry)
+        retry = reason is FailureReason.CLOSED or lost_syn
+        return _Attempt(failure=reason, detail=str(exc), retryable=retry, connected=connected,
+                        connect_timeout=lost_syn)
     finally:
         handshake.abandon()
         sock.close()
@@ -726,12 +771,16 @@ def _connect_error(exc: OSError) -> ProbeError:
     return ProbeError(FailureReason.UNREACHABLE, f"connect failed: {text}")
 
 
-async def probe_endpoint(target: Target, *, limits: Limits | None = None) -> Observation:
+async def probe_endpoint(
+    target: Target, *, limits: Limits | None = None, health: AddressHealth | None = None
+) -> Observation:
     """Probe one address (``target.ip`` must be set) and return what it presented.
 
     Never raises for network reasons, nor for a hostile server: every failure becomes an
     :class:`Observation` with ``failure`` and a one-line ``message``. Cancellation
-    propagates (and closes the socket).
+    propagates (and closes the socket). ``health``: the sweep's record of this address
+    (IP and port), shared by its probes: each connect is recorded in it, and once it
+    says the address is unresponsive the probe is not tried (nor retried).
     """
     if target.ip is None:
         raise ValueError("probe_endpoint needs target.ip; use resolve() or probe_targets()")
@@ -745,13 +794,21 @@ async def probe_endpoint(target: Target, *, limits: Limits | None = None) -> Obs
                 detail=f"unknown STARTTLS protocol {target.starttls!r}; expected one of "
                 + ", ".join(DEFAULT_PORTS),
             )
+        elif health is not None and health.unresponsive:
+            outcome = health.skipped(target)
         else:
             outcome = await _attempt(target, limits)
+            if health is not None:
+                health.record(outcome)
             for _ in range(limits.retries):
                 if outcome.facts is not None or not outcome.retryable:
                     break
                 await asyncio.sleep(limits.retry_delay)
+                if health is not None and health.unresponsive:
+                    break  # the other probes of the address timed out meanwhile
                 outcome = await _attempt(target, limits)
+                if health is not None:
+                    health.record(outcome)
     except Exception as exc:  # a bug must not take a batch down: it becomes this row
         outcome = _Attempt(
             failure=FailureReason.OTHER, detail=f"internal error: {type(exc).__name__}: {exc}"
@@ -781,6 +838,8 @@ async def probe_endpoint(target: Target, *, limits: Limits | None = None) -> Obs
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "UNRESPONSIVE_AFTER",
+    "AddressHealth",
     "Limits",
     "failure_message",
     "is_ip_literal",

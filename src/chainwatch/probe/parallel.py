@@ -8,6 +8,10 @@ Public API::
                                                       large scans: in child processes)
 
 Limits: at most ``concurrency`` probes in flight overall and ``per_address`` per IP address.
+An address (IP and port) whose connects time out twice in a row without ever succeeding
+is written off for the rest of the call (:class:`~chainwatch.probe.handshake.AddressHealth`):
+its other probes fail at once (``timeout``, "address ... unresponsive: ...; not tried"),
+so one blackholed VIP costs a sweep a few connect timeouts, not one per name behind it.
 
 Concurrency of :func:`probe_all`: OpenSSL releases the GIL during handshake crypto (two
 threads doing in-memory handshakes run 1.7x as fast as one), but an event loop runs one
@@ -60,7 +64,7 @@ from multiprocessing.connection import Connection, wait
 
 from chainwatch.model import Target
 from chainwatch.probe import FailureReason, Observation
-from chainwatch.probe.handshake import Limits, failure_message, probe_endpoint
+from chainwatch.probe.handshake import AddressHealth, Limits, failure_message, probe_endpoint
 from chainwatch.probe.targets import Slot, expand
 
 
@@ -76,13 +80,15 @@ async def _probe_slots(
     completes, from the loop's thread."""
     gate = asyncio.Semaphore(max(1, concurrency))
     per_ip: dict[str, asyncio.Semaphore] = {}
+    health: dict[tuple[str, int], AddressHealth] = {}
 
     async def one(position: int, target: Target) -> Observation:
         assert target.ip is not None
         # The address first: waiting on a busy address must not hold a global slot.
         address_gate = per_ip.setdefault(target.ip, asyncio.Semaphore(max(1, per_address)))
+        record = health.setdefault((target.ip, target.port), AddressHealth())
         async with address_gate, gate:
-            observation = await probe_endpoint(target, limits=limits)
+            observation = await probe_endpoint(target, limits=limits, health=record)
         if emit is not None:
             emit(position, observation)
         return observation
