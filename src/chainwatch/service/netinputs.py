@@ -15,9 +15,10 @@ Public API::
     gather_inputs(observation, profiles, revocation=..., fetcher=...) -> NetworkInputs
     fetch_inputs([(observation, profiles), ...], revocation=..., timeout=...) -> [NetworkInputs]
 
-The URLs come from certificates a server chose to present, so a hostile server can make
-chainwatch send a bounded GET or POST to an address of its choosing, exactly as it can
-make every browser that visits it do; only certificate parsing ever sees the answer.
+The URLs come from certificates a server chose to present: the fetcher goes only to
+public destinations (plus the networks in ``allow_private``), checked at every redirect,
+and a refused URL is a note ("points at a private address ...; not fetched"), never an
+error; only certificate parsing ever sees an answer.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from chainwatch.probe.http import (
     Fetcher,
     FetchKind,
     FetchLimits,
+    IPNetwork,
 )
 
 MAX_AIA_HOPS = 3
@@ -226,6 +228,7 @@ async def check_revocation(
     fetcher: Fetcher | None = None,
     issuers: Sequence[Cert] = (),
     now: dt.datetime | None = None,
+    allow_private: Sequence[IPNetwork] = (),
 ) -> Revocation:
     """The revocation status of ``chain[0]``: the stapled OCSP response when it gives a
     verified, current answer; else the leaf's OCSP responders (POST); else its CRLs.
@@ -236,6 +239,8 @@ async def check_revocation(
         timeout: seconds per fetch when no ``fetcher`` is given (at most
             ``2 * MAX_URLS`` fetches are made).
         fetcher: the fetcher to use (its limits then apply).
+        allow_private: networks fetched from although not public, when no ``fetcher``
+            is given (see :func:`chainwatch.probe.http.address_problem`).
         issuers: more candidates for the leaf's issuer (certificates fetched via AIA,
             anchors whose name matches), for chains that do not serve it.
         now: the instant answers must be current at (default: the clock).
@@ -246,7 +251,8 @@ async def check_revocation(
     if not chain:
         return Revocation.unknown("no certificate to check")
     if fetcher is None:
-        async with Fetcher(FetchLimits(timeout=timeout)) as own:
+        limits = FetchLimits(timeout=timeout, allow_private=tuple(allow_private))
+        async with Fetcher(limits) as own:
             return await check_revocation(chain, staple, fetcher=own, issuers=issuers, now=now)
     at = now if now is not None else dt.datetime.now(dt.UTC).replace(microsecond=0)
     leaf = chain[0]
@@ -352,14 +358,18 @@ def fetch_inputs(
     timeout: float = DEFAULT_TIMEOUT,
     concurrency: int = 16,
     cache: FetchCache | None = None,
+    allow_private: Sequence[IPNetwork] = (),
 ) -> list[NetworkInputs]:
     """:func:`gather_inputs` for many observations (one event loop, one fetcher, shared
-    cache): one result per item, in order. Synchronous, for the CLI and the monitor."""
+    cache): one result per item, in order. Synchronous, for the CLI and the monitor.
+    ``allow_private``: networks fetched from although not public (an internal CA's
+    responder); by default only public destinations are."""
     if not items:
         return []
 
     async def run() -> list[NetworkInputs]:
-        limits = FetchLimits(timeout=timeout, concurrency=concurrency)
+        limits = FetchLimits(timeout=timeout, concurrency=concurrency,
+                             allow_private=tuple(allow_private))
         async with Fetcher(limits, cache=cache) as fetcher:
             return list(await asyncio.gather(*(
                 gather_inputs(obs, profiles, revocation=revocation, fetcher=fetcher)
