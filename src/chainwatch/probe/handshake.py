@@ -15,6 +15,7 @@ Public API::
 
     Limits(timeout=..., ...)                          how long and how much a probe may take
     probe_endpoint(target, limits=...) -> Observation one address; never raises for network reasons
+    AddressHealth()                                   a sweep's record of one address's connects
     server_name(target), where(target), failure_message(target, reason, detail)
 
 Failure reasons (:class:`~chainwatch.probe.FailureReason`), each with a one-line message

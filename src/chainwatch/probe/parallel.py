@@ -86,7 +86,9 @@ async def _probe_slots(
         assert target.ip is not None
         # The address first: waiting on a busy address must not hold a global slot.
         address_gate = per_ip.setdefault(target.ip, asyncio.Semaphore(max(1, per_address)))
-        record = health.setdefault((target.ip, target.port), AddressHealth())
+        record = health.get((target.ip, target.port))
+        if record is None:
+            record = health[(target.ip, target.port)] = AddressHealth()
         async with address_gate, gate:
             observation = await probe_endpoint(target, limits=limits, health=record)
         if emit is not None:
