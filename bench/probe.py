@@ -253,7 +253,7 @@ def floor_session(targets: Sequence[Target], opts: dict[str, Any]) -> Session:
     ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
     ctx.set_verify(SSL.VERIFY_NONE)
     if opts.get("one_key_share"):
-        from chainwatch.probe.tls import _offer_one_key_share
+        from chainwatch.probe.handshake import _offer_one_key_share
 
         _offer_one_key_share(ctx)  # the ClientHello chainwatch sends: X25519 only
 
@@ -322,7 +322,7 @@ def chainwatch_session(targets: Sequence[Target], opts: dict[str, Any]) -> Sessi
     from chainwatch.model import Report, Status
     from chainwatch.model import Target as CwTarget
     from chainwatch.probe import Observation
-    from chainwatch.probe.tls import probe_all
+    from chainwatch.probe.parallel import probe_all
     from chainwatch.service.observe import report_for
     from chainwatch.stores import resolve_profile
 

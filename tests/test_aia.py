@@ -32,18 +32,12 @@ from chainwatch.model import (
     Status,
     Store,
 )
-from chainwatch.probe.fetch import (
-    SHARED_CACHE,
-    AiaResult,
-    Fetcher,
-    FetchLimits,
-    fetch_issuers,
-    parse_certificates,
-)
+from chainwatch.probe.http import SHARED_CACHE, Fetcher, FetchLimits
+from chainwatch.service.netinputs import AiaResult, fetch_issuers, parse_certificates
 
 from . import servers as srv
 from .pki import CA, PKI, at, pem_of
-from .test_revocation import HttpLab, Route, aia
+from .test_revocation import ALLOW_LOOPBACK, LOOPBACK, HttpLab, Route, aia
 
 NOW = at("2026-03-01T12:00:00Z")
 HOST = "www.example.com"
@@ -194,7 +188,8 @@ def test_parse_certificates_in_every_caissuers_format(hier: dict[str, Any]) -> N
 
 def fetch(chain: tuple[Cert, ...], stores: tuple[Store, ...] = (), **kw: Any) -> AiaResult:
     async def go() -> AiaResult:
-        async with Fetcher(FetchLimits(timeout=kw.pop("timeout", 5))) as fetcher:
+        limits = FetchLimits(timeout=kw.pop("timeout", 5), allow_private=LOOPBACK)
+        async with Fetcher(limits) as fetcher:
             return await fetch_issuers(chain, fetcher=fetcher, stores=stores, **kw)
 
     return asyncio.run(go())
@@ -292,7 +287,8 @@ def test_check_aia_against_a_server_that_omits_its_intermediate(
     trust = tmp_path / "trust.pem"
     trust.write_bytes(pem_of(root.cert))
     modern, legacy = f"file:{trust}", f"legacy:file:{trust}"
-    args = ("check", ep.hostport, "--sni", HOST, "--profile", modern, "--profile", legacy)
+    args = ("check", *ALLOW_LOOPBACK, ep.hostport, "--sni", HOST, "--profile", modern,
+            "--profile", legacy)
 
     code, out, err = cli(*args, "--aia", "--format", "json")
     assert (code, err) == (2, "")

@@ -319,7 +319,7 @@ BAD = [
     ),
     pytest.param(
         "defaults: {warn_days: 30}\nendpointz: []\n",
-        "inv.yaml:2: endpointz: unknown key; did you mean 'endpoints'? (allowed: defaults, "
+        "inv.yaml:2: endpointz: unknown key; did you mean 'endpoints'? (allowed: defaults, fetch, "
         "profiles, renewals, endpoints, files, alerts)",
         id="unknown-top-level-key",
     ),
@@ -451,7 +451,7 @@ BAD = [
     ),
     pytest.param(
         "- a.example.com\n",
-        "inv.yaml:1: expected a mapping (defaults, profiles, renewals, endpoints, files, alerts), "
+        "inv.yaml:1: expected a mapping (defaults, fetch, profiles, renewals, endpoints, files, alerts), "
         "got a list",
         id="not-a-mapping",
     ),
@@ -666,3 +666,14 @@ def test_renewal_expectations_by_tag(tmp_path: Path) -> None:
     assert own.renewal.before == dt.timedelta(days=2)  # the endpoint's own setting wins
     assert own.renewal.grace == 0.05
     assert other.renewal.fraction == 0.66
+
+
+def test_fetch_allow_private(tmp_path: Path) -> None:
+    path = tmp_path / "inv.yaml"
+    path.write_text("fetch: {allow_private: [10.0.0.0/8, '::1']}\nendpoints: [a.example]\n")
+    inv = load_inventory(path)
+    assert [str(n) for n in inv.allow_private] == ["10.0.0.0/8", "::1/128"]
+    path.write_text("fetch:\n  allow_private: [10.0.0.0/8, not-a-net]\n")
+    with pytest.raises(InventoryError) as caught:
+        load_inventory(path)
+    assert str(caught.value).startswith(f"{path}:2: fetch.allow_private[1]: 'not-a-net' is not")

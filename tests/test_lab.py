@@ -24,7 +24,8 @@ import pytest
 from chainwatch.config.inventory import load_inventory
 from chainwatch.model import Status, Target, sha256_hex
 from chainwatch.probe import Observation
-from chainwatch.probe.tls import Limits, probe_all
+from chainwatch.probe.handshake import Limits
+from chainwatch.probe.parallel import probe_all
 from chainwatch.service.observe import report_for
 from chainwatch.testing.lab import Lab, LabError
 from chainwatch.testing.lab.core import second_address_of

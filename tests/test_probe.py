@@ -23,9 +23,12 @@ from cryptography import x509
 from chainwatch.errors import ProbeError
 from chainwatch.model import Cert, FindingCode, Status, Target
 from chainwatch.probe import FailureReason, Observation
-from chainwatch.probe import tls as tls_module
+from chainwatch.probe import handshake as handshake_module
+from chainwatch.probe import parallel as parallel_module
+from chainwatch.probe.handshake import Limits, probe_endpoint
+from chainwatch.probe.parallel import probe_all, probe_targets
 from chainwatch.probe.starttls import PROTOCOLS
-from chainwatch.probe.tls import Limits, probe_all, probe_endpoint, probe_targets, resolve
+from chainwatch.probe.targets import resolve
 from chainwatch.service.observe import report_for
 from chainwatch.stores import resolve_profile
 
@@ -297,7 +300,7 @@ def test_what_the_kernel_does_not_take_is_sent_when_the_socket_is_writable() -> 
         with ours, theirs:
             ours.setblocking(False)
             theirs.setblocking(False)
-            handshake = tls_module._Handshake(Target("127.0.0.1", 443, ip="127.0.0.1"), SHORT)
+            handshake = handshake_module._Handshake(Target("127.0.0.1", 443, ip="127.0.0.1"), SHORT)
             handshake.sock = ours
             handshake._send(payload)
             assert handshake._unsent and handshake._writing  # the kernel took only part
@@ -495,7 +498,7 @@ def test_no_exception_escapes(monkeypatch: pytest.MonkeyPatch) -> None:
     async def broken(*_: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(tls_module, "_attempt", broken)
+    monkeypatch.setattr(handshake_module, "_attempt", broken)
     obs = probe(Target("127.0.0.1", 443, ip="127.0.0.1"))
     assert obs.failure is FailureReason.OTHER
     assert obs.message is not None and "internal error: RuntimeError: boom" in obs.message
@@ -657,7 +660,7 @@ def test_concurrency_bounds(monkeypatch: pytest.MonkeyPatch, workers: int) -> No
     total = {"now": 0, "peak": 0}
     lock = threading.Lock()
 
-    async def fake(target: Target, *, limits: Limits | None = None) -> Observation:
+    async def fake(target: Target, *, limits: Limits | None = None, **_: object) -> Observation:
         assert target.ip is not None
         with lock:
             active[target.ip] = active.get(target.ip, 0) + 1
@@ -671,7 +674,7 @@ def test_concurrency_bounds(monkeypatch: pytest.MonkeyPatch, workers: int) -> No
             total["now"] -= 1
         return Observation(target=target, observed_at=NOW)
 
-    monkeypatch.setattr(tls_module, "probe_endpoint", fake)
+    monkeypatch.setattr(parallel_module, "probe_endpoint", fake)
     targets = [Target("x", 443, ip=f"127.0.0.{1 + i % 4}") for i in range(40)]
     out = probe_all(targets, concurrency=6, per_address=2, workers=workers)
     assert [o.target for o in out] == targets
@@ -717,8 +720,8 @@ def test_the_forkserver_preloads_the_chainwatch_modules_already_imported() -> No
     # command, chainwatch.cli, which the forkserver must already hold.
     import chainwatch.cli  # noqa: F401
 
-    preload = tls_module._preload()
-    assert {"chainwatch.probe.tls", "chainwatch.cli", "chainwatch.model"} <= set(preload)
+    preload = parallel_module._preload()
+    assert {"chainwatch.probe.parallel", "chainwatch.cli", "chainwatch.model"} <= set(preload)
     assert all(name.startswith("chainwatch.") for name in preload)
 
 
@@ -748,14 +751,14 @@ def test_an_on_result_error_ends_the_probe_processes(
 def test_shards_get_about_as_many_probes_each() -> None:
     # Four addresses of 250 endpoints: two per shard, whatever their hashes.
     ips = [f"127.0.0.{1 + n % 4}" for n in range(1000)]
-    placed = tls_module._assign_shards(ips, 2)
+    placed = parallel_module._assign_shards(ips, 2)
     load = [sum(1 for ip in ips if placed[ip] == shard) for shard in (0, 1)]
     assert load == [500, 500]
     # Busiest first, each to the least loaded shard; one address never spans shards.
     uneven = ["a"] * 6 + ["b"] * 3 + ["c"] * 3 + ["d"] * 1
-    placed = tls_module._assign_shards(uneven, 2)
+    placed = parallel_module._assign_shards(uneven, 2)
     assert placed == {"a": 0, "b": 1, "c": 1, "d": 0}
-    assert tls_module._assign_shards(["x", "y"], 3) == {"x": 0, "y": 1}
+    assert parallel_module._assign_shards(["x", "y"], 3) == {"x": 0, "y": 1}
 
 
 def test_small_scans_stay_in_threads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -765,11 +768,11 @@ def test_small_scans_stay_in_threads(monkeypatch: pytest.MonkeyPatch) -> None:
         started.append(len(shard_slots))
         raise RuntimeError("processes started")
 
-    monkeypatch.setattr(tls_module, "_run_in_processes", record)
+    monkeypatch.setattr(parallel_module, "_run_in_processes", record)
     with srv.closed_port() as closed:
         few = [Target("127.0.0.1", closed)] * 4
         assert [o.failure for o in probe_all(few, workers=2)] == [FailureReason.REFUSED] * 4
-        many = [Target("127.0.0.1", closed)] * tls_module.PROCESS_MIN_ADDRESSES
+        many = [Target("127.0.0.1", closed)] * parallel_module.PROCESS_MIN_ADDRESSES
         assert len(probe_all(many, workers=1)) == len(many)  # one CPU: threads
         with pytest.raises(RuntimeError, match="processes started"):
             probe_all(many, workers=2)

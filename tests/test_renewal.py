@@ -22,6 +22,7 @@ from chainwatch.alerts.escalation import AlertState, decide
 from chainwatch.config.inventory import AlertsConfig, load_inventory
 from chainwatch.model import FindingCode
 from chainwatch.probe.ari import cert_id
+from chainwatch.probe.http import allow_networks
 from chainwatch.service.collect import collect
 
 from . import servers as srv
@@ -159,6 +160,10 @@ def test_renewal_on_one_of_two_addresses_turns_overdue_into_stale_deployment(
                                           FindingCode.RENEWAL_OVERDUE})
 
 
+LOOPBACK = allow_networks(["127.0.0.0/8"])
+"""The test ACME server listens on loopback, which fetches only go to when allowed."""
+
+
 class _ARI(BaseHTTPRequestHandler):
     window: dict[str, str] = {}  # noqa: RUF012 - set by the test before each scan
     paths: list[str] = []  # noqa: RUF012 - shared by the test and the server thread
@@ -206,10 +211,11 @@ def test_acme_renewal_information_moves_renew_at(servers: ServerLoop, tmp_path: 
         {"host": "ari.lab.test", "port": port, "ip": "127.0.0.1", "acme": directory}]))
     # The CA asks for renewal early (a mass revocation, say): overdue after the window's
     # end plus 10% of the lifetime (9 days), long before the default day 69.
-    result = collect(inv, None, at=T0 + 32 * DAY)
+    result = collect(inv, None, at=T0 + 32 * DAY, allow_private=LOOPBACK)
     assert FindingCode.RENEWAL_OVERDUE in codes(result)[0]
     assert _ARI.paths[1] == f"/renewal-info/{cert_id(leaf.cert)}"
-    assert FindingCode.RENEWAL_OVERDUE not in codes(collect(inv, None, at=T0 + 29 * DAY))[0]
+    early = collect(inv, None, at=T0 + 29 * DAY, allow_private=LOOPBACK)
+    assert FindingCode.RENEWAL_OVERDUE not in codes(early)[0]
 
 
 def test_unreachable_ari_falls_back_to_the_default_with_a_note(
@@ -221,8 +227,8 @@ def test_unreachable_ari_falls_back_to_the_default_with_a_note(
         inv = load_inventory(inventory(tmp_path, ca, [
             {"host": "noari.lab.test", "port": port, "ip": "127.0.0.1",
              "acme": f"http://127.0.0.1:{dead}/directory"}]))
-        early = collect(inv, None, at=T0 + 32 * DAY)
-        late = collect(inv, None, at=T0 + 70 * DAY)
+        early = collect(inv, None, at=T0 + 32 * DAY, allow_private=LOOPBACK)
+        late = collect(inv, None, at=T0 + 70 * DAY, allow_private=LOOPBACK)
     assert FindingCode.RENEWAL_OVERDUE not in codes(early)[0]
     assert FindingCode.RENEWAL_OVERDUE in codes(late)[0]
     assert any("unavailable" in n and "using the default" in n for n in early.notes)

@@ -34,20 +34,24 @@ from chainwatch.analysis.revocation import (
     ocsp_status,
 )
 from chainwatch.model import Cert, FindingCode, Profile, Severity, Status, Store
-from chainwatch.probe.fetch import (
+from chainwatch.probe.http import (
     SHARED_CACHE,
     FetchCache,
     Fetcher,
     FetchKind,
     FetchLimits,
-    check_revocation,
+    allow_networks,
 )
+from chainwatch.service.netinputs import check_revocation
 from chainwatch.testing.pki import PrivateKey
 
 from . import servers as srv
 from .pki import CA, PKI, Leaf, at, pem_of
 
 NOW = at("2026-03-01T12:00:00Z")
+LOOPBACK = allow_networks(["127.0.0.0/8", "::1"])
+"""The test responders listen on loopback, which fetches only go to when allowed."""
+ALLOW_LOOPBACK = ("--allow-private", "127.0.0.0/8")
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
 
@@ -571,7 +575,7 @@ def test_asks_the_ocsp_responder_and_caches_the_answer(web: HttpLab, live: dict[
     cache = FetchCache()
 
     async def twice() -> tuple[Revocation, Revocation]:
-        async with Fetcher(FetchLimits(timeout=5), cache=cache) as fetcher:
+        async with Fetcher(FetchLimits(timeout=5, allow_private=LOOPBACK), cache=cache) as fetcher:
             first = await check_revocation(leaf.chain(inter), None, fetcher=fetcher)
             second = await check_revocation(leaf.chain(inter), None, fetcher=fetcher)
             return first, second
@@ -591,7 +595,7 @@ def test_falls_back_to_the_crl(web: HttpLab, live: dict[str, Any]) -> None:
     web.routes["/ca.crl"] = Route(body=crl_der(
         inter, [(leaf.cert, now - DAY, x509.ReasonFlags.key_compromise)],
         last_update=now - HOUR, next_update=now + DAY))
-    answer = run(check_revocation(leaf.chain(inter), None, timeout=5))
+    answer = run(check_revocation(leaf.chain(inter), None, timeout=5, allow_private=LOOPBACK))
     assert answer.status is RevocationStatus.REVOKED
     assert answer.source is RevocationSource.CRL and answer.url == web.url("/ca.crl")
     assert answer.reason == "keyCompromise"
@@ -607,7 +611,8 @@ def test_unreachable_responders_give_unknown_within_the_timeout(
     with srv.closed_port() as port:
         crl_leaf = inter.leaf("www.example.com", extra=[
             aia(ocsp_url=web.url("/ocsp")), crl_dp(f"http://127.0.0.1:{port}/ca.crl")])
-        answer = run(check_revocation(crl_leaf.chain(inter), None, timeout=0.5))
+        answer = run(check_revocation(crl_leaf.chain(inter), None, timeout=0.5,
+                                      allow_private=LOOPBACK))
     assert answer.status is RevocationStatus.UNKNOWN and answer.source is None
     detail = answer.detail or ""
     assert f"OCSP {web.url('/ocsp')}: timeout after 0.5s" in detail
@@ -623,22 +628,23 @@ def test_bounded_and_refused_answers(web: HttpLab, live: dict[str, Any]) -> None
     leaf = inter.leaf("www.example.com", extra=[
         aia(ocsp_url=web.url("/huge")), crl_dp("ldap://ldap.example.com/cn=CA?crl")])
     web.routes["/huge"] = Route(body=b"\x30" * (64 * 1024 + 1))
-    answer = run(check_revocation(leaf.chain(inter), None, timeout=5))
+    answer = run(check_revocation(leaf.chain(inter), None, timeout=5, allow_private=LOOPBACK))
     assert answer.status is RevocationStatus.UNKNOWN
     assert answer.detail == (
         f"OCSP {web.url('/huge')}: answer of 65537 bytes exceeds 64 KiB; "
         "CRL ldap://ldap.example.com/cn=CA?crl: not an http(s) URL (ldap)"
     )
     bare = inter.leaf("bare.example.com")
-    nothing = run(check_revocation(bare.chain(inter), None, timeout=5))
+    nothing = run(check_revocation(bare.chain(inter), None, timeout=5, allow_private=LOOPBACK))
     assert nothing.detail == ("no staple, and the leaf names no OCSP responder and no CRL "
                               "distribution point")
-    orphan = run(check_revocation(bare.chain(), None, timeout=5))
+    orphan = run(check_revocation(bare.chain(), None, timeout=5, allow_private=LOOPBACK))
     assert orphan.detail is not None and "is neither served nor fetched" in orphan.detail
     # The issuer may come from elsewhere (an anchor, an AIA fetch): then it is usable.
     served_alone = live_leaf(inter, web, crl_path=None)
     web.routes["/ocsp"] = Route(body=live_ocsp(served_alone.cert, inter, live["now"]))
-    good = run(check_revocation(served_alone.chain(), None, timeout=5, issuers=[inter.cert]))
+    good = run(check_revocation(served_alone.chain(), None, timeout=5, allow_private=LOOPBACK,
+                                issuers=[inter.cert]))
     assert good.status is RevocationStatus.GOOD
 
 
@@ -663,8 +669,8 @@ def test_check_uses_the_staple_without_fetching(
         leaf.chain(inter), leaf.key, ocsp=staple)))
     trust = tmp_path / "trust.pem"
     trust.write_bytes(pem_of(live["root"].cert))
-    code, out, err = cli("check", ep.hostport, "--sni", "www.example.com", "--profile",
-                         f"file:{trust}", "--revocation", "--format", "json")
+    code, out, err = cli("check", *ALLOW_LOOPBACK, ep.hostport, "--sni", "www.example.com",
+                         "--profile", f"file:{trust}", "--revocation", "--format", "json")
     assert (code, err) == (2, "")
     report = json.loads(out)
     assert report["status"] == "critical"
@@ -679,12 +685,12 @@ def test_check_uses_the_staple_without_fetching(
     # A good staple: ok; and without --revocation nothing is checked or added.
     good = tls.serve(srv.pyopenssl_handler(srv.pyopenssl_context(
         leaf.chain(inter), leaf.key, ocsp=live_ocsp(leaf.cert, inter, now))))
-    code, out, _ = cli("check", good.hostport, "--sni", "www.example.com", "--profile",
-                       f"file:{trust}", "--revocation")
+    code, out, _ = cli("check", *ALLOW_LOOPBACK, good.hostport, "--sni", "www.example.com",
+                       "--profile", f"file:{trust}", "--revocation")
     assert code == 0
     assert "revocation: good, according to the stapled OCSP response" in out
-    code, out, _ = cli("check", ep.hostport, "--sni", "www.example.com", "--profile",
-                       f"file:{trust}", "--format", "json")
+    code, out, _ = cli("check", *ALLOW_LOOPBACK, ep.hostport, "--sni", "www.example.com",
+                       "--profile", f"file:{trust}", "--format", "json")
     assert code == 0 and "revocation" not in json.loads(out)
     assert sum(web.hits.values()) == 0
 
@@ -699,8 +705,8 @@ def test_check_asks_the_responder_when_nothing_is_stapled(
     ep = tls.serve(srv.pyopenssl_handler(srv.pyopenssl_context(leaf.chain(inter), leaf.key)))
     trust = tmp_path / "trust.pem"
     trust.write_bytes(pem_of(live["root"].cert))
-    code, out, _ = cli("check", ep.hostport, "--sni", "www.example.com", "--profile",
-                       f"file:{trust}", "--revocation", "--format", "json")
+    code, out, _ = cli("check", *ALLOW_LOOPBACK, ep.hostport, "--sni", "www.example.com",
+                       "--profile", f"file:{trust}", "--revocation", "--format", "json")
     assert code == 0
     report = json.loads(out)
     assert report["revocation"] == {
@@ -717,7 +723,7 @@ def test_cache_lifetimes_follow_next_update_and_failures_expire(web: HttpLab) ->
     soon = NOW + dt.timedelta(minutes=10)
 
     async def get(path: str, fresh: dt.datetime | None = None) -> bytes | None:
-        async with Fetcher(FetchLimits(timeout=5), cache=cache) as fetcher:
+        async with Fetcher(FetchLimits(timeout=5, allow_private=LOOPBACK), cache=cache) as fetcher:
             got = await fetcher.get(web.url(path), FetchKind.OCSP,
                                     fresh_until=lambda _: fresh)
             return got.body

@@ -6,8 +6,8 @@ thousands of endpoints serving one chain cost one analysis; the path search unde
 is memoised without ``at`` so re-evaluating a known chain on a new day is cheap too.
 
 Inputs that need the network (the leaf's revocation status, certificates fetched via
-AIA) are gathered by the probe layer (:mod:`chainwatch.probe.fetch`) and handed in as
-values.
+AIA) are gathered by the service layer (:mod:`chainwatch.service.netinputs`) and handed
+in as values.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from chainwatch.render.codec import dumps, report_json
 from chainwatch.render.text import render_text
 
 if TYPE_CHECKING:
-    from chainwatch.probe.fetch import NetworkInputs
+    from chainwatch.service.netinputs import NetworkInputs
 
 
 def check_bundle(
@@ -100,16 +100,28 @@ def check_endpoint(
                            "intermediate by fetching it from the caIssuers URL, as browsers "
                            "do (legacy profiles model OpenSSL 1.0.x, which never fetches).")
     ] = False,
+    allow_private: Annotated[
+        list[str] | None, typer.Option("--allow-private", metavar="CIDR", help="Let OCSP, "
+                                       "CRL and AIA fetches go to this non-public network "
+                                       "(repeatable; by default only public addresses are "
+                                       "fetched from).")
+    ] = None,
 ) -> None:
     """Probe a live endpoint (every address behind it) and check the chain each serves."""
     from dataclasses import replace
 
     from chainwatch.model import Target
-    from chainwatch.probe.fetch import NetworkInputs, fetch_inputs
-    from chainwatch.probe.tls import Limits, probe_all
+    from chainwatch.probe.handshake import Limits
+    from chainwatch.probe.http import allow_networks
+    from chainwatch.probe.parallel import probe_all
+    from chainwatch.service.netinputs import NetworkInputs, fetch_inputs
     from chainwatch.service.observe import address_summary, report_for
 
     check_days(warn_days, crit_days)
+    try:
+        allowed = allow_networks(allow_private or ())
+    except ValueError as exc:
+        raise InputError(f"--allow-private: {exc}") from None
     when = parse_when(at)
     protocol = _starttls_arg(starttls)
     host, port = _endpoint_arg(endpoint, protocol)
@@ -123,7 +135,7 @@ def check_endpoint(
     observations = probe_all([target], limits=Limits(timeout=timeout))
     if revocation or aia:
         inputs = fetch_inputs([(o, profiles) for o in observations], revocation=revocation,
-                              timeout=timeout)
+                              timeout=timeout, allow_private=allowed)
     else:
         inputs = [NetworkInputs() for _ in observations]
     name = sni or host

@@ -70,6 +70,7 @@ from chainwatch.config.yaml import _Document, _field_name, _read_yaml
 from chainwatch.errors import InputError, InventoryError, ProfileError
 from chainwatch.model import Building, Profile, RenewalPolicy, Store, Target
 from chainwatch.model.names import StartTLS
+from chainwatch.probe.http import IPNetwork, allow_networks
 from chainwatch.stores import resolve_profile, resolve_store
 from chainwatch.stores.presets import PRESETS
 
@@ -442,6 +443,12 @@ class _Builder:
             seen[ep.target] = i
             endpoints.append(ep)
         files = tuple(self.file_source(i, fm, defaults) for i, fm in enumerate(model.files))
+        allowed: list[IPNetwork] = []
+        for i, spec in enumerate(model.fetch.allow_private):
+            try:
+                allowed.extend(allow_networks([spec]))
+            except ValueError as exc:
+                raise self.fail(("fetch", "allow_private", i), str(exc)) from None
         return Inventory(
             path=path,
             defaults=defaults,
@@ -449,6 +456,7 @@ class _Builder:
             endpoints=tuple(endpoints),
             files=files,
             alerts=None if model.alerts is None else self.alerts(model.alerts),
+            allow_private=tuple(allowed),
         )
 
 

@@ -426,8 +426,13 @@ class _RenewalRuleModel(_Edge):
     grace: Percent | None = None
 
 
+class _FetchModel(_Edge):
+    allow_private: list[Text] = []
+
+
 class _InventoryModel(_Edge):
     defaults: _DefaultsModel = _DefaultsModel()
+    fetch: _FetchModel = _FetchModel()
     profiles: dict[str, _ProfileModel] = {}
     renewals: list[_RenewalRuleModel] = []
     endpoints: list[_EndpointModel] = []

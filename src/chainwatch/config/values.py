@@ -13,6 +13,7 @@ from chainwatch.alerts.config import AlertsConfig
 from chainwatch.model import Profile, RenewalPolicy, Target
 from chainwatch.model.names import StartTLS
 from chainwatch.model.names import is_ip as _is_ip
+from chainwatch.probe.http import IPNetwork
 
 STARTTLS_PORTS: Mapping[StartTLS, int] = MappingProxyType({s: s.default_port for s in StartTLS})
 """The port an endpoint gets when it names a STARTTLS protocol but no port."""
@@ -152,6 +153,8 @@ class Inventory:
         profiles: named profiles by name (each a :class:`Profile` whose ``spec`` is the name).
         endpoints / files: in file order.
         alerts: the ``alerts`` section, or ``None`` when the file has none.
+        allow_private: ``fetch.allow_private``: non-public networks that URLs taken from
+            certificates and ACME answers may be fetched from (none by default).
     """
 
     path: Path
@@ -162,6 +165,7 @@ class Inventory:
     endpoints: tuple[Endpoint, ...] = ()
     files: tuple[FileSource, ...] = ()
     alerts: AlertsConfig | None = None
+    allow_private: tuple[IPNetwork, ...] = ()
 
     @property
     def base_dir(self) -> Path:

@@ -3,6 +3,18 @@
 A probe returns an :class:`Observation`: the DER bytes of the chain exactly as presented
 (order included), TLS facts, and on failure a reason code. A failed probe is a value
 (a stored row of history), not an exception.
+
+The rooms of the package, each doing I/O only (none imports the analysis)::
+
+    handshake   one address: connect, STARTTLS, the TLS handshake on a raw socket, retries
+    targets     what is probed: a name's addresses (resolution, batch expansion)
+    parallel    many addresses: bounded concurrency, shards in threads or child processes
+    starttls    the protocol dialogues before the handshake
+    http        bounded HTTP fetching (caIssuers, OCSP, CRL): limits, cache, URL checks
+    ari         ACME Renewal Information
+
+The fetch-verify-fetch loops that need the analysis (completing a chain via AIA,
+checking revocation) live in :mod:`chainwatch.service.netinputs`.
 """
 
 from __future__ import annotations

@@ -3,24 +3,40 @@
 For an endpoint whose inventory entry names its CA's ACME directory (``acme: URL``),
 the monitor asks the CA when the served certificate should be renewed; the window
 replaces the default "2/3 of the lifetime" expectation behind ``RENEWAL_OVERDUE``.
-Fetching never raises: an unreachable or broken server yields ``window=None`` and a
-note, and the default expectation applies.
+
+Fetching never raises, whatever the server does: an unreachable, slow or hostile server
+(a directory trickled a byte at a time, JSON nested a million deep, a compression bomb,
+a window ending in the year 9999) yields ``window=None`` and a note, and the default
+expectation applies. Both requests go through :class:`~chainwatch.probe.http.Fetcher`
+(public destinations only, unless allowed; bounded size, decoded size included) and share
+one deadline, ``timeout`` for the whole lookup.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httpx
 
 from chainwatch.model import Cert
+from chainwatch.probe.http import (
+    FetchCache,
+    Fetcher,
+    FetchKind,
+    FetchLimits,
+    IPNetwork,
+    url_problem,
+)
 
 MAX_BYTES = 64 * 1024
 DEFAULT_TIMEOUT = 5.0
+PLAUSIBLE_SLACK = dt.timedelta(days=366)
+"""How far outside the leaf's validity a suggested window may reach and still be taken."""
 
 
 @dataclass(frozen=True)
@@ -46,58 +62,90 @@ def cert_id(leaf: Cert) -> str | None:
     return f"{b64(leaf.aki)}.{b64(raw)}"
 
 
-def _http_url(url: str) -> bool:
-    return urlsplit(url).scheme in {"http", "https"}
+class _Unavailable(Exception):
+    """The lookup gave no usable answer (the message says why)."""
 
 
-async def _get_json(client: httpx.AsyncClient, url: str) -> object:
-    async with client.stream("GET", url) as response:
-        if response.status_code != 200:
-            raise ValueError(f"HTTP {response.status_code}")
-        body = b""
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) > MAX_BYTES:
-                raise ValueError(f"response larger than {MAX_BYTES} bytes")
-    return json.loads(body)
+async def _get_json(fetcher: Fetcher, url: str) -> object:
+    got = await fetcher.get(url, FetchKind.JSON)
+    if not got.ok or got.body is None:
+        raise _Unavailable(got.message)
+    return json.loads(got.body)
 
 
 def _instant(value: object) -> dt.datetime:
     if not isinstance(value, str):
         raise ValueError("window bounds must be RFC 3339 strings")
     parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC)
+
+
+def _implausible(start: dt.datetime, end: dt.datetime, leaf: Cert) -> str | None:
+    """Why a window cannot be this leaf's renewal window, or ``None``. Besides nonsense,
+    this keeps every instant the monitor derives from it (the window's end plus grace)
+    within what a datetime can hold."""
+    if end < start:
+        return "the suggested window ends before it starts"
+    try:
+        early, late = leaf.not_before - PLAUSIBLE_SLACK, leaf.not_after + PLAUSIBLE_SLACK
+        _ = late + 2 * leaf.lifetime  # the latest instant derived from the window's end
+    except OverflowError:
+        return "the certificate's validity leaves no room for a renewal window"
+    if start < early or end > late:
+        return (f"the suggested window {start:%Y-%m-%d} .. {end:%Y-%m-%d} lies far outside "
+                f"the certificate's validity ({leaf.not_before:%Y-%m-%d} .. "
+                f"{leaf.not_after:%Y-%m-%d})")
+    return None
+
+
+async def _lookup(fetcher: Fetcher, directory_url: str, ident: str, leaf: Cert) -> RenewalInfo:
+    directory = await _get_json(fetcher, directory_url)
+    base = directory.get("renewalInfo") if isinstance(directory, dict) else None
+    if not isinstance(base, str) or url_problem(base) is not None:
+        return RenewalInfo(None, "the ACME server does not offer renewalInfo (RFC 9773)")
+    info = await _get_json(fetcher, f"{base.rstrip('/')}/{ident}")
+    window = info.get("suggestedWindow") if isinstance(info, dict) else None
+    if not isinstance(window, dict):
+        return RenewalInfo(None, "the renewalInfo answer has no suggestedWindow")
+    start, end = _instant(window.get("start")), _instant(window.get("end"))
+    problem = _implausible(start, end, leaf)
+    if problem is not None:
+        return RenewalInfo(None, f"{problem}; using the default")
+    url = info.get("explanationURL") if isinstance(info, dict) else None
+    return RenewalInfo((start, end), None, url if isinstance(url, str) else None)
 
 
 async def renewal_info(directory_url: str, leaf: Cert, *,
                        timeout: float = DEFAULT_TIMEOUT,
-                       client: httpx.AsyncClient | None = None) -> RenewalInfo:
-    """Ask the ACME server at ``directory_url`` for ``leaf``'s suggested renewal window."""
+                       fetcher: Fetcher | None = None,
+                       allow_private: Sequence[IPNetwork] = ()) -> RenewalInfo:
+    """Ask the ACME server at ``directory_url`` for ``leaf``'s suggested renewal window.
+
+    ``timeout`` bounds the whole lookup (the directory and the renewalInfo answer).
+    ``fetcher``: the one to use (its limits then apply, ``allow_private`` included);
+    without one, a fetcher of its own with ``allow_private`` and no shared cache.
+    Never raises: any failure is a note, and ``window=None``.
+    """
     ident = cert_id(leaf)
     if ident is None:
         return RenewalInfo(None, "the leaf has no authorityKeyIdentifier: no ARI lookup")
-    if not _http_url(directory_url):
+    if url_problem(directory_url) is not None:
         return RenewalInfo(None, f"ACME directory {directory_url!r} is not an http(s) URL")
-    own = client is None
-    http = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+    where = httpx.URL(directory_url).netloc.decode("ascii", "replace")
     try:
-        directory = await _get_json(http, directory_url)
-        base = directory.get("renewalInfo") if isinstance(directory, dict) else None
-        if not isinstance(base, str) or not _http_url(base):
-            return RenewalInfo(None, "the ACME server does not offer renewalInfo (RFC 9773)")
-        info = await _get_json(http, f"{base.rstrip('/')}/{ident}")
-        window = info.get("suggestedWindow") if isinstance(info, dict) else None
-        if not isinstance(window, dict):
-            return RenewalInfo(None, "the renewalInfo answer has no suggestedWindow")
-        start, end = _instant(window.get("start")), _instant(window.get("end"))
-        if end < start:
-            return RenewalInfo(None, "the suggested window ends before it starts")
-        url = info.get("explanationURL") if isinstance(info, dict) else None
-        return RenewalInfo((start, end), None, url if isinstance(url, str) else None)
-    except (httpx.HTTPError, ValueError, json.JSONDecodeError) as exc:
-        where = urlsplit(directory_url).netloc
-        return RenewalInfo(None, f"ACME Renewal Information from {where} unavailable "
-                                 f"({type(exc).__name__}: {str(exc)[:120]}); using the default")
-    finally:
-        if own:
-            await http.aclose()
+        async with asyncio.timeout(timeout):
+            if fetcher is not None:
+                return await _lookup(fetcher, directory_url, ident, leaf)
+            limits = FetchLimits(timeout=timeout, json_bytes=MAX_BYTES,
+                                 allow_private=tuple(allow_private))
+            async with Fetcher(limits, cache=FetchCache()) as own:
+                return await _lookup(own, directory_url, ident, leaf)
+    except TimeoutError:
+        why = f"no answer within {timeout:g}s"
+    except _Unavailable as exc:
+        why = str(exc)
+    except Exception as exc:  # whatever the answer did to the parser: never the scan's end
+        why = f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
+    return RenewalInfo(None, f"ACME Renewal Information from {where} unavailable "
+                             f"({why}); using the default")

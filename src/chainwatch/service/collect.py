@@ -34,10 +34,12 @@ from chainwatch.model import Cert, FindingCode, RenewalPolicy, Report, Severity,
 from chainwatch.model.bundle import load_bundle_file
 from chainwatch.probe import FailureReason, Observation
 from chainwatch.probe.ari import RenewalInfo, renewal_info
-from chainwatch.probe.fetch import NetworkInputs, fetch_inputs
-from chainwatch.probe.tls import Limits, probe_all
+from chainwatch.probe.handshake import Limits
+from chainwatch.probe.http import IPNetwork
+from chainwatch.probe.parallel import probe_all
 from chainwatch.render.codec import report_json, worst
 from chainwatch.service.discovery import endpoint_names, is_covered
+from chainwatch.service.netinputs import NetworkInputs, fetch_inputs
 from chainwatch.service.observe import report_for
 from chainwatch.storage.repo import Database, LatestLeaf
 
@@ -124,14 +126,17 @@ def collect(
     progress: Progress | None = None,
     endpoints: Sequence[Endpoint] | None = None,
     sweep: bool | None = None,
+    allow_private: Sequence[IPNetwork] = (),
 ) -> ScanResult:
     """One batch, written nowhere. ``endpoints`` limits it to some endpoints (the
     scheduler's due ones). A sweep (by default, a scan of every endpoint) also reads the
-    files and lists uncovered names. ``history`` is only read.
+    files and lists uncovered names. ``history`` is only read. ``allow_private``:
+    networks that OCSP, CRL, AIA and ACME fetches may go to although not public.
 
     Cross-endpoint findings (``STALE_DEPLOYMENT``, ``RENEWAL_OVERDUE``) compare each leaf
     with what every endpoint of the inventory serves: the endpoints probed now, and for
     the others their last stored observation."""
+    allow_private = tuple(allow_private) or inventory.allow_private
     chosen = tuple(inventory.endpoints if endpoints is None else endpoints)
     full = endpoints is None if sweep is None else sweep
     started = now()
@@ -175,7 +180,7 @@ def collect(
     if full:
         items.extend(_read_files(inventory.files, started))
 
-    inputs = network_inputs(items)
+    inputs = network_inputs(items, allow_private)
     reports: list[Report] = []
     for n, ((item, obs), inp) in enumerate(zip(items, inputs, strict=True), start=1):
         src = item.source
@@ -194,7 +199,7 @@ def collect(
         items, reports, strict=True)])
     elsewhere = _served_elsewhere(db, last_served, inventory, chosen)
     t3 = clock()
-    policies, notes = renewal_policies([i for i, _ in items], reports)
+    policies, notes = renewal_policies([i for i, _ in items], reports, allow_private)
     reports, renewals = track([i for i, _ in items], reports, previous, when, policies,
                               elsewhere=elsewhere)
     t4 = clock()
@@ -221,7 +226,8 @@ def _identity(t: Target, ip: str | None = None) -> tuple[str, int, str | None, s
     return (t.host, t.port, t.sni, t.starttls, ip if ip is not None else None)
 
 
-def network_inputs(items: Sequence[tuple[Item, Observation]]) -> list[NetworkInputs]:
+def network_inputs(items: Sequence[tuple[Item, Observation]],
+                   allow_private: Sequence[IPNetwork] = ()) -> list[NetworkInputs]:
     """Revocation status (endpoints with ``revocation: true``) and AIA-fetched issuers
     (for profiles with ``aia: true``) of each observation; nothing for the others."""
     out = [NetworkInputs() for _ in items]
@@ -233,7 +239,8 @@ def network_inputs(items: Sequence[tuple[Item, Observation]]) -> list[NetworkInp
             and (wanted or any(p.aia for p in item.source.profiles))
         ]
         fetched = fetch_inputs(
-            [(items[n][1], items[n][0].source.profiles) for n in chosen], revocation=wanted
+            [(items[n][1], items[n][0].source.profiles) for n in chosen], revocation=wanted,
+            allow_private=allow_private,
         )
         for n, inp in zip(chosen, fetched, strict=True):
             out[n] = inp
@@ -327,7 +334,8 @@ def _norm(t: Target) -> Target:
                   starttls=t.starttls or None)
 
 
-def renewal_policies(items: Sequence[Item], reports: Sequence[Report]
+def renewal_policies(items: Sequence[Item], reports: Sequence[Report],
+                     allow_private: Sequence[IPNetwork] = ()
                      ) -> tuple[list[RenewalPolicy], list[str]]:
     """Each item's renewal expectation: its inventory setting, moved to the ACME Renewal
     Information window when its endpoint names an ACME server that offers one."""
@@ -340,7 +348,7 @@ def renewal_policies(items: Sequence[Item], reports: Sequence[Report]
             wanted[(item.source.acme, report.chain[0].sha256)] = report.chain[0]
     if not wanted:
         return policies, []
-    answers = asyncio.run(_fetch_renewal_info(wanted))
+    answers = asyncio.run(_fetch_renewal_info(wanted, allow_private))
     notes: list[str] = []
     for n, (item, report) in enumerate(zip(items, reports, strict=True)):
         if not (isinstance(item.source, Endpoint) and item.source.acme and report.chain):
@@ -354,13 +362,14 @@ def renewal_policies(items: Sequence[Item], reports: Sequence[Report]
 
 
 async def _fetch_renewal_info(
-    wanted: Mapping[tuple[str, str], Cert], concurrency: int = 16
+    wanted: Mapping[tuple[str, str], Cert], allow_private: Sequence[IPNetwork] = (),
+    concurrency: int = 16,
 ) -> dict[tuple[str, str], RenewalInfo]:
     gate = asyncio.Semaphore(concurrency)
 
     async def one(directory: str, leaf: Cert) -> RenewalInfo:
         async with gate:
-            return await renewal_info(directory, leaf)
+            return await renewal_info(directory, leaf, allow_private=allow_private)
 
     keys = list(wanted)
     found = await asyncio.gather(*(one(d, wanted[(d, sha)]) for d, sha in keys))

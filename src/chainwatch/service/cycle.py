@@ -29,6 +29,7 @@ from chainwatch.alerts.config import AlertsConfig
 from chainwatch.alerts.escalation import Delivery
 from chainwatch.config.values import Endpoint, Inventory
 from chainwatch.errors import ChainwatchError
+from chainwatch.probe.http import IPNetwork
 from chainwatch.service.collect import Progress, ScanResult, collect
 from chainwatch.service.record import record
 from chainwatch.storage.db import first_line
@@ -202,8 +203,11 @@ def scan(
     concurrency: int = 256,
     progress: Progress | None = None,
     now: Clock = _utcnow,
+    at: dt.datetime | None = None,
+    allow_private: Sequence[IPNetwork] = (),
 ) -> ScanResult:
-    """Collect and record one batch without alerting (the Python API's one-call scan)."""
+    """Collect and record one batch without alerting (the Python API's one-call scan).
+    ``at`` evaluates as of that instant (the stored reports then say so)."""
     result = collect(inventory, db, now=now, concurrency=concurrency, progress=progress,
-                     endpoints=endpoints, sweep=sweep)
+                     endpoints=endpoints, sweep=sweep, at=at, allow_private=allow_private)
     return record(db, result, retention=inventory.defaults.retention if result.sweep else None)

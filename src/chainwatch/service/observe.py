@@ -22,7 +22,7 @@ from chainwatch.analysis.revocation import Revocation
 from chainwatch.model import Cert, Profile, Report
 from chainwatch.model.times import iso_or_none as iso
 from chainwatch.probe import Observation
-from chainwatch.probe.tls import where
+from chainwatch.probe.handshake import where
 
 
 def parse_chain(observation: Observation) -> tuple[Cert, ...] | str:
@@ -68,7 +68,7 @@ def report_for(
         revocation: the leaf's revocation status, when it was checked (``REVOKED``,
             ``REVOCATION_UNKNOWN``); ``None``: not checked.
         fetched: certificates fetched via AIA for profiles with ``aia`` set.
-            Both come from :func:`chainwatch.probe.fetch.gather_inputs`.
+            Both come from :func:`chainwatch.service.netinputs.gather_inputs`.
     """
     target = observation.target
     if not observation.ok:

@@ -302,6 +302,9 @@ class Lab:
             "# Relative file: paths are resolved against this file's directory.",
             "defaults: {profiles: [lab], warn_days: 30, crit_days: 7, interval: 5m, "
             "timeout: 5s}",
+            "# The lab's OCSP, CRL and ACME servers listen on loopback, which chainwatch does",
+            "# not fetch from unless allowed (URLs in certificates could point anywhere).",
+            "fetch: {allow_private: [127.0.0.0/8, '::1/128']}",
             "profiles:",
         ]
         for b in self.bundles:
