@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 
 from chainwatch.model import Cert
+from chainwatch.model.names import to_ascii
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -41,10 +42,9 @@ def normalize_dns(name: str) -> str | None:
     if not name:
         return None
     try:
-        ascii_name = name if name.isascii() else name.encode("idna").decode("ascii")
-    except UnicodeError:
+        return to_ascii(name)
+    except ValueError:
         return None
-    return ascii_name.lower()
 
 
 def _valid_reference(name: str) -> bool:

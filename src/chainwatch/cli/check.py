@@ -131,6 +131,11 @@ def check_endpoint(
     profiles = resolve_profiles(profile)
     if aia:
         profiles = [replace(p, aia=True) if not p.legacy else p for p in profiles]
+    if sni:
+        try:
+            sni = to_ascii(sni)
+        except ValueError as exc:
+            raise InputError(f"--sni: {exc}") from None
     target = Target(host=host, port=port, ip=address, sni=sni or None, starttls=protocol)
     observations = probe_all([target], limits=Limits(timeout=timeout))
     if revocation or aia:

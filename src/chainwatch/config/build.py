@@ -69,7 +69,7 @@ from chainwatch.config.values import (
 from chainwatch.config.yaml import _Document, _field_name, _read_yaml
 from chainwatch.errors import InputError, InventoryError, ProfileError
 from chainwatch.model import Building, Profile, RenewalPolicy, Store, Target
-from chainwatch.model.names import StartTLS
+from chainwatch.model.names import StartTLS, to_ascii
 from chainwatch.probe.http import IPNetwork, allow_networks
 from chainwatch.stores import resolve_profile, resolve_store
 from chainwatch.stores.presets import PRESETS
@@ -222,12 +222,12 @@ class _Builder:
         if _is_ip(text):
             return str(ipaddress.ip_address(text))
         try:
-            ascii_name = text.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise self.fail(path, f"{text!r} is not a valid host name") from None
+            ascii_name = to_ascii(text)
+        except ValueError as exc:
+            raise self.fail(path, str(exc)) from None
         labels = ascii_name.split(".")
         if len(ascii_name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
-            raise self.fail(path, f"{text!r} is not a valid host name")
+            raise self.fail(path, f"{shown(text)} is not a valid host name")
         return ascii_name
 
     def tag_renewal(self, tags: Sequence[str], base: RenewalPolicy) -> RenewalPolicy:

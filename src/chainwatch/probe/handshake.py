@@ -61,6 +61,7 @@ from OpenSSL import SSL, crypto
 
 from chainwatch.errors import ProbeError
 from chainwatch.model import Target
+from chainwatch.model.names import shown, to_ascii
 from chainwatch.probe import FailureReason, Observation
 from chainwatch.probe.starttls import DEFAULT_PORTS, Dialogue, Stream, printable, upgrade
 
@@ -344,7 +345,7 @@ def _map_ssl_error(exc: SSL.Error, scanner: _RecordScanner) -> ProbeError:
 def _not_tls(sample: bytes) -> ProbeError:
     return ProbeError(
         FailureReason.NOT_TLS,
-        f"the server answered with something that is not TLS: {printable(sample, 40)!r}",
+        f"the server answered with something that is not TLS: {printable(sample, 40)}",
     )
 
 
@@ -460,10 +461,11 @@ class _Handshake:
             name = server_name(self.target)
             if name is not None:
                 try:
-                    conn.set_tlsext_host_name(name.encode("idna"))
-                except UnicodeError:
+                    conn.set_tlsext_host_name(to_ascii(name).encode("ascii"))
+                except (ValueError, UnicodeError):
                     self._fail(ProbeError(
-                        FailureReason.OTHER, f"the server name {name!r} cannot be sent as SNI"
+                        FailureReason.OTHER,
+                        f"the server name {shown(name)} cannot be sent as SNI (IDNA 2008)"
                     ))
                     return
             conn.request_ocsp()

@@ -45,12 +45,18 @@ MAX_LINE = 4096
 
 
 def printable(data: bytes | str, limit: int = 80) -> str:
-    """Server-supplied text made safe for a one-line message: control characters escaped,
-    cut at ``limit`` characters."""
+    """Server-supplied text made safe for a one-line message, in quotes: control
+    characters escaped once (``'HTTP/1.1 400 Bad Request\\r\\n'``), cut at ``limit``
+    characters. Already quoted: format it with ``{}``, never ``!r`` (that escapes twice)."""
     text = data.decode("latin-1") if isinstance(data, bytes) else data
     cut = text[:limit]
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
-    return shown + ("..." if len(text) > limit else "")
+    return f"'{''.join(map(_escaped, cut))}'" + ("..." if len(text) > limit else "")
+
+
+def _escaped(c: str) -> str:
+    if c == "'":
+        return "\\'"
+    return c if c.isprintable() else repr(c)[1:-1]
 
 
 class Stream:
@@ -230,7 +236,7 @@ async def _reply(stream: Stream, protocol: str) -> tuple[int, list[str]]:
                 # RFC 959 lets the middle lines of a multi-line FTP reply be free text.
                 texts.append(line)
                 continue
-            raise _refused(f"the server does not speak {protocol.upper()}: {printable(line)!r}")
+            raise _refused(f"the server does not speak {protocol.upper()}: {printable(line)}")
         texts.append(match.group(3))
         if match.group(2) == " ":
             return int(match.group(1)), texts
@@ -242,30 +248,30 @@ async def _reply(stream: Stream, protocol: str) -> tuple[int, list[str]]:
 async def _smtp(stream: Stream, dialogue: Dialogue) -> None:
     code, texts = await _reply(stream, "smtp")
     if code != 220:
-        raise _refused(f"SMTP greeting {code} {printable(texts[0])!r}")
+        raise _refused(f"SMTP greeting {code} {printable(texts[0])}")
     await stream.write(f"EHLO {dialogue.client_name}\r\n".encode())
     code, texts = await _reply(stream, "smtp")
     if code != 250:
-        raise _refused(f"SMTP EHLO answered {code} {printable(texts[0])!r}")
+        raise _refused(f"SMTP EHLO answered {code} {printable(texts[0])}")
     keywords = {t.split(" ", 1)[0].upper() for t in texts[1:] if t}
     if "STARTTLS" not in keywords:
         raise _unsupported("the SMTP server does not offer STARTTLS in its EHLO capabilities")
     await stream.write(b"STARTTLS\r\n")
     code, texts = await _reply(stream, "smtp")
     if code != 220:
-        raise _refused(f"SMTP STARTTLS answered {code} {printable(texts[0])!r}")
+        raise _refused(f"SMTP STARTTLS answered {code} {printable(texts[0])}")
 
 
 async def _ftp(stream: Stream, dialogue: Dialogue) -> None:
     code, texts = await _reply(stream, "ftp")
     if code != 220:
-        raise _refused(f"FTP greeting {code} {printable(texts[0])!r}")
+        raise _refused(f"FTP greeting {code} {printable(texts[0])}")
     await stream.write(b"AUTH TLS\r\n")
     code, texts = await _reply(stream, "ftp")
     if code in (500, 502, 504):  # syntax error / not implemented / parameter not implemented
-        raise _unsupported(f"FTP AUTH TLS answered {code} {printable(texts[0])!r}")
+        raise _unsupported(f"FTP AUTH TLS answered {code} {printable(texts[0])}")
     if code != 234:
-        raise _refused(f"FTP AUTH TLS answered {code} {printable(texts[0])!r}")
+        raise _refused(f"FTP AUTH TLS answered {code} {printable(texts[0])}")
 
 
 # -- IMAP (RFC 3501 section 6.2.1) and POP3 (RFC 2595) ---------------------------------------
@@ -277,9 +283,9 @@ async def _imap(stream: Stream, dialogue: Dialogue) -> None:
     greeting = await stream.read_line()
     upper = greeting.upper()
     if upper.startswith("* BYE"):
-        raise _refused(f"IMAP greeting {printable(greeting)!r}")
+        raise _refused(f"IMAP greeting {printable(greeting)}")
     if not upper.startswith(("* OK", "* PREAUTH")):
-        raise _refused(f"the server does not speak IMAP: {printable(greeting)!r}")
+        raise _refused(f"the server does not speak IMAP: {printable(greeting)}")
     await stream.write(b"a1 STARTTLS\r\n")
     for _ in range(_MAX_UNTAGGED):
         line = await stream.read_line()
@@ -290,9 +296,9 @@ async def _imap(stream: Stream, dialogue: Dialogue) -> None:
             if status[1] == "OK":
                 return
             if status[1] == "BAD":
-                raise _unsupported(f"IMAP STARTTLS answered {printable(line)!r}")
-            raise _refused(f"IMAP STARTTLS answered {printable(line)!r}")
-        raise _refused(f"unexpected IMAP answer {printable(line)!r}")
+                raise _unsupported(f"IMAP STARTTLS answered {printable(line)}")
+            raise _refused(f"IMAP STARTTLS answered {printable(line)}")
+        raise _refused(f"unexpected IMAP answer {printable(line)}")
     raise ProbeError(
         FailureReason.TOO_LARGE, f"more than {_MAX_UNTAGGED} untagged IMAP lines before STARTTLS"
     )
@@ -302,12 +308,12 @@ async def _pop3(stream: Stream, dialogue: Dialogue) -> None:
     greeting = await stream.read_line()
     if not greeting.startswith("+OK"):
         if greeting.startswith("-ERR"):
-            raise _refused(f"POP3 greeting {printable(greeting)!r}")
-        raise _refused(f"the server does not speak POP3: {printable(greeting)!r}")
+            raise _refused(f"POP3 greeting {printable(greeting)}")
+        raise _refused(f"the server does not speak POP3: {printable(greeting)}")
     await stream.write(b"STLS\r\n")
     answer = await stream.read_line()
     if not answer.startswith("+OK"):
-        raise _refused(f"POP3 STLS answered {printable(answer)!r}")
+        raise _refused(f"POP3 STLS answered {printable(answer)}")
 
 
 # -- LDAP (RFC 4511 section 4.14): StartTLS extended operation, BER by hand ---------------
@@ -359,7 +365,7 @@ async def _ldap_message(stream: Stream) -> bytes:
     """One whole LDAPMessage (SEQUENCE with definite length), bounded in size."""
     head = await stream.read_exact(2)
     if head[0] != 0x30:
-        raise _refused(f"the server does not speak LDAP: {printable(head)!r}")
+        raise _refused(f"the server does not speak LDAP: {printable(head)}")
     if head[1] & 0x80:
         count = head[1] & 0x7F
         if count == 0 or count > 4:
@@ -398,7 +404,7 @@ async def _ldap(stream: Stream, dialogue: Dialogue) -> None:
     if code == 0:
         return
     text = f"LDAP StartTLS resultCode {code}" + (
-        f" {printable(diagnostic)!r}" if diagnostic else ""
+        f" {printable(diagnostic)}" if diagnostic else ""
     )
     if code == _LDAP_PROTOCOL_ERROR:  # RFC 4511 4.12: what an unknown extended op gets
         raise _unsupported(text)
@@ -433,7 +439,7 @@ async def _xmpp(stream: Stream, dialogue: Dialogue) -> None:
     )
     first = await stream.read_some()
     if b"<" not in first[:64]:
-        raise _refused(f"the server does not speak XMPP: {printable(first)!r}")
+        raise _refused(f"the server does not speak XMPP: {printable(first)}")
     received = bytearray(first)
     for _ in range(10_000):
         features = _XMPP_FEATURES.search(received)
@@ -441,7 +447,7 @@ async def _xmpp(stream: Stream, dialogue: Dialogue) -> None:
             break
         error = _XMPP_STREAM_ERROR.search(received) or _XMPP_ENDED.search(received)
         if error is not None:
-            raise _refused(f"XMPP stream error {printable(error.group(0), 120)!r}")
+            raise _refused(f"XMPP stream error {printable(error.group(0), 120)}")
         received += await stream.read_some()
     else:
         raise ProbeError(FailureReason.TOO_LARGE, "XMPP stream features never ended")
@@ -467,7 +473,7 @@ async def _postgres(stream: Stream, dialogue: Dialogue) -> None:
         return
     if answer == b"N":
         raise _refused("the PostgreSQL server answered N to SSLRequest (TLS not enabled)")
-    raise _refused(f"the PostgreSQL server answered {printable(answer)!r} to SSLRequest")
+    raise _refused(f"the PostgreSQL server answered {printable(answer)} to SSLRequest")
 
 
 _UPGRADES: dict[str, Upgrade] = {
