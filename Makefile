@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run examples test lint typecheck unit bench bench-probe bench-scan clean
+.PHONY: run examples test lint typecheck layering unit bench bench-probe bench-scan clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,10 +26,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
+# The house layout (pyproject.toml [tool.importlinter]): rooms import only rooms below them.
+layering: $(STAMP)
+	$(BIN)/lint-imports
+
 unit: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 
-test: lint typecheck unit
+test: lint typecheck layering unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/analysis.py

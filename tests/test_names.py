@@ -105,3 +105,14 @@ def test_file_globs_skip_directories_and_do_not_follow_link_loops(tmp_path: Path
     reports = collect(inventory).reports
     assert len(reports) == 3
     assert all(r.status is not Status.UNKNOWN for r in reports), [r.findings for r in reports]
+
+
+def test_a_huge_host_name_is_not_echoed_whole(tmp_path: Path) -> None:
+    from chainwatch.errors import InventoryError
+
+    inv = tmp_path / "inv.yaml"
+    inv.write_text("endpoints: [{host: '" + "a_b" * 40_000 + "'}]\n")
+    with pytest.raises(InventoryError) as caught:
+        load_inventory(inv)
+    assert len(str(caught.value)) < 400
+    assert "(120000 chars)" in str(caught.value)

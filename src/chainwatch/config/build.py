@@ -69,7 +69,7 @@ from chainwatch.config.values import (
 from chainwatch.config.yaml import _Document, _field_name, _read_yaml
 from chainwatch.errors import InputError, InventoryError, ProfileError
 from chainwatch.model import Building, Profile, RenewalPolicy, Store, Target
-from chainwatch.model.names import StartTLS, to_ascii
+from chainwatch.model.names import StartTLS, shown, to_ascii
 from chainwatch.probe.http import IPNetwork, allow_networks
 from chainwatch.stores import resolve_profile, resolve_store
 from chainwatch.stores.presets import PRESETS

@@ -46,7 +46,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
+import importlib.metadata
 import ipaddress
 import re
 import socket
@@ -589,6 +591,16 @@ SHARED_CACHE = FetchCache()
 FreshUntil = Callable[[bytes], dt.datetime | None]
 
 
+@functools.cache
+def _version() -> str:
+    """chainwatch's version for the User-Agent (package metadata, not the package root,
+    which would import every room)."""
+    try:
+        return importlib.metadata.version("chainwatch")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 class Fetcher:
     """Bounded, cached HTTP fetching of certificates, OCSP responses, CRLs and ACME answers,
     from public destinations only (plus ``limits.allow_private``).
@@ -622,15 +634,13 @@ class Fetcher:
         self._allowed = ",".join(sorted(str(n) for n in self.limits.allow_private))
 
     async def __aenter__(self) -> Fetcher:
-        from chainwatch import __version__
-
         transport = self._transport or _PinnedTransport(self._backend, httpx.create_ssl_context())
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(self.limits.timeout),
             follow_redirects=False,  # followed by _exchange, each hop checked
             trust_env=False,  # no proxies from the environment: they would resolve names
-            headers={"User-Agent": f"chainwatch/{__version__}", "Accept-Encoding": "identity"},
+            headers={"User-Agent": f"chainwatch/{_version()}", "Accept-Encoding": "identity"},
         )
         self._gate = asyncio.Semaphore(max(1, self.limits.concurrency))
         return self
