@@ -186,3 +186,23 @@ def test_routes_in_the_inventory(tmp_path: object) -> None:
     with pytest.raises(InventoryError, match=r"inv.yaml:7: alerts.routes\[0\].channels\[0\]"):
         parse_inventory(text.replace("channels: [api]", "channels: [nope]"),
                         path=tmp_path / "inv.yaml")
+
+
+def test_plan_after_an_ack_resumes_when_it_expires() -> None:
+    """Paged 5 d 18 h before expiry and acknowledged for 3 days: the plan shows the 7-day
+    page again when the acknowledgement expires, the 4-hourly last-days pages (not
+    ackable), then the hourly broken pages."""
+    t0 = BREAKS - 5 * DAY - 18 * HOUR
+    sent, state = decide(CONFIG, sit(), AlertState(), t0)
+    assert [d.step for d in sent] == ["days:7"]
+    state = acknowledge(state, step="days:7", until=t0 + 3 * DAY, by="ops", why="CA order")
+    events = plan(CONFIG, sit(), state, t0, BREAKS + DAY)
+    rows = [(when, d.event, d.step) for when, d in events]
+    assert rows[0] == (t0 + 3 * DAY, "page", "days:7")
+    last_days = [when for when, _, step in rows if step == "days:2"]
+    assert last_days == [BREAKS - 2 * DAY + dt.timedelta(microseconds=1) + n * 4 * HOUR
+                         for n in range(12)]
+    broken = [when for when, _, step in rows if step == "broken"]
+    assert broken == [BREAKS + n * HOUR for n in range(25)]
+    assert len(rows) == 1 + 12 + 25
+

@@ -228,7 +228,9 @@ def plan(
     max_events: int = 1000,
 ) -> list[tuple[dt.datetime, Delivery]]:
     """The deliveries that would fire between ``start`` and ``until`` if nothing changed
-    (no renewal, no acknowledgement): the rehearsal behind ``alerts plan``."""
+    (no renewal, no new acknowledgement): the rehearsal behind ``alerts plan``. It
+    continues from ``state``: an acknowledgement in force silences its step until it
+    expires, and the step fires again then if it is still current."""
     events: list[tuple[dt.datetime, Delivery]] = []
     t = start
     for _ in range(max_events * 4):
@@ -255,16 +257,21 @@ def _as_of(sit: Situation, t: dt.datetime) -> Situation:
 def _next_instant(
     config: AlertsConfig, sit: Situation, state: AlertState, t: dt.datetime
 ) -> dt.datetime | None:
-    """The next instant after ``t`` at which :func:`decide` could do something new."""
+    """The next instant after ``t`` at which :func:`decide` could do something new: a
+    repeat coming due, the acknowledgement silencing the current step expiring, a step
+    beginning, trust breaking. Every candidate lies after ``t``: an instant already
+    passed (a repeat that came due under an acknowledgement) is no next instant."""
     candidates: list[dt.datetime] = []
     step = current_step(config, sit, t)
-    if step is not None and step.repeat is not None:
+    if step is not None:
+        ack = state.ack
+        if ack is not None and ack.step == step.id and step.ackable:
+            candidates.append(ack.until)  # decide() fires again once it has expired
         last = state.last_fired(step.id)
-        if last is not None:
+        if step.repeat is not None and last is not None:
             candidates.append(last + step.repeat)
     if sit.breaks_at is not None and not sit.broken:
-        if sit.breaks_at > t:
-            candidates.append(sit.breaks_at)  # it becomes broken then
+        candidates.append(sit.breaks_at)  # it becomes broken then
         thresholds: Sequence[dt.timedelta] = [dt.timedelta(days=s.days) for s in config.steps]
         short = config.short_lived
         if short is not None and sit.lifetime is not None and sit.lifetime <= short.max_lifetime:
@@ -272,9 +279,9 @@ def _next_instant(
         for th in thresholds:
             # current_step uses a strict "<": the step starts one microsecond after.
             when = sit.breaks_at - th + dt.timedelta(microseconds=1)
-            if when > t:
-                candidates.append(when)
-    return min(candidates) if candidates else None
+            candidates.append(when)
+    later = [c for c in candidates if c > t]
+    return min(later) if later else None
 
 
 def _delivery(
