@@ -206,3 +206,22 @@ def test_plan_after_an_ack_resumes_when_it_expires() -> None:
     assert broken == [BREAKS + n * HOUR for n in range(25)]
     assert len(rows) == 1 + 12 + 25
 
+
+
+def test_plan_shows_the_coming_overdue_notify_of_a_short_lived_certificate() -> None:
+    issued = BREAKS - 90 * DAY - dt.timedelta(seconds=1)
+    ninety = sit(lifetime=90 * DAY, overdue_at=issued + 69 * DAY)
+    events = plan(CONFIG, ninety, AlertState(), issued + 68 * DAY, BREAKS)
+    assert [(when, d.event, d.step) for when, d in events][:1] == [
+        (issued + 69 * DAY, "notify", "overdue")]
+    assert [d.step for _, d in events].count("overdue") == 1
+    # A 24-hour certificate at 18 h: overdue at 18.4 h (16 h + 10% of 24 h).
+    start = BREAKS - DAY - dt.timedelta(seconds=1)
+    day = sit(lifetime=DAY, overdue_at=start + 18.4 * HOUR)
+    events = plan(CONFIG, day, AlertState(), start + 18 * HOUR, BREAKS)
+    assert [(when, d.step) for when, d in events] == [
+        (start + 18.4 * HOUR, "overdue"),
+        (BREAKS - 2.4 * HOUR + dt.timedelta(microseconds=1), "remaining:10%"),
+        (BREAKS - 0.72 * HOUR + dt.timedelta(microseconds=1), "remaining:3%"),
+        (BREAKS, "broken"),
+    ]

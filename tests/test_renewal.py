@@ -117,6 +117,7 @@ def test_90_day_certificate_overdue_at_day_69(servers: ServerLoop, tmp_path: Pat
     day68 = scan(inv, None, at=T0 + 68 * DAY)
     day69 = scan(inv, None, at=T0 + 69 * DAY + HOUR)
     assert FindingCode.RENEWAL_OVERDUE not in codes(day68)[0]
+    assert day68.situations[0].overdue_at == T0 + 69 * DAY  # what `alerts plan` projects
     assert FindingCode.RENEWAL_OVERDUE in codes(day69)[0]
     message = next(f.message for f in day69.reports[0].findings
                    if f.code is FindingCode.RENEWAL_OVERDUE)

@@ -58,6 +58,9 @@ class Situation:
         lifetime: the leaf's lifetime (for short-lived rules).
         broken: broken now (the ``broken`` rule applies).
         overdue: ``RENEWAL_OVERDUE`` now.
+        overdue_at: when ``RENEWAL_OVERDUE`` begins for the served leaf if it is not
+            renewed (``renew_at`` + grace, DESIGN.md); ``None`` when unknown. Only
+            :func:`plan` looks at it, to project the overdue step forward.
         summary: one human line saying what is wrong or coming.
         status / findings: passed through to deliveries (webhook payloads).
         tags / owner: the endpoint's labels, for routing.
@@ -69,6 +72,7 @@ class Situation:
     lifetime: dt.timedelta | None = None
     broken: bool = False
     overdue: bool = False
+    overdue_at: dt.datetime | None = None
     summary: str = ""
     status: str = "ok"
     findings: tuple[str, ...] = ()
@@ -146,10 +150,10 @@ def current_step(config: AlertsConfig, sit: Situation, at: dt.datetime) -> Step 
     left = sit.breaks_at - at
     short = config.short_lived
     if short is not None and sit.lifetime is not None and sit.lifetime <= short.max_lifetime:
-        lifetime = sit.lifetime.total_seconds()
+        lifetime = sit.lifetime
         due = [
             s for s in short.steps
-            if s.remaining is not None and left.total_seconds() < s.remaining * lifetime
+            if s.remaining is not None and left < _share(lifetime, s.remaining)
         ]
         if due:
             return _short_step(min(due, key=lambda s: s.remaining or 0.0))
@@ -161,6 +165,12 @@ def current_step(config: AlertsConfig, sit: Situation, at: dt.datetime) -> Step 
     if due_days:
         return _day_step(min(due_days, key=lambda s: s.days))
     return None
+
+
+def _share(lifetime: dt.timedelta, fraction: float) -> dt.timedelta:
+    """``fraction`` of ``lifetime``, to the microsecond: the one computation both
+    :func:`current_step` and the plan's step boundaries use, so that they agree."""
+    return lifetime * fraction
 
 
 def route(config: AlertsConfig, sit: Situation, step: Step) -> tuple[str, ...]:
@@ -247,7 +257,10 @@ def plan(
 
 
 def _as_of(sit: Situation, t: dt.datetime) -> Situation:
-    """``sit`` as it will be at ``t`` if nothing changes: broken once trust has broken."""
+    """``sit`` as it will be at ``t`` if nothing changes: overdue from its
+    ``overdue_at``, broken once trust has broken."""
+    if not sit.overdue and sit.overdue_at is not None and t >= sit.overdue_at:
+        sit = replace(sit, overdue=True)
     if sit.broken or sit.breaks_at is None or t < sit.breaks_at:
         return sit
     when = sit.breaks_at.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -275,7 +288,10 @@ def _next_instant(
         thresholds: Sequence[dt.timedelta] = [dt.timedelta(days=s.days) for s in config.steps]
         short = config.short_lived
         if short is not None and sit.lifetime is not None and sit.lifetime <= short.max_lifetime:
-            thresholds = [sit.lifetime * s.remaining for s in short.steps if s.remaining]
+            thresholds = [_share(sit.lifetime, s.remaining) for s in short.steps
+                          if s.remaining]
+            if sit.overdue_at is not None and not sit.overdue:
+                candidates.append(sit.overdue_at)  # RENEWAL_OVERDUE begins then
         for th in thresholds:
             # current_step uses a strict "<": the step starts one microsecond after.
             when = sit.breaks_at - th + dt.timedelta(microseconds=1)
