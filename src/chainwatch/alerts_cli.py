@@ -78,7 +78,7 @@ def list_command(
         return
     typer.echo(f"{len(alerts)} open alert{'s' if len(alerts) != 1 else ''}")
     for a in alerts:
-        step = a.step or "(none now)"
+        step = "(none now)" if a.step is None else str(a.step)
         if a.ackable is False:
             step += ", not ackable"
         typer.echo(f"\nid: {a.id}\n  step: {step}   last fired: {_z(a.last_fired)}")
@@ -174,7 +174,7 @@ def plan_command(
         events = plan_all(database, inv.alerts, result.situations, now, end)
     channels = list(inv.alerts.channels)
     rows = [
-        {"at": _z(when), "event": d.event, "step": d.step, "target": d.target,
+        {"at": _z(when), "event": d.event.value, "step": str(d.step), "target": d.target,
          "channels": list(d.channels) or channels, "dedup_key": d.dedup_key,
          "message": d.message}
         for when, d in events

@@ -22,6 +22,10 @@ Rules, in DESIGN.md's words:
 - When the renewal cycle changes (the renewed certificate is served on every address)
   and anything had fired, one ``resolve`` is sent; a broken episode that clears with no
   step current resolves too.
+
+Steps are named by :class:`StepId` values and deliveries by :class:`Event`; both are
+stored, sent and printed as the strings they stand for (``days:7``, ``page``), and
+read back with their ``parse``, which refuses anything else.
 """
 
 from __future__ import annotations
@@ -29,18 +33,145 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import ClassVar
 
-from chainwatch.inventory import AlertsConfig, AlertStep, BrokenRule, ShortLivedStep
+from chainwatch.inventory import Action, AlertsConfig, AlertStep, BrokenRule, ShortLivedStep
 
-RESOLVE = "resolve"
+
+class Event(StrEnum):
+    """What a delivery is: the webhook payload's ``event`` (DESIGN.md, Alerts), stored
+    as its value in the outbox."""
+
+    TICKET = "ticket"
+    NOTIFY = "notify"
+    PAGE = "page"
+    RESOLVE = "resolve"
+    WATCHDOG = "watchdog"
+    TEST = "test"
+
+    @classmethod
+    def of(cls, action: Action) -> Event:
+        """The event a step's action sends."""
+        return cls(action.value)
+
+    @classmethod
+    def parse(cls, text: str) -> Event:
+        """The event stored as ``text``; ``ValueError`` naming it when it is none."""
+        try:
+            return cls(text)
+        except ValueError:
+            known = ", ".join(e.value for e in cls)
+            raise ValueError(f"unknown alert event {text!r} (one of: {known})") from None
+
+
+class StepKind(StrEnum):
+    """The kinds of alert step: the rules of :class:`AlertsConfig` (a countdown day,
+    a short-lived ``remaining`` share or ``overdue``, ``broken``), and the steps of the
+    messages that are no rule's: a resolution, the watchdog, a test."""
+
+    DAYS = "days"
+    REMAINING = "remaining"
+    OVERDUE = "overdue"
+    BROKEN = "broken"
+    RESOLVE = "resolve"
+    WATCHDOG = "watchdog"
+    TEST = "test"
+
+
+@dataclass(frozen=True)
+class StepId:
+    """Which step fired or is current. ``str()`` is the stored form, the one the
+    database, payloads and output carry: ``days:7``, ``remaining:10%``, ``overdue``,
+    ``broken``, ``resolve``, ``watchdog``, ``test``; :meth:`parse` reads it back.
+
+    ``days`` is set for :attr:`StepKind.DAYS` only, ``remaining`` (a fraction, 0.1 for
+    ``10%``, kept as its stored form says) for :attr:`StepKind.REMAINING` only.
+    """
+
+    kind: StepKind
+    days: int | None = None
+    remaining: float | None = None
+
+    BROKEN: ClassVar[StepId]
+    OVERDUE: ClassVar[StepId]
+    RESOLVE: ClassVar[StepId]
+    WATCHDOG: ClassVar[StepId]
+    TEST: ClassVar[StepId]
+
+    def __post_init__(self) -> None:
+        if self.kind is StepKind.DAYS:
+            if self.days is None or self.days < 0 or self.remaining is not None:
+                raise ValueError(f"a days step needs days >= 0, got {self.days!r}")
+        elif self.kind is StepKind.REMAINING:
+            if self.remaining is None or not 0 < self.remaining <= 1 or self.days is not None:
+                raise ValueError(f"a remaining step needs a share in (0, 1], got "
+                                 f"{self.remaining!r}")
+            # As the stored form says it: equal ids from the inventory and the database.
+            object.__setattr__(self, "remaining", float(_percent(self.remaining)) / 100)
+        elif self.days is not None or self.remaining is not None:
+            raise ValueError(f"a {self.kind.value} step takes no days or share")
+
+    @classmethod
+    def for_days(cls, days: int) -> StepId:
+        return cls(StepKind.DAYS, days=days)
+
+    @classmethod
+    def for_remaining(cls, share: float) -> StepId:
+        return cls(StepKind.REMAINING, remaining=share)
+
+    def __str__(self) -> str:
+        if self.kind is StepKind.DAYS:
+            return f"days:{self.days}"
+        if self.kind is StepKind.REMAINING:
+            return f"remaining:{_percent(self.remaining or 0.0)}%"
+        return self.kind.value
+
+    @classmethod
+    def parse(cls, text: str) -> StepId:
+        """The step stored as ``text``; ``ValueError`` naming it when it is none (only
+        the stored form itself is accepted: ``days:7``, not ``days:07``)."""
+        kind, sep, arg = text.partition(":")
+        try:
+            if kind == StepKind.DAYS and sep and arg.isdigit():
+                found = cls.for_days(int(arg))
+            elif kind == StepKind.REMAINING and sep and arg.endswith("%"):
+                found = cls.for_remaining(float(arg[:-1]) / 100)
+            elif not sep and kind in _PLAIN:
+                found = cls(StepKind(kind))
+            else:
+                raise ValueError
+        except ValueError:
+            found = None
+        if found is None or str(found) != text:
+            raise ValueError(f"unknown alert step {text!r} (days:N, remaining:P%, overdue, "
+                             "broken, resolve, watchdog or test)")
+        return found
+
+    def sort_key(self) -> str:
+        return str(self)
+
+
+StepId.BROKEN = StepId(StepKind.BROKEN)
+StepId.OVERDUE = StepId(StepKind.OVERDUE)
+StepId.RESOLVE = StepId(StepKind.RESOLVE)
+StepId.WATCHDOG = StepId(StepKind.WATCHDOG)
+StepId.TEST = StepId(StepKind.TEST)
+
+
+_PLAIN = frozenset(k.value for k in StepKind if k not in (StepKind.DAYS, StepKind.REMAINING))
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:g}"
 
 
 @dataclass(frozen=True)
 class Step:
     """The step a target is on, whatever kind of rule it came from."""
 
-    id: str
-    action: str
+    id: StepId
+    action: Action
     repeat: dt.timedelta | None
     ackable: bool
     channels: tuple[str, ...]
@@ -84,7 +215,7 @@ class Situation:
 class Ack:
     """An acknowledgement: who, why, until when, and under which step."""
 
-    step: str
+    step: StepId
     until: dt.datetime
     by: str
     why: str
@@ -99,12 +230,12 @@ class AlertState:
     """
 
     cycle: str | None = None
-    fired: tuple[tuple[str, dt.datetime], ...] = ()
+    fired: tuple[tuple[StepId, dt.datetime], ...] = ()
     open: bool = False
     ack: Ack | None = None
-    current: str | None = None
+    current: StepId | None = None
 
-    def last_fired(self, step: str) -> dt.datetime | None:
+    def last_fired(self, step: StepId) -> dt.datetime | None:
         return dict(self.fired).get(step)
 
 
@@ -112,8 +243,8 @@ class AlertState:
 class Delivery:
     """One message to send: the outbox row the policy asks for."""
 
-    event: str
-    step: str
+    event: Event
+    step: StepId
     channels: tuple[str, ...]
     dedup_key: str
     message: str
@@ -129,16 +260,21 @@ def dedup_key(key: str, cycle: str | None) -> str:
 
 
 def _day_step(step: AlertStep) -> Step:
-    return Step(f"days:{step.days}", step.action.value, step.repeat, step.ackable, step.channels)
+    return Step(StepId.for_days(step.days), step.action, step.repeat, step.ackable,
+                step.channels)
 
 
 def _broken_step(rule: BrokenRule) -> Step:
-    return Step("broken", rule.action.value, rule.repeat, rule.ackable, rule.channels)
+    return Step(StepId.BROKEN, rule.action, rule.repeat, rule.ackable, rule.channels)
 
 
 def _short_step(step: ShortLivedStep) -> Step:
-    ident = "overdue" if step.overdue else f"remaining:{(step.remaining or 0) * 100:g}%"
-    return Step(ident, step.action.value, step.repeat, step.ackable, step.channels)
+    return Step(short_step_id(step), step.action, step.repeat, step.ackable, step.channels)
+
+
+def short_step_id(step: ShortLivedStep) -> StepId:
+    """The id of a short-lived step: ``overdue`` or ``remaining:P%``."""
+    return StepId.OVERDUE if step.overdue else StepId.for_remaining(step.remaining or 0.0)
 
 
 def current_step(config: AlertsConfig, sit: Situation, at: dt.datetime) -> Step | None:
@@ -190,7 +326,7 @@ def decide(
     # A new renewal cycle: the renewed certificate is served everywhere.
     if state.cycle is not None and sit.cycle is not None and sit.cycle != state.cycle:
         if state.open:
-            out.append(_delivery(RESOLVE, "resolve", (), state.cycle, sit,
+            out.append(_delivery(Event.RESOLVE, StepId.RESOLVE, (), state.cycle, sit,
                                  f"{sit.key}: renewed certificate now served on every address"))
         state = AlertState(cycle=sit.cycle)
     elif state.cycle is None and sit.cycle is not None:
@@ -198,8 +334,8 @@ def decide(
 
     step = current_step(config, sit, at)
     if step is None:
-        if state.open and state.current == "broken":
-            out.append(_delivery(RESOLVE, "resolve", (), state.cycle, sit,
+        if state.open and state.current == StepId.BROKEN:
+            out.append(_delivery(Event.RESOLVE, StepId.RESOLVE, (), state.cycle, sit,
                                  f"{sit.key}: no longer broken"))
             state = replace(state, open=False)
         return tuple(out), replace(state, current=None)
@@ -214,15 +350,17 @@ def decide(
     due = last is None or (step.repeat is not None and at - last >= step.repeat)
     if not due:
         return tuple(out), state
-    out.append(_delivery(step.action, step.id, route(config, sit, step), state.cycle, sit,
+    out.append(_delivery(Event.of(step.action), step.id, route(config, sit, step), state.cycle,
+                         sit,
                          _message(step, sit, at)))
     fired = dict(state.fired)
     fired[step.id] = at
-    return tuple(out), replace(state, fired=tuple(sorted(fired.items())), open=True)
+    ordered = tuple(sorted(fired.items(), key=lambda item: item[0].sort_key()))
+    return tuple(out), replace(state, fired=ordered, open=True)
 
 
 def acknowledge(
-    state: AlertState, *, step: str, until: dt.datetime, by: str, why: str
+    state: AlertState, *, step: StepId, until: dt.datetime, by: str, why: str
 ) -> AlertState:
     """Record an acknowledgement of ``step`` (the target's current step)."""
     return replace(state, ack=Ack(step=step, until=until, by=by, why=why))
@@ -301,7 +439,7 @@ def _next_instant(
 
 
 def _delivery(
-    event: str, step: str, channels: tuple[str, ...], cycle: str | None, sit: Situation,
+    event: Event, step: StepId, channels: tuple[str, ...], cycle: str | None, sit: Situation,
     message: str,
 ) -> Delivery:
     return Delivery(
@@ -326,6 +464,6 @@ def _message(step: Step, sit: Situation, at: dt.datetime) -> str:
     days = int(left.total_seconds() // 86400)
     when = sit.breaks_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     lead = f"{sit.key}: trust breaks in {days} days ({when})"
-    if step.id == "overdue":
+    if step.id == StepId.OVERDUE:
         lead = f"{sit.key}: renewal overdue, trust breaks in {days} days ({when})"
     return f"{lead}: {sit.summary}" if sit.summary else lead
