@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from chainwatch.alerts import outbox as alerting
 from chainwatch.alerts.channels import DeliveryError
-from chainwatch.alerts.escalation import Situation, dedup_key
+from chainwatch.alerts.escalation import Event, Situation, StepId, dedup_key
 from chainwatch.alerts.outbox import (
     AlertError,
     acknowledge,
@@ -196,7 +196,7 @@ def test_ack_silences_the_daily_page_until_it_expires(db: Database, receiver: Re
         if t == BREAKS - 7 * DAY + 2 * HOUR:
             result = acknowledge(db, KEY, for_=2 * DAY, by="ana", why="renewal ordered", now=t,
                                  config=cfg)
-            assert (result.ack.step, result.ackable) == ("days:7", True)
+            assert (str(result.ack.step), result.ackable) == ("days:7", True)
 
     walk(db, cfg, start, BREAKS - 2 * DAY - HOUR, each=ack_once)
     pages = [r.json()["sent_at"] for r in receiver.to("/hook") if r.json()["event"] == "page"]
@@ -204,7 +204,7 @@ def test_ack_silences_the_daily_page_until_it_expires(db: Database, receiver: Re
     assert pages == ["2026-02-22T01:00:00Z", "2026-02-24T02:00:00Z", "2026-02-25T02:00:00Z",
                      "2026-02-26T02:00:00Z"]
     (ack,) = AlertsRepo(db).acks(KEY)
-    assert (ack.by, ack.why, ack.step) == ("ana", "renewal ordered", "days:7")
+    assert (ack.by, ack.why, ack.step) == ("ana", "renewal ordered", StepId.for_days(7))
 
 
 def test_ack_in_the_last_two_days_does_not_silence_pages(
@@ -246,7 +246,7 @@ def test_list_alerts(db: Database, receiver: Receiver) -> None:
              now)
     acknowledge(db, KEY, for_=DAY, by="cy", why="waiting for CA", now=now)
     (alert,) = list_alerts(db, now=now + HOUR, config=cfg)
-    assert (alert.id, alert.step, alert.ackable, alert.days_left) == (KEY, "days:7", True, 4)
+    assert (alert.id, str(alert.step), alert.ackable, alert.days_left) == (KEY, "days:7", True, 4)
     assert alert.ack is not None and alert.ack.by == "cy"
     assert alert.last_fired == now and alert.dedup_key == dedup_key(KEY, LEAF_A)
     assert alert.to_json()["ack"]["until"] == "2026-02-25T00:00:00Z"
@@ -348,10 +348,10 @@ def test_crash_inside_evaluate_leaves_nothing_half_done(
 
 def test_outbox_inserts_each_idempotency_key_once(any_db: Database) -> None:
     now = BREAKS - 5 * DAY
-    row = NewOutboxRow(created_at=now, target_key=KEY, event="page", step="days:7",
+    page, days7 = Event.PAGE, StepId.for_days(7)
+    row = NewOutboxRow(created_at=now, target_key=KEY, event=page, step=days7,
                        channel="hook", dedup_key="k",
-                       idempotency_key=alerting.idempotency_key("k", "page", "days:7", now,
-                                                                "hook"),
+                       idempotency_key=alerting.idempotency_key("k", page, days7, now, "hook"),
                        payload={"schema": 1})
     repo = AlertsRepo(any_db)
     with repo.transaction() as tx:
@@ -563,6 +563,6 @@ def test_channels_named_by_steps_only(db: Database, receiver: Receiver) -> None:
     cfg = replace(config(hook(receiver), pagerduty(receiver)), steps=steps)
     evaluate(db, cfg, [sit()], BREAKS - 5 * DAY)
     evaluate(db, cfg, [sit()], BREAKS - DAY)
-    assert [(o.step, o.channel) for o in AlertsRepo(db).outbox()] == [
+    assert [(str(o.step), o.channel) for o in AlertsRepo(db).outbox()] == [
         ("days:7", "oncall"), ("days:2", "hook"), ("days:2", "oncall")]
     assert deliver(db, cfg, BREAKS - DAY, environ=ENV).delivered == 3

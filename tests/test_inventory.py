@@ -451,8 +451,8 @@ BAD = [
     ),
     pytest.param(
         "- a.example.com\n",
-        "inv.yaml:1: expected a mapping (defaults, fetch, profiles, renewals, endpoints, files, alerts), "
-        "got a list",
+        "inv.yaml:1: expected a mapping (defaults, fetch, profiles, renewals, endpoints, files, "
+        "alerts), got a list",
         id="not-a-mapping",
     ),
     pytest.param(

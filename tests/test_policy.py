@@ -5,15 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from itertools import pairwise
 
+from chainwatch.alerts.config import AlertsConfig
 from chainwatch.alerts.escalation import (
     AlertState,
     Situation,
+    StepId,
     acknowledge,
     current_step,
     decide,
     plan,
 )
-from chainwatch.config.inventory import AlertsConfig
 
 from .pki import at
 
@@ -40,7 +41,7 @@ def walk(start: dt.datetime, end: dt.datetime, situation: Situation,
         if t > end:
             break
         sent, state = decide(CONFIG, situation, state, t)
-        out += [(t, d.event, d.step) for d in sent]
+        out += [(t, d.event, str(d.step)) for d in sent]
         if ack_at is not None and t == ack_at and state.current:
             state = acknowledge(state, step=state.current, until=t + 3 * DAY, by="ops",
                                 why="renewal in progress")
@@ -131,15 +132,15 @@ def test_short_lived_steps_replace_day_steps() -> None:
     s = sit(lifetime=lifetime, breaks_at=BREAKS)
     assert current_step(CONFIG, s, BREAKS - 29 * DAY) is None  # no day-30 ticket
     assert current_step(CONFIG, sit(lifetime=lifetime, overdue=True),
-                        BREAKS - 20 * DAY).id == "overdue"  # type: ignore[union-attr]
-    assert current_step(CONFIG, s, BREAKS - 8 * DAY).id == "remaining:10%"  # type: ignore[union-attr]
+                        BREAKS - 20 * DAY).id == StepId.OVERDUE  # type: ignore[union-attr]
+    assert current_step(CONFIG, s, BREAKS - 8 * DAY).id == StepId.for_remaining(0.1)  # type: ignore[union-attr]
     step = current_step(CONFIG, s, BREAKS - 2 * DAY)
-    assert step is not None and step.id == "remaining:3%" and not step.ackable
+    assert step is not None and str(step.id) == "remaining:3%" and not step.ackable
 
 
 def test_plan_matches_the_walk() -> None:
     events = plan(CONFIG, sit(), AlertState(), BREAKS - 40 * DAY, BREAKS)
-    kinds = [d.step for _, d in events]
+    kinds = [str(d.step) for _, d in events]
     assert kinds.count("days:30") == 1
     assert kinds.count("days:14") == 1
     assert kinds.count("days:7") == 5
@@ -193,3 +194,43 @@ def test_routes_in_the_inventory(tmp_path: object) -> None:
     with pytest.raises(InventoryError, match=r"inv.yaml:7: alerts.routes\[0\].channels\[0\]"):
         parse_inventory(text.replace("channels: [api]", "channels: [nope]"),
                         path=tmp_path / "inv.yaml")
+
+
+def test_plan_after_an_ack_resumes_when_it_expires() -> None:
+    """Paged 5 d 18 h before expiry and acknowledged for 3 days: the plan shows the 7-day
+    page again when the acknowledgement expires, the 4-hourly last-days pages (not
+    ackable), then the hourly broken pages."""
+    t0 = BREAKS - 5 * DAY - 18 * HOUR
+    sent, state = decide(CONFIG, sit(), AlertState(), t0)
+    assert [d.step for d in sent] == [StepId.for_days(7)]
+    state = acknowledge(state, step=StepId.for_days(7), until=t0 + 3 * DAY, by="ops",
+                        why="CA order")
+    events = plan(CONFIG, sit(), state, t0, BREAKS + DAY)
+    rows = [(when, d.event, str(d.step)) for when, d in events]
+    assert rows[0] == (t0 + 3 * DAY, "page", "days:7")
+    last_days = [when for when, _, step in rows if step == "days:2"]
+    assert last_days == [BREAKS - 2 * DAY + dt.timedelta(microseconds=1) + n * 4 * HOUR
+                         for n in range(12)]
+    broken = [when for when, _, step in rows if step == "broken"]
+    assert broken == [BREAKS + n * HOUR for n in range(25)]
+    assert len(rows) == 1 + 12 + 25
+
+
+
+def test_plan_shows_the_coming_overdue_notify_of_a_short_lived_certificate() -> None:
+    issued = BREAKS - 90 * DAY - dt.timedelta(seconds=1)
+    ninety = sit(lifetime=90 * DAY, overdue_at=issued + 69 * DAY)
+    events = plan(CONFIG, ninety, AlertState(), issued + 68 * DAY, BREAKS)
+    assert [(when, d.event, str(d.step)) for when, d in events][:1] == [
+        (issued + 69 * DAY, "notify", "overdue")]
+    assert [d.step for _, d in events].count(StepId.OVERDUE) == 1
+    # A 24-hour certificate at 18 h: overdue at 18.4 h (16 h + 10% of 24 h).
+    start = BREAKS - DAY - dt.timedelta(seconds=1)
+    day = sit(lifetime=DAY, overdue_at=start + 18.4 * HOUR)
+    events = plan(CONFIG, day, AlertState(), start + 18 * HOUR, BREAKS)
+    assert [(when, str(d.step)) for when, d in events] == [
+        (start + 18.4 * HOUR, "overdue"),
+        (BREAKS - 2.4 * HOUR + dt.timedelta(microseconds=1), "remaining:10%"),
+        (BREAKS - 0.72 * HOUR + dt.timedelta(microseconds=1), "remaining:3%"),
+        (BREAKS, "broken"),
+    ]

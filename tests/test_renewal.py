@@ -94,7 +94,7 @@ def test_24h_certificates_renewed_every_16h_are_silent_then_a_stop_is_caught(
         result = collect(inv, None, at=now)
         (situation,) = result.situations
         deliveries, state = decide(POLICY, situation, state, now)
-        sent += [(now, d.event, d.step) for d in deliveries]
+        sent += [(now, d.event, str(d.step)) for d in deliveries]
         if not renewing and now >= issued + DAY:
             break
     first_week = [s for s in sent if s[0] < T0 + week * HOUR]
@@ -118,6 +118,7 @@ def test_90_day_certificate_overdue_at_day_69(servers: ServerLoop, tmp_path: Pat
     day68 = collect(inv, None, at=T0 + 68 * DAY)
     day69 = collect(inv, None, at=T0 + 69 * DAY + HOUR)
     assert FindingCode.RENEWAL_OVERDUE not in codes(day68)[0]
+    assert day68.situations[0].overdue_at == T0 + 69 * DAY  # what `alerts plan` projects
     assert FindingCode.RENEWAL_OVERDUE in codes(day69)[0]
     message = next(f.message for f in day69.reports[0].findings
                    if f.code is FindingCode.RENEWAL_OVERDUE)
@@ -130,10 +131,10 @@ def test_90_day_certificate_overdue_at_day_69(servers: ServerLoop, tmp_path: Pat
     sent, state = decide(POLICY, collect(inv, None, at=at30).situations[0], state, at30)
     assert sent == ()
     sent, state = decide(POLICY, day69.situations[0], state, T0 + 69 * DAY + HOUR)
-    assert [(d.event, d.step) for d in sent] == [("notify", "overdue")]
+    assert [(d.event, str(d.step)) for d in sent] == [("notify", "overdue")]
     late = T0 + 82 * DAY
     sent, state = decide(POLICY, collect(inv, None, at=late).situations[0], state, late)
-    assert [(d.event, d.step) for d in sent] == [("page", "remaining:10%")]
+    assert [(d.event, str(d.step)) for d in sent] == [("page", "remaining:10%")]
 
 
 def test_renewal_on_one_of_two_addresses_turns_overdue_into_stale_deployment(

@@ -22,6 +22,10 @@ Rules, in DESIGN.md's words:
 - When the renewal cycle changes (the renewed certificate is served on every address)
   and anything had fired, one ``resolve`` is sent; a broken episode that clears with no
   step current resolves too.
+
+Steps are named by :class:`StepId` values and deliveries by :class:`Event`; both are
+stored, sent and printed as the strings they stand for (``days:7``, ``page``), and
+read back with their ``parse``, which refuses anything else.
 """
 
 from __future__ import annotations
@@ -30,17 +34,18 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from chainwatch.alerts.config import AlertsConfig, AlertStep, BrokenRule, ShortLivedStep
+from chainwatch.alerts.config import Action, AlertsConfig, AlertStep, BrokenRule, ShortLivedStep
+from chainwatch.model.alerts import Event, StepId, StepKind
 
-RESOLVE = "resolve"
+__all__ = ["Event", "StepId", "StepKind"]  # re-exported: the escalation's vocabulary
 
 
 @dataclass(frozen=True)
 class Step:
     """The step a target is on, whatever kind of rule it came from."""
 
-    id: str
-    action: str
+    id: StepId
+    action: Action
     repeat: dt.timedelta | None
     ackable: bool
     channels: tuple[str, ...]
@@ -58,6 +63,9 @@ class Situation:
         lifetime: the leaf's lifetime (for short-lived rules).
         broken: broken now (the ``broken`` rule applies).
         overdue: ``RENEWAL_OVERDUE`` now.
+        overdue_at: when ``RENEWAL_OVERDUE`` begins for the served leaf if it is not
+            renewed (``renew_at`` + grace, DESIGN.md); ``None`` when unknown. Only
+            :func:`plan` looks at it, to project the overdue step forward.
         summary: one human line saying what is wrong or coming.
         status / findings: passed through to deliveries (webhook payloads).
         tags / owner: the endpoint's labels, for routing.
@@ -69,6 +77,7 @@ class Situation:
     lifetime: dt.timedelta | None = None
     broken: bool = False
     overdue: bool = False
+    overdue_at: dt.datetime | None = None
     summary: str = ""
     status: str = "ok"
     findings: tuple[str, ...] = ()
@@ -80,7 +89,7 @@ class Situation:
 class Ack:
     """An acknowledgement: who, why, until when, and under which step."""
 
-    step: str
+    step: StepId
     until: dt.datetime
     by: str
     why: str
@@ -95,12 +104,12 @@ class AlertState:
     """
 
     cycle: str | None = None
-    fired: tuple[tuple[str, dt.datetime], ...] = ()
+    fired: tuple[tuple[StepId, dt.datetime], ...] = ()
     open: bool = False
     ack: Ack | None = None
-    current: str | None = None
+    current: StepId | None = None
 
-    def last_fired(self, step: str) -> dt.datetime | None:
+    def last_fired(self, step: StepId) -> dt.datetime | None:
         return dict(self.fired).get(step)
 
 
@@ -108,8 +117,8 @@ class AlertState:
 class Delivery:
     """One message to send: the outbox row the policy asks for."""
 
-    event: str
-    step: str
+    event: Event
+    step: StepId
     channels: tuple[str, ...]
     dedup_key: str
     message: str
@@ -125,16 +134,21 @@ def dedup_key(key: str, cycle: str | None) -> str:
 
 
 def _day_step(step: AlertStep) -> Step:
-    return Step(f"days:{step.days}", step.action.value, step.repeat, step.ackable, step.channels)
+    return Step(StepId.for_days(step.days), step.action, step.repeat, step.ackable,
+                step.channels)
 
 
 def _broken_step(rule: BrokenRule) -> Step:
-    return Step("broken", rule.action.value, rule.repeat, rule.ackable, rule.channels)
+    return Step(StepId.BROKEN, rule.action, rule.repeat, rule.ackable, rule.channels)
 
 
 def _short_step(step: ShortLivedStep) -> Step:
-    ident = "overdue" if step.overdue else f"remaining:{(step.remaining or 0) * 100:g}%"
-    return Step(ident, step.action.value, step.repeat, step.ackable, step.channels)
+    return Step(short_step_id(step), step.action, step.repeat, step.ackable, step.channels)
+
+
+def short_step_id(step: ShortLivedStep) -> StepId:
+    """The id of a short-lived step: ``overdue`` or ``remaining:P%``."""
+    return StepId.OVERDUE if step.overdue else StepId.for_remaining(step.remaining or 0.0)
 
 
 def current_step(config: AlertsConfig, sit: Situation, at: dt.datetime) -> Step | None:
@@ -146,10 +160,10 @@ def current_step(config: AlertsConfig, sit: Situation, at: dt.datetime) -> Step 
     left = sit.breaks_at - at
     short = config.short_lived
     if short is not None and sit.lifetime is not None and sit.lifetime <= short.max_lifetime:
-        lifetime = sit.lifetime.total_seconds()
+        lifetime = sit.lifetime
         due = [
             s for s in short.steps
-            if s.remaining is not None and left.total_seconds() < s.remaining * lifetime
+            if s.remaining is not None and left < _share(lifetime, s.remaining)
         ]
         if due:
             return _short_step(min(due, key=lambda s: s.remaining or 0.0))
@@ -161,6 +175,12 @@ def current_step(config: AlertsConfig, sit: Situation, at: dt.datetime) -> Step 
     if due_days:
         return _day_step(min(due_days, key=lambda s: s.days))
     return None
+
+
+def _share(lifetime: dt.timedelta, fraction: float) -> dt.timedelta:
+    """``fraction`` of ``lifetime``, to the microsecond: the one computation both
+    :func:`current_step` and the plan's step boundaries use, so that they agree."""
+    return lifetime * fraction
 
 
 def route(config: AlertsConfig, sit: Situation, step: Step) -> tuple[str, ...]:
@@ -180,7 +200,7 @@ def decide(
     # A new renewal cycle: the renewed certificate is served everywhere.
     if state.cycle is not None and sit.cycle is not None and sit.cycle != state.cycle:
         if state.open:
-            out.append(_delivery(RESOLVE, "resolve", (), state.cycle, sit,
+            out.append(_delivery(Event.RESOLVE, StepId.RESOLVE, (), state.cycle, sit,
                                  f"{sit.key}: renewed certificate now served on every address"))
         state = AlertState(cycle=sit.cycle)
     elif state.cycle is None and sit.cycle is not None:
@@ -188,8 +208,8 @@ def decide(
 
     step = current_step(config, sit, at)
     if step is None:
-        if state.open and state.current == "broken":
-            out.append(_delivery(RESOLVE, "resolve", (), state.cycle, sit,
+        if state.open and state.current == StepId.BROKEN:
+            out.append(_delivery(Event.RESOLVE, StepId.RESOLVE, (), state.cycle, sit,
                                  f"{sit.key}: no longer broken"))
             state = replace(state, open=False)
         return tuple(out), replace(state, current=None)
@@ -204,15 +224,17 @@ def decide(
     due = last is None or (step.repeat is not None and at - last >= step.repeat)
     if not due:
         return tuple(out), state
-    out.append(_delivery(step.action, step.id, route(config, sit, step), state.cycle, sit,
+    out.append(_delivery(Event.of(step.action), step.id, route(config, sit, step), state.cycle,
+                         sit,
                          _message(step, sit, at)))
     fired = dict(state.fired)
     fired[step.id] = at
-    return tuple(out), replace(state, fired=tuple(sorted(fired.items())), open=True)
+    ordered = tuple(sorted(fired.items(), key=lambda item: item[0].sort_key()))
+    return tuple(out), replace(state, fired=ordered, open=True)
 
 
 def acknowledge(
-    state: AlertState, *, step: str, until: dt.datetime, by: str, why: str
+    state: AlertState, *, step: StepId, until: dt.datetime, by: str, why: str
 ) -> AlertState:
     """Record an acknowledgement of ``step`` (the target's current step)."""
     return replace(state, ack=Ack(step=step, until=until, by=by, why=why))
@@ -228,7 +250,9 @@ def plan(
     max_events: int = 1000,
 ) -> list[tuple[dt.datetime, Delivery]]:
     """The deliveries that would fire between ``start`` and ``until`` if nothing changed
-    (no renewal, no acknowledgement): the rehearsal behind ``alerts plan``."""
+    (no renewal, no new acknowledgement): the rehearsal behind ``alerts plan``. It
+    continues from ``state``: an acknowledgement in force silences its step until it
+    expires, and the step fires again then if it is still current."""
     events: list[tuple[dt.datetime, Delivery]] = []
     t = start
     for _ in range(max_events * 4):
@@ -245,7 +269,10 @@ def plan(
 
 
 def _as_of(sit: Situation, t: dt.datetime) -> Situation:
-    """``sit`` as it will be at ``t`` if nothing changes: broken once trust has broken."""
+    """``sit`` as it will be at ``t`` if nothing changes: overdue from its
+    ``overdue_at``, broken once trust has broken."""
+    if not sit.overdue and sit.overdue_at is not None and t >= sit.overdue_at:
+        sit = replace(sit, overdue=True)
     if sit.broken or sit.breaks_at is None or t < sit.breaks_at:
         return sit
     when = sit.breaks_at.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -255,30 +282,38 @@ def _as_of(sit: Situation, t: dt.datetime) -> Situation:
 def _next_instant(
     config: AlertsConfig, sit: Situation, state: AlertState, t: dt.datetime
 ) -> dt.datetime | None:
-    """The next instant after ``t`` at which :func:`decide` could do something new."""
+    """The next instant after ``t`` at which :func:`decide` could do something new: a
+    repeat coming due, the acknowledgement silencing the current step expiring, a step
+    beginning, trust breaking. Every candidate lies after ``t``: an instant already
+    passed (a repeat that came due under an acknowledgement) is no next instant."""
     candidates: list[dt.datetime] = []
     step = current_step(config, sit, t)
-    if step is not None and step.repeat is not None:
+    if step is not None:
+        ack = state.ack
+        if ack is not None and ack.step == step.id and step.ackable:
+            candidates.append(ack.until)  # decide() fires again once it has expired
         last = state.last_fired(step.id)
-        if last is not None:
+        if step.repeat is not None and last is not None:
             candidates.append(last + step.repeat)
     if sit.breaks_at is not None and not sit.broken:
-        if sit.breaks_at > t:
-            candidates.append(sit.breaks_at)  # it becomes broken then
+        candidates.append(sit.breaks_at)  # it becomes broken then
         thresholds: Sequence[dt.timedelta] = [dt.timedelta(days=s.days) for s in config.steps]
         short = config.short_lived
         if short is not None and sit.lifetime is not None and sit.lifetime <= short.max_lifetime:
-            thresholds = [sit.lifetime * s.remaining for s in short.steps if s.remaining]
+            thresholds = [_share(sit.lifetime, s.remaining) for s in short.steps
+                          if s.remaining]
+            if sit.overdue_at is not None and not sit.overdue:
+                candidates.append(sit.overdue_at)  # RENEWAL_OVERDUE begins then
         for th in thresholds:
             # current_step uses a strict "<": the step starts one microsecond after.
             when = sit.breaks_at - th + dt.timedelta(microseconds=1)
-            if when > t:
-                candidates.append(when)
-    return min(candidates) if candidates else None
+            candidates.append(when)
+    later = [c for c in candidates if c > t]
+    return min(later) if later else None
 
 
 def _delivery(
-    event: str, step: str, channels: tuple[str, ...], cycle: str | None, sit: Situation,
+    event: Event, step: StepId, channels: tuple[str, ...], cycle: str | None, sit: Situation,
     message: str,
 ) -> Delivery:
     return Delivery(
@@ -303,6 +338,6 @@ def _message(step: Step, sit: Situation, at: dt.datetime) -> str:
     days = int(left.total_seconds() // 86400)
     when = sit.breaks_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     lead = f"{sit.key}: trust breaks in {days} days ({when})"
-    if step.id == "overdue":
+    if step.id == StepId.OVERDUE:
         lead = f"{sit.key}: renewal overdue, trust breaks in {days} days ({when})"
     return f"{lead}: {sit.summary}" if sit.summary else lead

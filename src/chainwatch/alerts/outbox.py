@@ -55,7 +55,15 @@ from chainwatch.alerts.channels import DEFAULT_TIMEOUT, Channel, DeliveryError, 
 from chainwatch.alerts.channels import redact as redact_text
 from chainwatch.alerts.config import AlertsConfig, Deadman, Secret
 from chainwatch.alerts.config import Channel as ChannelConfig
-from chainwatch.alerts.escalation import Ack, AlertState, Delivery, Situation
+from chainwatch.alerts.escalation import (
+    Ack,
+    AlertState,
+    Delivery,
+    Event,
+    Situation,
+    StepId,
+    StepKind,
+)
 from chainwatch.errors import AlertError, InputError
 from chainwatch.model.redaction import basic_auth
 from chainwatch.storage.alerts_repo import (
@@ -100,7 +108,7 @@ LEASE = dt.timedelta(minutes=5)
 MAX_ROUNDS = 100
 """Passes of one :func:`deliver` call (each pass sends the next row of every queue)."""
 
-WATCHDOG = "watchdog"
+WATCHDOG = StepId.WATCHDOG
 SCAN_WATCHDOG = "watchdog:scan"
 CHANNEL_WATCHDOG = "watchdog:channel:"
 WATCHDOG_REPEAT = dt.timedelta(hours=1)
@@ -163,10 +171,10 @@ class OpenAlert:
 
     id: str
     target: str
-    step: str | None
+    step: StepId | None
     ackable: bool | None
     dedup_key: str
-    fired: tuple[tuple[str, dt.datetime], ...]
+    fired: tuple[tuple[StepId, dt.datetime], ...]
     ack: Ack | None
     updated_at: dt.datetime | None
     message: str = ""
@@ -183,17 +191,17 @@ class OpenAlert:
         return {
             "id": self.id,
             "target": self.target,
-            "step": self.step,
+            "step": None if self.step is None else str(self.step),
             "ackable": self.ackable,
             "dedup_key": self.dedup_key,
             "message": self.message,
             "breaks_at": self.breaks_at,
             "days_left": self.days_left,
             "status": self.status,
-            "fired": {step: _z(when) for step, when in self.fired},
+            "fired": {str(step): _z(when) for step, when in self.fired},
             "last_fired": _z(self.last_fired),
             "ack": None if ack is None else {
-                "step": ack.step, "until": _z(ack.until), "by": ack.by, "why": ack.why
+                "step": str(ack.step), "until": _z(ack.until), "by": ack.by, "why": ack.why
             },
         }
 
@@ -260,7 +268,7 @@ def payload_for(delivery: Delivery, at: dt.datetime) -> dict[str, Any]:
     payload without ``sent_at`` (added when sent), plus ``step``. No secrets."""
     return {
         "schema": 1,
-        "event": delivery.event,
+        "event": delivery.event.value,
         "dedup_key": delivery.dedup_key,
         "target": target_json(delivery.target),
         "breaks_at": _z(delivery.breaks_at),
@@ -268,21 +276,22 @@ def payload_for(delivery: Delivery, at: dt.datetime) -> dict[str, Any]:
         "status": delivery.status,
         "findings": [{"code": code} for code in delivery.findings],
         "message": delivery.message,
-        "step": delivery.step,
+        "step": str(delivery.step),
     }
 
 
 def idempotency_key(
-    dedup_key: str, event: str, step: str, fired_at: dt.datetime, channel: str
+    dedup_key: str, event: Event, step: StepId, fired_at: dt.datetime, channel: str
 ) -> str:
-    """The outbox's UNIQUE key: one row per alert firing per channel."""
-    text = "\x1f".join((dedup_key, event, step, _aware(fired_at, "fired_at").isoformat(),
-                        channel))
+    """The outbox's UNIQUE key: one row per alert firing per channel (a digest of the
+    stored forms, so it is the same for the same firing whichever version computed it)."""
+    text = "\x1f".join((dedup_key, event.value, str(step),
+                        _aware(fired_at, "fired_at").isoformat(), channel))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _channels_for(
-    tx: AlertsTransaction, config: AlertsConfig, delivery: Delivery, resolves: str | None
+    tx: AlertsTransaction, config: AlertsConfig, delivery: Delivery, resolves: StepId | None
 ) -> list[str]:
     """Where ``delivery`` goes. A step's channels (none named: every channel). A resolve
     goes only to the channels that were told about what it resolves: anything under
@@ -290,7 +299,7 @@ def _channels_for(
     episode (a broken spell, a watchdog stall). A chat that never heard of an alert
     gets no "resolved" for it."""
     known = list(config.channels)
-    if delivery.event != policy.RESOLVE:
+    if delivery.event is not Event.RESOLVE:
         names = list(delivery.channels) or known
     else:
         told = tx.channels_told(delivery.dedup_key, step=resolves)
@@ -307,7 +316,7 @@ def _enqueue(
     delivery: Delivery,
     at: dt.datetime,
     *,
-    resolves: str | None = None,
+    resolves: StepId | None = None,
 ) -> int:
     payload = payload_for(delivery, at)
     rows = [
@@ -351,7 +360,7 @@ def evaluate(
             for delivery in deliveries:
                 # A resolve without a renewal ends a broken episode: it goes where the
                 # broken pages went, not to the channels of the countdown (the ticket).
-                resolves = (state.current if delivery.event == policy.RESOLVE and not renewed
+                resolves = (state.current if delivery.event is Event.RESOLVE and not renewed
                             else None)
                 _enqueue(tx, config, delivery, at, resolves=resolves)
             out.extend(deliveries)
@@ -477,21 +486,20 @@ def _send_one(
 # -- acknowledgements and listing -----------------------------------------------------------
 
 
-def step_ackable(config: AlertsConfig, step: str) -> bool | None:
+def step_ackable(config: AlertsConfig, step: StepId) -> bool | None:
     """Whether an acknowledgement silences ``step`` under ``config`` (``None``: no such
     step in it)."""
-    if step == "broken":
+    if step.kind is StepKind.BROKEN:
         return config.broken.ackable
-    if step == WATCHDOG:
+    if step.kind is StepKind.WATCHDOG:
         return True
-    if step.startswith("days:"):
+    if step.kind is StepKind.DAYS:
         for s in config.steps:
-            if f"days:{s.days}" == step:
+            if s.days == step.days:
                 return s.ackable
     if config.short_lived is not None:
         for short in config.short_lived.steps:
-            ident = "overdue" if short.overdue else f"remaining:{(short.remaining or 0) * 100:g}%"
-            if ident == step:
+            if policy.short_step_id(short) == step:
                 return short.ackable
     return None
 
@@ -593,7 +601,7 @@ def _watchdog_decide(
     if problem is None:
         if not state.open:
             return [], state
-        done = Delivery(event=policy.RESOLVE, step="resolve", channels=channels,
+        done = Delivery(event=Event.RESOLVE, step=StepId.RESOLVE, channels=channels,
                         dedup_key=policy.dedup_key(key, state.cycle),
                         message=f"{key}: resolved", target=key, breaks_at=None, status="ok")
         return [done], replace(state, open=False, current=None, ack=None)
@@ -606,7 +614,7 @@ def _watchdog_decide(
     last = state.last_fired(WATCHDOG)
     if ack is not None or (last is not None and now - last < WATCHDOG_REPEAT):
         return [], state
-    fired = Delivery(event=WATCHDOG, step=WATCHDOG, channels=channels,
+    fired = Delivery(event=Event.WATCHDOG, step=WATCHDOG, channels=channels,
                      dedup_key=policy.dedup_key(key, state.cycle), message=problem, target=key,
                      breaks_at=None, status="critical")
     return [fired], replace(state, fired=((WATCHDOG, now),), open=True)
@@ -700,7 +708,7 @@ def payload_for_test(channel: str, now: dt.datetime) -> dict[str, Any]:
     """The clearly marked message ``chainwatch alerts test`` sends."""
     return {
         "schema": 1,
-        "event": "test",
+        "event": Event.TEST.value,
         "dedup_key": f"chainwatch:test:{channel}:{now.strftime('%Y%m%dT%H%M%SZ')}",
         "target": {"key": "chainwatch-test"},
         "breaks_at": None,
@@ -708,7 +716,7 @@ def payload_for_test(channel: str, now: dt.datetime) -> dict[str, Any]:
         "status": "ok",
         "findings": [],
         "message": f"TEST from chainwatch: channel {channel!r} works. Nothing is wrong.",
-        "step": "test",
+        "step": str(StepId.TEST),
         "sent_at": _z(now),
     }
 

@@ -55,6 +55,14 @@ def _z(value: dt.datetime | None) -> str:
     return "-" if value is None else value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _up_to_second(value: dt.datetime) -> dt.datetime:
+    """The first whole second at or after ``value``: a step begins, or an acknowledgement
+    ends, a fraction of a second into the second the plan would otherwise print, and
+    ``scan --at`` that second would not fire it yet."""
+    whole = value.replace(microsecond=0)
+    return whole if whole == value else whole + dt.timedelta(seconds=1)
+
+
 @alerts_app.command("list")
 def list_command(
     inventory: InventoryArg,
@@ -78,7 +86,7 @@ def list_command(
         return
     typer.echo(f"{len(alerts)} open alert{'s' if len(alerts) != 1 else ''}")
     for a in alerts:
-        step = a.step or "(none now)"
+        step = "(none now)" if a.step is None else str(a.step)
         if a.ackable is False:
             step += ", not ackable"
         typer.echo(f"\nid: {a.id}\n  step: {step}   last fired: {_z(a.last_fired)}")
@@ -152,7 +160,9 @@ def plan_command(
     """Print the schedule of alerts that would fire if nothing changed; sends nothing.
 
     Probes the inventory's endpoints now (storing nothing) and continues from each
-    target's stored escalation state.
+    target's stored escalation state: an acknowledgement in force silences its step
+    until it expires. Each row's instant is the first whole second at which it fires
+    (what `scan --at` rehearses).
     """
     from chainwatch.alerts.outbox import plan_all
     from chainwatch.cli.common import parse_when
@@ -174,8 +184,8 @@ def plan_command(
         events = plan_all(database, inv.alerts, result.situations, now, end)
     channels = list(inv.alerts.channels)
     rows = [
-        {"at": _z(when), "event": d.event, "step": d.step, "target": d.target,
-         "channels": list(d.channels) or channels, "dedup_key": d.dedup_key,
+        {"at": _z(_up_to_second(when)), "event": d.event.value, "step": str(d.step),
+         "target": d.target, "channels": list(d.channels) or channels, "dedup_key": d.dedup_key,
          "message": d.message}
         for when, d in events
     ]

@@ -56,7 +56,7 @@ def scan_command(
         data = scan_json(result)
         if rehearsed and inv.alerts is not None:
             data["rehearsal"] = [
-                {"event": d.event, "step": d.step, "target": d.target,
+                {"event": d.event.value, "step": str(d.step), "target": d.target,
                  "channels": list(d.channels) or list(inv.alerts.channels),
                  "message": d.message}
                 for d in outcome.rehearsal

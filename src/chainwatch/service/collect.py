@@ -207,7 +207,7 @@ def collect(
     return ScanResult(
         reports=tuple(reports),
         observations=tuple(o for _, o in items),
-        situations=situations([i for i, _ in items], reports),
+        situations=situations([i for i, _ in items], reports, policies),
         renewals=tuple(renewals),
         uncovered=uncovered,
         notes=tuple(notes),
@@ -412,20 +412,29 @@ def track(
     return out, renewals
 
 
-def situations(items: Sequence[Item], reports: Sequence[Report]) -> tuple[Situation, ...]:
-    """One alerting situation per target key, across all of its addresses."""
+def situations(items: Sequence[Item], reports: Sequence[Report],
+               policies: Sequence[RenewalPolicy] | None = None) -> tuple[Situation, ...]:
+    """One alerting situation per target key, across all of its addresses. With each
+    item's renewal policy, a situation knows when its leaf becomes ``RENEWAL_OVERDUE``
+    (the earliest over its addresses)."""
     grouped: dict[str, list[Report]] = {}
     labels: dict[str, tuple[tuple[str, ...], str | None]] = {}
-    for item, report in zip(items, reports, strict=True):
+    overdue: dict[str, dt.datetime] = {}
+    for n, (item, report) in enumerate(zip(items, reports, strict=True)):
         grouped.setdefault(item.key, []).append(report)
         labels.setdefault(item.key, (item.source.tags, item.source.owner))
+        if policies is not None and report.chain:
+            when = policies[n].overdue_at(report.chain[0])
+            overdue[item.key] = min(when, overdue.get(item.key, when))
     return tuple(
-        replace(situation(key, reps), tags=labels[key][0], owner=labels[key][1])
+        replace(situation(key, reps, overdue_at=overdue.get(key)), tags=labels[key][0],
+                owner=labels[key][1])
         for key, reps in grouped.items()
     )
 
 
-def situation(key: str, reports: Sequence[Report]) -> Situation:
+def situation(key: str, reports: Sequence[Report], *,
+              overdue_at: dt.datetime | None = None) -> Situation:
     leaves = [r.chain[0] for r in reports if r.chain]
     oldest: Cert | None = min(leaves, key=lambda c: c.not_before) if leaves else None
     breaks = [r.breaks_at for r in reports if r.breaks_at is not None]
@@ -445,6 +454,7 @@ def situation(key: str, reports: Sequence[Report]) -> Situation:
         lifetime=oldest.lifetime if oldest is not None else None,
         broken=bool(broken_findings),
         overdue=any(f.code is FindingCode.RENEWAL_OVERDUE for f in findings),
+        overdue_at=overdue_at,
         summary=(broken_findings[0].message if broken_findings else summary),
         status=worst([r.status for r in reports]).value,
         findings=tuple(dict.fromkeys(f.code.value for f in findings)),

@@ -42,6 +42,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
+from chainwatch.errors import ChainwatchError
+from chainwatch.model.alerts import Event, StepId
 from chainwatch.storage.models import Base, JSONDocument, RowId
 from chainwatch.storage.repo import Database
 
@@ -132,8 +134,8 @@ class NewOutboxRow:
 
     created_at: dt.datetime
     target_key: str
-    event: str
-    step: str
+    event: Event
+    step: StepId
     channel: str
     dedup_key: str
     idempotency_key: str
@@ -154,8 +156,8 @@ class OutboxItem:
     id: int
     created_at: dt.datetime
     target_key: str
-    event: str
-    step: str
+    event: Event
+    step: StepId
     channel: str
     dedup_key: str
     idempotency_key: str
@@ -174,7 +176,7 @@ class StoredAck:
 
     id: int
     target_key: str
-    step: str
+    step: StepId
     until: dt.datetime
     by: str
     why: str
@@ -198,10 +200,10 @@ class StateRecord:
 
     target_key: str
     cycle: str | None = None
-    fired: tuple[tuple[str, dt.datetime], ...] = ()
+    fired: tuple[tuple[StepId, dt.datetime], ...] = ()
     open: bool = False
-    current: str | None = None
-    ack_step: str | None = None
+    current: StepId | None = None
+    ack_step: StepId | None = None
     ack_until: dt.datetime | None = None
     ack_by: str | None = None
     ack_why: str | None = None
@@ -236,25 +238,47 @@ def _iso(value: dt.datetime) -> str:
     return value.astimezone(UTC).isoformat()
 
 
+def _step(text: str, where: str) -> StepId:
+    """A stored step id, read back; one line naming the row when it is none."""
+    try:
+        return StepId.parse(text)
+    except ValueError as exc:
+        raise ChainwatchError(f"{where}: {exc}") from None
+
+
+def _event(text: str, where: str) -> Event:
+    try:
+        return Event.parse(text)
+    except ValueError as exc:
+        raise ChainwatchError(f"{where}: {exc}") from None
+
+
+def _opt_step(text: str | None, where: str) -> StepId | None:
+    return None if text is None else _step(text, where)
+
+
 def _state(row: AlertStateRow) -> StateRecord:
+    where = f"alert_state {row.target_key!r}"
     fired = tuple(sorted(
-        (step, dt.datetime.fromisoformat(when).astimezone(UTC))
-        for step, when in (row.fired or {}).items()
+        ((_step(step, where), dt.datetime.fromisoformat(when).astimezone(UTC))
+         for step, when in (row.fired or {}).items()),
+        key=lambda item: item[0].sort_key(),
     ))
     return StateRecord(
         target_key=row.target_key, cycle=row.cycle, fired=fired, open=bool(row.open),
-        current=row.current, ack_step=row.ack_step, ack_until=row.ack_until,
-        ack_by=row.ack_by, ack_why=row.ack_why, updated_at=row.updated_at,
+        current=_opt_step(row.current, where), ack_step=_opt_step(row.ack_step, where),
+        ack_until=row.ack_until, ack_by=row.ack_by, ack_why=row.ack_why,
+        updated_at=row.updated_at,
     )
 
 
 def _state_values(state: StateRecord) -> dict[str, Any]:
     return {
         "cycle": state.cycle,
-        "fired": {step: _iso(when) for step, when in state.fired},
+        "fired": {str(step): _iso(when) for step, when in state.fired},
         "open": state.open,
-        "current": state.current,
-        "ack_step": state.ack_step,
+        "current": None if state.current is None else str(state.current),
+        "ack_step": None if state.ack_step is None else str(state.ack_step),
         "ack_until": state.ack_until,
         "ack_by": state.ack_by,
         "ack_why": state.ack_why,
@@ -262,9 +286,11 @@ def _state_values(state: StateRecord) -> dict[str, Any]:
 
 
 def _item(row: OutboxRow) -> OutboxItem:
+    where = f"outbox row {row.id}"
     return OutboxItem(
-        id=row.id, created_at=row.created_at, target_key=row.target_key, event=row.event,
-        step=row.step, channel=row.channel, dedup_key=row.dedup_key,
+        id=row.id, created_at=row.created_at, target_key=row.target_key,
+        event=_event(row.event, where), step=_step(row.step, where), channel=row.channel,
+        dedup_key=row.dedup_key,
         idempotency_key=row.idempotency_key, payload=dict(row.payload),
         status=OutboxStatus(row.status), attempts=row.attempts,
         next_attempt_at=row.next_attempt_at, last_attempt_at=row.last_attempt_at,
@@ -330,8 +356,9 @@ class AlertsTransaction:
             result = self._conn.execute(
                 self._insert(OutboxRow)
                 .values(
-                    created_at=row.created_at, target_key=row.target_key, event=row.event,
-                    step=row.step, channel=row.channel, dedup_key=row.dedup_key,
+                    created_at=row.created_at, target_key=row.target_key,
+                    event=row.event.value, step=str(row.step), channel=row.channel,
+                    dedup_key=row.dedup_key,
                     idempotency_key=row.idempotency_key, payload=dict(row.payload),
                     status=OutboxStatus.PENDING.value, attempts=0,
                     next_attempt_at=row.created_at,
@@ -352,20 +379,21 @@ class AlertsTransaction:
         ).first()
         return None if row is None else _state(row)
 
-    def channels_told(self, dedup_key: str, *, step: str | None = None) -> set[str]:
+    def channels_told(self, dedup_key: str, *, step: StepId | None = None) -> set[str]:
         """The channels that have (or had) a message under ``dedup_key`` (of ``step``)."""
         stmt = select(OutboxRow.channel).where(OutboxRow.dedup_key == dedup_key)
         if step is not None:
-            stmt = stmt.where(OutboxRow.step == step)
+            stmt = stmt.where(OutboxRow.step == str(step))
         return set(self._conn.execute(stmt.distinct()).scalars())
 
     def record_ack(
-        self, key: str, *, step: str, until: dt.datetime, by: str, why: str, at: dt.datetime
+        self, key: str, *, step: StepId, until: dt.datetime, by: str, why: str,
+        at: dt.datetime,
     ) -> int:
         """Add an acknowledgement to the history; returns its id."""
         result = self._conn.execute(
             self._insert(AckRow).values(
-                target_key=key, step=step, until=until, acked_by=by, why=why, created_at=at,
+                target_key=key, step=str(step), until=until, acked_by=by, why=why, created_at=at,
             ).returning(AckRow.id)
         )
         return int(result.scalar_one())
@@ -569,7 +597,8 @@ class AlertsRepo:
             stmt = stmt.where(AckRow.target_key == target_key)
         with Session(self.engine) as session:
             return [
-                StoredAck(r.id, r.target_key, r.step, r.until, r.acked_by, r.why, r.created_at)
+                StoredAck(r.id, r.target_key, _step(r.step, f"acks row {r.id}"), r.until,
+                          r.acked_by, r.why, r.created_at)
                 for r in session.scalars(stmt)
             ]
 
