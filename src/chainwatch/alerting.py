@@ -78,6 +78,7 @@ __all__ = [
     "DEFAULT_MAX_AGE",
     "AckResult",
     "AlertError",
+    "DeadmanError",
     "DeliveryStats",
     "OpenAlert",
     "acknowledge",
@@ -745,6 +746,12 @@ def check_watchdog(
 # -- dead-man's switch and tests ------------------------------------------------------------
 
 
+class DeadmanError(DeliveryError):
+    """The dead-man's switch could not be pinged (the message is redacted: no URL path,
+    query or token). Not a failed scan: callers report it as a warning and keep the
+    scan's own outcome (a Nagios-style caller must still see critical findings)."""
+
+
 def ping_deadman(
     config: AlertsConfig,
     *,
@@ -755,19 +762,22 @@ def ping_deadman(
 ) -> bool:
     """Ping the dead-man's switch (``alerts.deadman``) after a completed scan; a POST
     carries ``summary``. Returns ``False`` when none is configured; raises
-    :class:`~chainwatch.channels.DeliveryError` (redacted) when the ping fails."""
+    :class:`DeadmanError` (redacted) when the ping fails."""
     deadman = config.deadman
     if deadman is None:
         return False
     try:
         url = deadman.url.reveal(environ)
     except InputError as exc:
-        raise DeliveryError(True, f"deadman: {exc}") from None
-    with Http("deadman", secrets=[url], timeout=timeout, transport=transport) as http:
-        if deadman.method == "post":
-            http.request("POST", url, content=summary[:10_000], doing="ping")
-        else:
-            http.request("GET", url, doing="ping")
+        raise DeadmanError(True, f"deadman: {exc}") from None
+    try:
+        with Http("deadman", secrets=[url], timeout=timeout, transport=transport) as http:
+            if deadman.method == "post":
+                http.request("POST", url, content=summary[:10_000], doing="ping")
+            else:
+                http.request("GET", url, doing="ping")
+    except DeliveryError as exc:
+        raise DeadmanError(exc.retryable, str(exc), retry_after=exc.retry_after) from None
     return True
 
 

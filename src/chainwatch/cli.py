@@ -453,8 +453,11 @@ def _alerts_after_scan(inv: Inventory, database: Database, result: ScanResult,
     now = dt.datetime.now(dt.UTC)
     alerting.evaluate(database, inv.alerts, result.situations, now)
     alerting.deliver(database, inv.alerts, now)
-    alerting.ping_deadman(inv.alerts, summary=f"{len(result.reports)} targets, "
-                          f"{result.status.value}")
+    try:
+        alerting.ping_deadman(inv.alerts, summary=f"{len(result.reports)} targets, "
+                              f"{result.status.value}")
+    except alerting.DeadmanError as exc:  # the scan stands: its output and exit status
+        typer.echo(f"chainwatch: warning: dead-man ping failed: {exc}", err=True)
     return []
 
 
