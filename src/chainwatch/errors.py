@@ -11,7 +11,8 @@ Exceptions signal *bad input or an unusable environment*; outcomes of analysis
     │   ├── ProfileError            a profile spec is malformed or names a missing store
     │   ├── StoreError              a trust store cannot be loaded or has no snapshot
     │   └── InventoryError          an inventory file is invalid (names file, line, field)
-    └── ProbeError                  an endpoint could not be probed (carries a reason code)
+    ├── ProbeError                  an endpoint could not be probed (carries a reason code)
+    └── StorageError                the database cannot be used (names it, says why)
 
 Every message is one line that names the thing at fault (file, line, field, host).
 """
@@ -74,3 +75,9 @@ class ProbeError(ChainwatchError):
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
         super().__init__(message)
+
+
+class StorageError(ChainwatchError):
+    """The database cannot be opened or written (unreachable, full disk, locked, broken).
+    The message names the database (no password) and gives the driver's reason in one
+    line, never the SQL or its parameters (they may hold report data)."""

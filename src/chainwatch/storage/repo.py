@@ -26,8 +26,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, and_, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from chainwatch.errors import StorageError
 from chainwatch.model import Cert, Report, Status, Target, sha256_hex
 from chainwatch.probe import Observation
 from chainwatch.render import report_json
@@ -187,7 +189,11 @@ class Database:
             sqlite.insert
         )
         if migrate:
-            upgrade(self.engine)
+            try:
+                upgrade(self.engine)
+            except SQLAlchemyError as exc:
+                self.engine.dispose()
+                raise self.error(exc) from None
         # Only facts that a rollback cannot undo are cached: rows known to be committed.
         # Certificates and targets are never deleted, so the caches never go stale.
         self._known_certs: set[str] = set()
@@ -206,7 +212,22 @@ class Database:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Close; a database error ending the block leaves it as a :class:`StorageError`
+        naming this database (what a command prints as its one-line error)."""
         self.close()
+        if isinstance(exc, SQLAlchemyError):
+            raise self.error(exc) from None
+
+    def error(self, exc: SQLAlchemyError) -> StorageError:
+        """``exc`` as a one-line :class:`StorageError`: the database (without password)
+        and the driver's own message, not the SQL and its parameters."""
+        original: BaseException = exc
+        if isinstance(exc, DBAPIError) and exc.orig is not None:
+            original = exc.orig
+        lines = str(original).strip().splitlines()
+        reason = " ".join(lines[0].split()) if lines else type(original).__name__
+        kind = f"{type(original).__module__.split('.')[0]}.{type(original).__name__}"
+        return StorageError(f"database {redacted(self.url)}: {reason} ({kind})")
 
     def close(self) -> None:
         """Close every pooled connection."""
