@@ -192,9 +192,15 @@ class Scheduler:
         """Loop until stopped (or ``max_batches`` scans ran). Returns batches run.
 
         A batch that fails (a database that went away or is locked, an alert channel
-        configuration error) is logged and retried after :data:`RETRY_BASE` at the
-        soonest; it never ends the loop, and the heartbeats it did not write show it."""
+        configuration error) is logged and retried after :meth:`retry_wait` at the
+        soonest; it never ends the loop, and the heartbeats it did not write show it.
+
+        After a database error the loop first checks that the database answers (and
+        only waits while it does not), then runs ``on_tick`` *before* the next scan:
+        the watchdog then sees the ``scan`` heartbeat as the outage left it, and reports
+        the gap, before the first scan after it writes a fresh one."""
         batches = 0
+        db_failed = False  # the last pass met a database error
         while max_batches is None or batches < max_batches:
             if self._reload.is_set():
                 self._reload.clear()
@@ -205,35 +211,67 @@ class Scheduler:
                 self.stop_event.clear()
                 break
             trouble = False
-            try:
-                if self.run_once() is not None:
-                    batches += 1
-            except ChainwatchError as exc:
-                log.error("scan failed: %s", exc)
+            if db_failed and not self._database_answers():
                 trouble = True
-            except SQLAlchemyError as exc:
-                log.error("scan failed: database error: %s", _first_line(exc))
-                trouble = True
-            if self.on_tick is not None:
+            else:
+                recovering, db_failed = db_failed, False
+                if recovering:
+                    db_failed |= self._tick()
                 try:
-                    self.on_tick(self.inventory)
+                    if self.run_once() is not None:
+                        batches += 1
                 except ChainwatchError as exc:
-                    log.error("alert housekeeping failed: %s", exc)
+                    log.error("scan failed: %s", exc)
+                    trouble = True
                 except SQLAlchemyError as exc:
-                    log.error("alert housekeeping failed: database error: %s", _first_line(exc))
-            try:
-                self.db.beat("scheduler")
-            except SQLAlchemyError as exc:
-                log.error("heartbeat failed: database error: %s", _first_line(exc))
-                trouble = True
+                    log.error("scan failed: database error: %s", _first_line(exc))
+                    trouble = db_failed = True
+                if not recovering:
+                    db_failed |= self._tick()
+                try:
+                    self.db.beat("scheduler")
+                except SQLAlchemyError as exc:
+                    log.error("heartbeat failed: database error: %s", _first_line(exc))
+                    trouble = db_failed = True
             if max_batches is not None and batches >= max_batches:
                 break
             wait = self.seconds_to_next()
             if trouble:  # what failed is due again at once: do not spin on it
-                wait = max(wait, RETRY_BASE.total_seconds())
+                wait = max(wait, self.retry_wait())
             if not self._stopping.is_set():
                 self.stop_event.wait(min(max_sleep, wait))
         return batches
+
+    def _tick(self) -> bool:
+        """Run ``on_tick``; True if it met a database error (logged either way)."""
+        if self.on_tick is None:
+            return False
+        try:
+            self.on_tick(self.inventory)
+        except ChainwatchError as exc:
+            log.error("alert housekeeping failed: %s", exc)
+        except SQLAlchemyError as exc:
+            log.error("alert housekeeping failed: database error: %s", _first_line(exc))
+            return True
+        return False
+
+    def _database_answers(self) -> bool:
+        try:
+            with self.db.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError as exc:
+            log.error("database still unreachable: %s", _first_line(exc))
+            return False
+        log.info("database reachable again")
+        return True
+
+    def retry_wait(self) -> float:
+        """Seconds to wait after a failed pass: :data:`RETRY_BASE`, or the shortest
+        interval of the inventory when that is shorter (an endpoint probed every 10 s
+        is not left unwatched for a minute after a database hiccup of one second)."""
+        intervals = [e.interval for e in self.inventory.endpoints]
+        shortest = min([self.inventory.defaults.interval, *intervals])
+        return max(1.0, min(RETRY_BASE, shortest).total_seconds())
 
 
 def _first_line(exc: SQLAlchemyError) -> str:
