@@ -26,6 +26,7 @@ from chainwatch.cli import run
 from chainwatch.model import Cert
 
 from .pki import pem_of
+from .services import PrivatePostgres, PrivateRedis
 
 
 @pytest.fixture(autouse=True)
@@ -124,6 +125,24 @@ def pg_url(postgres_database: str) -> Iterator[str]:
         with engine.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
+
+
+# -- private service instances (tests that stop and restart a server) ----------------------
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL cluster of the test's own (see :class:`tests.services.PrivatePostgres`):
+    the test may stop and start it; removed afterwards."""
+    with PrivatePostgres.create() as pg:
+        yield pg
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A ``redis-server`` of the test's own, without persistence; stoppable, restartable."""
+    with PrivateRedis.create() as redis:
+        yield redis
 
 
 # -- loopback receivers for alert channels ----------------------------------------------------

@@ -25,9 +25,15 @@ it with exponential backoff (:data:`BACKOFF_START` doubling, capped at
 :data:`BACKOFF_CAP`); a message still failing after ``max_age`` (default 24 h), or
 rejected outright, is marked ``dead``. A channel gets one target's messages in the
 order they were enqueued: a row waits while an earlier row of its channel and dedup key
-is pending. Receivers dedupe on ``dedup_key`` (PagerDuty incidents, issue markers), so
-the one window for a duplicate, a crash between a receiver's answer and the commit
-that marks the row delivered, is harmless to them.
+is pending. Channels are served concurrently (:data:`MAX_PARALLEL` at a time), each by
+one worker sending its rows in that order, and every delivery has ONE deadline for the
+whole of it (the channel timeout, :class:`~chainwatch.channels.Http`): a receiver that
+hangs or trickles its answer costs one deadline per message of its own channel and
+delays no other channel. Receivers dedupe on ``dedup_key`` (PagerDuty incidents, issue
+markers). The windows for a duplicate are a crash between a receiver's answer and the
+commit that marks the row delivered, and a request that timed out (or lost its
+connection) after the receiver had taken it: the row is retried with the same payload
+and ``dedup_key`` (only ``sent_at`` differs), which is harmless to them.
 
 **Secrets** are resolved from the inventory only when sending; stored payloads and
 errors hold none (errors are redacted against every secret of the channel).
@@ -45,6 +51,7 @@ import datetime as dt
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -81,6 +88,7 @@ __all__ = [
     "DEFAULT_MAX_AGE",
     "AckResult",
     "AlertError",
+    "DeadmanError",
     "DeliveryStats",
     "OpenAlert",
     "acknowledge",
@@ -106,7 +114,10 @@ DEFAULT_MAX_AGE = dt.timedelta(hours=24)
 LEASE = dt.timedelta(minutes=5)
 """How long a claimed row is left to its sender (far beyond any send's timeouts)."""
 MAX_ROUNDS = 100
-"""Passes of one :func:`deliver` call (each pass sends the next row of every queue)."""
+"""Passes over one channel's rows in one :func:`deliver` call (each pass sends the next
+row of every dedup key)."""
+MAX_PARALLEL = 8
+"""Channels delivered to at once."""
 
 WATCHDOG = StepId.WATCHDOG
 SCAN_WATCHDOG = "watchdog:scan"
@@ -412,18 +423,84 @@ def deliver(
     max_age: dt.timedelta = DEFAULT_MAX_AGE,
     limit: int = 500,
     timeout: float = DEFAULT_TIMEOUT,
+    parallel: int = MAX_PARALLEL,
 ) -> DeliveryStats:
     """Send every pending row whose next attempt is due at ``now`` (at most ``limit``
-    per pass), in enqueue order per channel and dedup key. ``environ`` replaces
-    ``os.environ`` for secrets; ``transport`` replaces httpx's network (tests)."""
+    per look at the outbox), in enqueue order per channel and dedup key. ``environ``
+    replaces ``os.environ`` for secrets; ``transport`` replaces httpx's network (tests).
+
+    Each delivery has one deadline, ``timeout`` seconds for the whole of it (see
+    :class:`~chainwatch.channels.Http`). Channels are served concurrently, at most
+    ``parallel`` at a time, each by one worker that sends its rows one after another:
+    a channel that hangs holds up its own messages only, for one deadline per message.
+    """
     now = _aware(now, "now")
     repo = AlertsRepo(db)
     secrets = config_secrets(config, environ)
-    senders: dict[str, Channel] = {}
     counts = {"delivered": 0, "retried": 0, "dead": 0, "skipped": 0}
+
+    def serve(channel: str) -> dict[str, int]:
+        return _serve_channel(repo, config, channel, now, secrets, environ=environ,
+                              transport=transport, max_age=max_age, limit=limit,
+                              timeout=timeout)
+
+    def due_channels() -> list[str]:
+        return list(dict.fromkeys(item.channel for item in repo.due(now, limit=limit)))
+
+    workers = max(1, parallel) if _threads_share_the_database(db) else 1
+    if workers == 1:
+        for channel in due_channels():
+            for outcome, n in serve(channel).items():
+                counts[outcome] += n
+        return DeliveryStats(**counts)
+    served: set[str] = set()  # one worker per channel and call: it sends all it can
+    with ThreadPoolExecutor(max_workers=workers,
+                            thread_name_prefix="chainwatch-deliver") as pool:
+        running: dict[Future[dict[str, int]], str] = {}
+        fresh = due_channels()
+        while fresh or running:  # each channel is started once: bounded by the channels
+            for channel in fresh:
+                if channel not in served:
+                    served.add(channel)
+                    running[pool.submit(serve, channel)] = channel
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                del running[future]
+                for outcome, n in future.result().items():
+                    counts[outcome] += n
+            # Rows of channels not seen yet may have come within the limit meanwhile.
+            fresh = [c for c in due_channels() if c not in served]
+    return DeliveryStats(**counts)
+
+
+def _threads_share_the_database(db: Database) -> bool:
+    """Whether worker threads see the caller's database: not so for an in-memory SQLite
+    database, which is one per connection (and SQLAlchemy gives each thread its own)."""
+    url = db.engine.url
+    return not (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"))
+
+
+def _serve_channel(
+    repo: AlertsRepo,
+    config: AlertsConfig,
+    channel: str,
+    now: dt.datetime,
+    secrets: Sequence[str],
+    *,
+    environ: Mapping[str, str] | None,
+    transport: httpx.BaseTransport | None,
+    max_age: dt.timedelta,
+    limit: int,
+    timeout: float,
+) -> dict[str, int]:
+    """Send the due rows of one channel, oldest first, pass after pass (each pass sends
+    the next row of every dedup key; at most :data:`MAX_ROUNDS` passes)."""
+    counts = {"delivered": 0, "retried": 0, "dead": 0, "skipped": 0}
+    senders: dict[str, Channel] = {}
     seen: set[int] = set()
     for _ in range(MAX_ROUNDS):
-        items = [item for item in repo.due(now, limit=limit) if item.id not in seen]
+        items = [item for item in repo.due(now, limit=limit)
+                 if item.channel == channel and item.id not in seen]
         if not items:
             break
         for item in items:
@@ -433,7 +510,7 @@ def deliver(
                 continue
             counts[_send_one(repo, config, item, now, senders, secrets, environ=environ,
                              transport=transport, max_age=max_age, timeout=timeout)] += 1
-    return DeliveryStats(**counts)
+    return counts
 
 
 def _send_one(
@@ -678,6 +755,12 @@ def check_watchdog(
 # -- dead-man's switch and tests ------------------------------------------------------------
 
 
+class DeadmanError(DeliveryError):
+    """The dead-man's switch could not be pinged (the message is redacted: no URL path,
+    query or token). Not a failed scan: callers report it as a warning and keep the
+    scan's own outcome (a Nagios-style caller must still see critical findings)."""
+
+
 def ping_deadman(
     config: AlertsConfig,
     *,
@@ -688,19 +771,22 @@ def ping_deadman(
 ) -> bool:
     """Ping the dead-man's switch (``alerts.deadman``) after a completed scan; a POST
     carries ``summary``. Returns ``False`` when none is configured; raises
-    :class:`~chainwatch.alerts.channels.DeliveryError` (redacted) when the ping fails."""
+    :class:`DeadmanError` (redacted) when the ping fails."""
     deadman = config.deadman
     if deadman is None:
         return False
     try:
         url = deadman.url.reveal(environ)
     except InputError as exc:
-        raise DeliveryError(True, f"deadman: {exc}") from None
-    with Http("deadman", secrets=[url], timeout=timeout, transport=transport) as http:
-        if deadman.method == "post":
-            http.request("POST", url, content=summary[:10_000], doing="ping")
-        else:
-            http.request("GET", url, doing="ping")
+        raise DeadmanError(True, f"deadman: {exc}") from None
+    try:
+        with Http("deadman", secrets=[url], timeout=timeout, transport=transport) as http:
+            if deadman.method == "post":
+                http.request("POST", url, content=summary[:10_000], doing="ping")
+            else:
+                http.request("GET", url, doing="ping")
+    except DeliveryError as exc:
+        raise DeadmanError(exc.retryable, str(exc), retry_after=exc.retry_after) from None
     return True
 
 

@@ -215,15 +215,18 @@ class Scheduler:
         """Loop until stopped (or ``max_batches`` scans ran). Returns batches run.
 
         A batch that fails (a database that went away or is locked, an alert channel
-        configuration error) is logged and retried after :data:`RETRY_BASE` at the
-        soonest; it never ends the loop, and the heartbeats it did not write show it."""
+        configuration error) is logged and retried after :meth:`retry_wait` at the
+        soonest; it never ends the loop, and the heartbeats it did not write show it.
+
+        After a database error the loop first checks that the database answers (and
+        only waits while it does not), then runs ``on_tick`` *before* the next scan:
+        the watchdog then sees the ``scan`` heartbeat as the outage left it, and reports
+        the gap, before the first scan after it writes a fresh one."""
         batches = 0
+        db_failed = False  # the last pass met a database error
         # The watchdog looks once before the first batch: a monitor restarted after an
         # outage reports how long no scan completed (and resolves after the sweep).
-        try:
-            self.cycle.tick(self.inventory)
-        except Exception as exc:
-            self._failed("alert housekeeping failed", exc)
+        self._tick(observe=False)
         while max_batches is None or batches < max_batches:
             if self._reload.is_set():
                 self._reload.clear()
@@ -234,28 +237,65 @@ class Scheduler:
                 self.stop_event.clear()
                 break
             trouble = False
-            try:
-                if self.run_once() is not None:
-                    batches += 1
-            except Exception as exc:
-                self._failed("scan failed", exc)
+            if db_failed and not self._database_answers():
                 trouble = True
-            try:
-                self.cycle.tick(self.inventory)
-                if self.on_tick is not None:
-                    self.on_tick(self.inventory)
-            except Exception as exc:
-                self._failed("alert housekeeping failed", exc)
-            try:
-                self.db.beat("scheduler")
-            except Exception as exc:
-                self._failed("heartbeat failed", exc)
-                trouble = True
+            else:
+                # After a database error the watchdog looks before the next scan writes
+                # a fresh heartbeat: the gap is reported, not hidden.
+                recovering, db_failed = db_failed, False
+                if recovering:
+                    db_failed |= self._tick()
+                try:
+                    if self.run_once() is not None:
+                        batches += 1
+                except Exception as exc:
+                    self._failed("scan failed", exc)
+                    trouble = True
+                    db_failed |= isinstance(exc, SQLAlchemyError)
+                if not recovering:
+                    db_failed |= self._tick()
+                try:
+                    self.db.beat("scheduler")
+                except Exception as exc:
+                    self._failed("heartbeat failed", exc)
+                    trouble = True
+                    db_failed |= isinstance(exc, SQLAlchemyError)
             if max_batches is not None and batches >= max_batches:
                 break
             wait = self.seconds_to_next()
             if trouble:  # what failed is due again at once: do not spin on it
-                wait = max(wait, RETRY_BASE.total_seconds())
+                wait = max(wait, self.retry_wait())
             if not self._stopping.is_set():
                 self.stop_event.wait(min(max_sleep, wait))
         return batches
+
+    def _tick(self, *, observe: bool = True) -> bool:
+        """The cycle's tick (watchdog, retries) and ``on_tick``; True if it met a
+        database error (logged either way)."""
+        try:
+            self.cycle.tick(self.inventory)
+            if observe and self.on_tick is not None:
+                self.on_tick(self.inventory)
+        except Exception as exc:
+            self._failed("alert housekeeping failed", exc)
+            return isinstance(exc, SQLAlchemyError)
+        return False
+
+    def _database_answers(self) -> bool:
+        try:
+            with self.db.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError as exc:
+            log.error("database still unreachable: %s", first_line(exc))
+            return False
+        log.info("database reachable again")
+        return True
+
+    def retry_wait(self) -> float:
+        """Seconds to wait after a failed pass: :data:`RETRY_BASE`, or the shortest
+        interval of the inventory when that is shorter (an endpoint probed every 10 s
+        is not left unwatched for a minute after a database hiccup of one second)."""
+        intervals = [e.interval for e in self.inventory.endpoints]
+        shortest = min([self.inventory.defaults.interval, *intervals])
+        return max(1.0, min(RETRY_BASE, shortest).total_seconds())
+

@@ -1,10 +1,14 @@
 """What every channel shares: the protocol, the one error type, redaction, HTTP calls
-with timeouts, and the human text of a message."""
+with one deadline per delivery, and the human text of a message."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import socket
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -21,7 +25,8 @@ Payload = Mapping[str, Any]
 ``message``, ``sent_at``; chainwatch adds ``step``)."""
 
 DEFAULT_TIMEOUT = 10.0
-"""Seconds allowed for each phase (connect, read, write, pool) of one HTTP request."""
+"""Seconds allowed for one whole delivery: every HTTP request it makes, from connecting
+to the last byte of the last response (see :class:`Http`)."""
 MAX_ERROR_BODY = 200
 """Characters of a receiver's response body quoted in an error."""
 USER_AGENT = "chainwatch"
@@ -92,9 +97,32 @@ def status_retryable(status: int) -> bool:
     return status in (408, 425, 429) or status >= 500
 
 
+_TRACKED = ("connection.connect_tcp.complete", "connection.start_tls.complete")
+"""httpx ``trace`` events whose return value is a new network stream (plain, then TLS)."""
+
+
+def _shutdown(sock: socket.socket) -> None:
+    """Shut a socket down under a thread blocked on it: its ``recv``/``send`` returns at
+    once (end of stream, broken pipe). The plain socket call, also for a TLS socket:
+    ``SSLSocket.shutdown`` would drop its TLS state under the reading thread."""
+    with contextlib.suppress(OSError, ValueError):  # closed already, or never connected
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
 class Http:
-    """HTTP calls for one channel: a timeout on every request, no redirects followed,
-    errors mapped to :class:`DeliveryError` with ``secrets`` redacted."""
+    """HTTP calls for one channel delivery: no redirects followed, errors mapped to
+    :class:`DeliveryError` with ``secrets`` redacted, and ONE deadline, ``timeout``
+    seconds from the moment the ``Http`` is made, for everything sent through it.
+
+    httpx's own timeouts are per phase and restart on every read: a receiver that
+    trickles its answer a byte at a time (or a header a byte at a time) would hold a
+    delivery for as long as it likes. Here each request gets httpx timeouts of at most
+    the time left, and a timer shuts down, at the deadline, every connection this
+    ``Http`` opened (found through httpx's ``trace`` extension), which wakes the blocked
+    read or write at once. A request cut off that way is a retryable "timed out" error.
+    Name resolution is the one step no timer can interrupt (the system resolver's own
+    timeouts apply); webhook hosts are usually resolved in milliseconds.
+    """
 
     def __init__(
         self,
@@ -109,6 +137,10 @@ class Http:
         self.channel = channel
         self.secrets = tuple(secrets)
         self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._expired = False
         self._client = httpx.Client(
             headers={"User-Agent": USER_AGENT, **(headers or {})},
             auth=auth,
@@ -116,6 +148,32 @@ class Http:
             transport=transport,
             follow_redirects=False,
         )
+
+    @property
+    def expired(self) -> bool:
+        """Whether the deadline cut a request off."""
+        with self._lock:
+            return self._expired
+
+    def _trace(self, event: str, info: Mapping[str, Any]) -> None:
+        if event not in _TRACKED:
+            return
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if not isinstance(sock, socket.socket):
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            late = self._expired
+        if late:  # connected just as the deadline passed
+            _shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self._expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
 
     def close(self) -> None:
         self._client.close()
@@ -144,21 +202,36 @@ class Http:
         ok: Sequence[int] = (),
     ) -> httpx.Response:
         """Send one request; any status outside 2xx (and ``ok``) raises DeliveryError.
-        ``doing`` names the operation in errors (``create issue``)."""
+        ``doing`` names the operation in errors (``create issue``). The request must be
+        over by the deadline (see :class:`Http`), or it fails as timed out."""
+        timed_out = self.fail(True, f"{doing}: {where(url)} timed out after "
+                                    f"{self.timeout:g}s")
+        left = self.deadline - time.monotonic()
+        if left <= 0 or self.expired:
+            raise timed_out
+        timer = threading.Timer(left, self._expire)
+        timer.daemon = True
+        timer.start()
         try:
             response = self._client.request(method, url, json=json, params=params,
-                                            content=content)
+                                            content=content, timeout=httpx.Timeout(left),
+                                            extensions={"trace": self._trace})
         except httpx.TimeoutException:
-            raise self.fail(True, f"{doing}: {where(url)} timed out after "
-                                  f"{self.timeout:g}s") from None
+            raise timed_out from None
         except httpx.InvalidURL:
             raise self.fail(False, f"{doing}: invalid URL") from None
         except httpx.UnsupportedProtocol:
             raise self.fail(False, f"{doing}: unsupported URL scheme "
                                    f"{urlsplit(url).scheme!r}") from None
-        except httpx.HTTPError as exc:
+        except Exception as exc:
+            if self.expired:  # the deadline shut the connection down under the request
+                raise timed_out from None
+            if not isinstance(exc, httpx.HTTPError):
+                raise
             reason = str(exc) or type(exc).__name__
             raise self.fail(True, f"{doing}: {where(url)}: {reason}") from None
+        finally:
+            timer.cancel()
         status = response.status_code
         if 200 <= status < 300 or status in ok:
             return response
