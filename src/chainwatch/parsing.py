@@ -2,6 +2,9 @@
 
 Every failure is a :class:`~chainwatch.errors.BundleError` naming the source and
 saying what is wrong with it in one line; nothing here lets a parser traceback out.
+
+PEM is scanned in one linear pass: a file of BEGIN lines without END lines costs what
+reading it costs.
 """
 
 from __future__ import annotations
@@ -19,12 +22,8 @@ from chainwatch.model import Cert, lenient
 
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 
-_PEM_BLOCK = re.compile(
-    rb"-----BEGIN ([A-Z0-9 #]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL
-)
 _PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----")
 _CERT_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
-
 
 def read_source(path: str | Path) -> bytes:
     """Read a file for parsing, mapping OS errors to a one-line ``BundleError``."""
@@ -65,15 +64,46 @@ def parse_bundle(data: bytes, source: str, password: bytes | None = None) -> tup
     raise BundleError(source, "not a certificate: neither PEM, DER nor PKCS#12")
 
 
+_TRUNCATED = "truncated PEM: a BEGIN line has no matching END line"
+
+
+def _pem_blocks(data: bytes, source: str) -> list[tuple[bytes, bytes]]:
+    """(label, whole block) of every PEM block, in one pass over ``data``.
+
+    Each BEGIN line's END line is searched for once, from the BEGIN line on, and the
+    scan goes on after it: no byte is looked at more than a few times (a backtracking
+    regular expression looked for an END line from every BEGIN line to the end of the
+    file: quadratic). Every BEGIN line must start a block: one without a line break
+    after it, without an END line, or inside another block makes the file truncated."""
+    blocks: list[tuple[bytes, bytes]] = []
+    pos = 0
+    while True:
+        begin = _PEM_BEGIN.search(data, pos)
+        if begin is None:
+            return blocks
+        label = begin.group(1)
+        body = begin.end()
+        if data.startswith(b"\r\n", body):
+            body += 2
+        elif data.startswith(b"\n", body):
+            body += 1
+        else:
+            raise BundleError(source, _TRUNCATED)
+        end_line = b"-----END " + label + b"-----"
+        end = data.find(end_line, body)
+        if end < 0 or _PEM_BEGIN.search(data, body, end) is not None:
+            raise BundleError(source, _TRUNCATED)
+        pos = end + len(end_line)
+        blocks.append((label, data[begin.start() : pos]))
+
+
 def _parse_pem(data: bytes, source: str) -> tuple[Cert, ...]:
     certs: list[Cert] = []
     others: list[str] = []
-    for number, match in enumerate(_PEM_BLOCK.finditer(data), start=1):
-        label = match.group(1)
+    for number, (label, block) in enumerate(_pem_blocks(data, source), start=1):
         if label not in _CERT_LABELS:
             others.append(label.decode("ascii", "replace"))
             continue
-        block = match.group(0)
         if label == b"TRUSTED CERTIFICATE":
             # OpenSSL's "trusted" form appends trust settings after the DER; keep the cert.
             block = block.replace(b"TRUSTED CERTIFICATE", b"CERTIFICATE")
@@ -83,9 +113,6 @@ def _parse_pem(data: bytes, source: str) -> tuple[Cert, ...]:
         except ValueError as exc:
             raise BundleError(source, f"PEM certificate #{number} is malformed: {exc}") from None
         certs.append(Cert.from_x509(loaded))
-    begins = len(_PEM_BEGIN.findall(data))
-    if begins > len(certs) + len(others):
-        raise BundleError(source, "truncated PEM: a BEGIN line has no matching END line")
     if not certs:
         if others:
             raise BundleError(
