@@ -3,13 +3,20 @@
 Every failure is a :class:`~chainwatch.errors.BundleError` naming the source and
 saying what is wrong with it in one line; nothing here lets a parser traceback out.
 
-PEM is scanned in one linear pass: a file of BEGIN lines without END lines costs what
-reading it costs.
+Hostile files are bounded in the work they cause:
+
+- only regular files are read (a FIFO, a device, a socket is refused without blocking:
+  it is opened with ``O_NONBLOCK``, then checked with ``fstat``), and at most
+  :data:`MAX_BUNDLE_BYTES` of them;
+- PEM is scanned in one linear pass (a file of BEGIN lines without END lines costs what
+  reading it costs).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 
 from cryptography import x509
@@ -21,17 +28,67 @@ from chainwatch.errors import BundleError
 from chainwatch.model import Cert, lenient
 
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
+"""The largest bundle, key or ``file:`` trust store read (16 MiB: Mozilla's whole store
+is ~0.3 MiB as PEM)."""
 
 _PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----")
 _CERT_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
 
-def read_source(path: str | Path) -> bytes:
-    """Read a file for parsing, mapping OS errors to a one-line ``BundleError``."""
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+_OPEN_FLAGS = (
+    os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+_READ_CHUNK = 1 << 20
+
+
+def _refuse_special(p: Path, mode: int) -> None:
+    """Raise ``BundleError`` unless ``mode`` is a regular file's."""
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise BundleError(str(p), "is a directory, not a certificate file")
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "an unknown kind of file")
+    raise BundleError(str(p), f"not a regular file ({kind})")
+
+
+def read_source(path: str | Path, *, limit: int = MAX_BUNDLE_BYTES) -> bytes:
+    """Read a regular file of at most ``limit`` bytes for parsing, mapping every problem
+    (missing, unreadable, not a regular file, too large) to a one-line ``BundleError``.
+
+    A FIFO, a device or a socket is refused: checked with ``stat`` before it is opened
+    (opening a device can have effects), opened without blocking (``O_NONBLOCK``: a FIFO
+    with no writer would block ``open`` forever), then checked again with ``fstat`` on
+    the descriptor in case the path was swapped in between. The read stops past
+    ``limit`` bytes, whatever the size said (a file that grows)."""
     p = Path(path)
+    too_large = f"file is larger than {limit} bytes"
     try:
-        if p.stat().st_size > MAX_BUNDLE_BYTES:
-            raise BundleError(str(p), f"file is larger than {MAX_BUNDLE_BYTES} bytes")
-        return p.read_bytes()
+        info = p.stat()
+        _refuse_special(p, info.st_mode)
+        if info.st_size > limit:
+            raise BundleError(str(p), too_large)
+        fd = os.open(p, _OPEN_FLAGS)
+        try:
+            info = os.fstat(fd)
+            _refuse_special(p, info.st_mode)
+            if info.st_size > limit:
+                raise BundleError(str(p), too_large)
+            chunks: list[bytes] = []
+            size = 0
+            while size <= limit:
+                chunk = os.read(fd, min(_READ_CHUNK, limit + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise BundleError(str(p), "no such file") from None
     except IsADirectoryError:
@@ -40,6 +97,9 @@ def read_source(path: str | Path) -> bytes:
         raise BundleError(str(p), "permission denied") from None
     except OSError as exc:
         raise BundleError(str(p), exc.strerror or str(exc)) from None
+    if size > limit:
+        raise BundleError(str(p), too_large)
+    return b"".join(chunks)
 
 
 def load_bundle_file(path: str | Path, password: bytes | None = None) -> tuple[Cert, ...]:

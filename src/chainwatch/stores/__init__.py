@@ -26,7 +26,7 @@ from pathlib import Path
 
 from chainwatch.errors import BundleError, ProfileError, StoreError
 from chainwatch.model import Building, Cert, Profile, Store
-from chainwatch.parsing import load_bundle_file, parse_bundle
+from chainwatch.parsing import load_bundle_file, parse_bundle, read_source
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -128,20 +128,27 @@ def system_store() -> Store:
 
 
 def file_store(path: Path, *, display: str | None = None) -> Store:
+    """The certificates of the bundle at ``path``. Only a regular file of at most
+    :data:`~chainwatch.parsing.MAX_BUNDLE_BYTES` is read: a FIFO, a device, a directory
+    or a larger file is a ``StoreError`` naming the path and why."""
     try:
         stat = path.stat()
     except OSError:
         raise StoreError(f"profile store 'file:{display or path}': {path}: no such file") from None
-    return _file_store(str(path.resolve()), stat.st_mtime_ns, stat.st_size, display or str(path))
+    return _file_store(str(path.resolve()), stat.st_mtime_ns, stat.st_size, display or str(path),
+                       str(path))
 
 
 @lru_cache(maxsize=256)
-def _file_store(path: str, mtime_ns: int, size: int, display: str) -> Store:
+def _file_store(path: str, mtime_ns: int, size: int, display: str, shown: str) -> Store:
     del mtime_ns, size  # part of the cache key only: a changed file is re-read
-    return Store(name=f"file:{display}", anchors=_load_anchors(Path(path)), source=path)
+    try:
+        data = read_source(path)
+    except BundleError as exc:
+        raise StoreError(f"profile store 'file:{display}': {shown}: {exc.reason}") from None
+    anchors = tuple(dict.fromkeys(parse_bundle(data, path)))
+    return Store(name=f"file:{display}", anchors=anchors, source=path)
 
 
 def _load_anchors(path: Path) -> tuple[Cert, ...]:
-    data = path.read_bytes() if path.is_file() else b""
-    certs = parse_bundle(data, str(path))
-    return tuple(dict.fromkeys(certs))
+    return tuple(dict.fromkeys(load_bundle_file(path)))
