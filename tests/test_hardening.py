@@ -3,7 +3,9 @@
 - PEM is scanned in linear time: megabytes of BEGIN lines without END lines are refused
   at once (the old backtracking scan took ~27 s at 256 KiB, hours at 2 MiB);
 - only regular files are read, FIFOs are opened without blocking, every read (bundles,
-  keys, ``file:`` trust stores) stops at the bundle cap.
+  keys, ``file:`` trust stores) stops at the bundle cap;
+- a PKCS#12 file asking for more key-derivation iterations than the cap is refused
+  before ``cryptography`` starts deriving.
 
 The tests that would hang or eat memory against a regression run the CLI in a
 subprocess with a time cap (and an address-space cap), so the suite fails instead.
@@ -18,14 +20,19 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from chainwatch.errors import BundleError
 from chainwatch.model import Cert
 from chainwatch.parsing import (
     MAX_BUNDLE_BYTES,
+    MAX_PKCS12_ITERATIONS,
+    load_private_key,
     parse_bundle,
     read_source,
 )
@@ -203,3 +210,172 @@ def test_file_store_refuses_what_is_not_a_bundle(cli: Cli, tmp_path: Path, fifo:
     assert code == 3 and out == ""
     assert len(err.strip().splitlines()) == 1, err
     assert f"profile store 'file:{store}'" in err and expected in err, err
+
+
+# -- PKCS#12: iteration counts read before cryptography derives ---------------------------
+
+
+@dataclass
+class Tlv:
+    """A DER element as a tree; OCTET STRINGs holding DER are opened as well."""
+
+    tag: int
+    value: bytes | list[Tlv]
+    wrapped: bool = False  # an OCTET STRING whose contents are the one element in value
+
+    @classmethod
+    def parse(cls, data: bytes) -> Tlv:
+        node, end = cls._parse(data, 0)
+        assert end == len(data)
+        return node
+
+    @classmethod
+    def _parse(cls, data: bytes, pos: int) -> tuple[Tlv, int]:
+        tag, first = data[pos], data[pos + 1]
+        pos += 2
+        if first & 0x80:
+            count = first & 0x7F
+            length = int.from_bytes(data[pos : pos + count], "big")
+            pos += count
+        else:
+            length = first
+        body, end = data[pos : pos + length], pos + length
+        if tag & 0x20:
+            children, inner = [], 0
+            while inner < len(body):
+                child, inner = cls._parse(body, inner)
+                children.append(child)
+            return cls(tag, children), end
+        if tag == 0x04 and body[:1] == b"\x30":
+            try:
+                inner_node, inner_end = cls._parse(body, 0)
+            except IndexError:
+                inner_end = -1
+            if inner_end == len(body) and inner_node.encode() == body:
+                return cls(tag, [inner_node], wrapped=True), end
+        return cls(tag, body), end
+
+    def encode(self, *, ber: bool = False) -> bytes:
+        if isinstance(self.value, bytes):
+            body = self.value
+        else:
+            body = b"".join(child.encode(ber=ber) for child in self.value)
+        if ber and self.tag == 0x04 and len(body) > 16:  # constructed, in 16-byte pieces
+            pieces = b"".join(Tlv(0x04, body[i : i + 16]).encode()
+                              for i in range(0, len(body), 16))
+            return b"\x24\x80" + pieces + b"\x00\x00"
+        if ber and self.tag & 0x20:
+            return bytes([self.tag, 0x80]) + body + b"\x00\x00"
+        n = len(body)
+        if n < 0x80:
+            length = bytes([n])
+        else:
+            raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+            length = bytes([0x80 | len(raw)]) + raw
+        return bytes([self.tag]) + length + body
+
+    def integers(self) -> list[Tlv]:
+        if self.tag == 0x02:
+            return [self]
+        if isinstance(self.value, bytes):
+            return []
+        return [i for child in self.value for i in child.integers()]
+
+    def set_integer(self, n: int) -> None:
+        self.value = n.to_bytes((n.bit_length() + 8) // 8, "big")
+
+
+ROUNDS = 4099  # a count no other INTEGER of the file has
+
+
+def p12(leaf: Leaf, algorithm: pkcs12.PBES = pkcs12.PBES.PBESv2SHA256AndAES256CBC) -> bytes:
+    encryption = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .kdf_rounds(ROUNDS).key_cert_algorithm(algorithm).hmac_hash(hashes.SHA256())
+        .build(b"secret")
+    )
+    ca = served(leaf)[1:]
+    return pkcs12.serialize_key_and_certificates(
+        b"app", leaf.key, leaf.cert.parsed, [c.parsed for c in ca], encryption
+    )
+
+
+def with_mac_iterations(data: bytes, n: int) -> bytes:
+    pfx = Tlv.parse(data)
+    assert isinstance(pfx.value, list)
+    mac_data = pfx.value[2]
+    assert isinstance(mac_data.value, list) and mac_data.value[2].tag == 0x02
+    mac_data.value[2].set_integer(n)
+    return pfx.encode()
+
+
+def with_kdf_iterations(data: bytes, n: int) -> bytes:
+    pfx = Tlv.parse(data)
+    found = [i for i in pfx.integers() if i.value == ROUNDS.to_bytes(2, "big")]
+    assert len(found) == 2  # the certificates' encryption and the shrouded key's
+    for integer in found:
+        integer.set_integer(n)
+    return pfx.encode()
+
+
+@pytest.mark.parametrize("algorithm", list(pkcs12.PBES))
+def test_pkcs12_files_of_common_tools_still_load(leaf: Leaf, algorithm: pkcs12.PBES) -> None:
+    data = p12(leaf, algorithm)
+    expected = served(leaf)
+    assert parse_bundle(data, "a.p12", password=b"secret") == expected
+    unencrypted = pkcs12.serialize_key_and_certificates(
+        b"app", leaf.key, leaf.cert.parsed, None, serialization.NoEncryption()
+    )
+    assert parse_bundle(unencrypted, "plain.p12") == (leaf.cert,)
+
+
+def test_pkcs12_mac_iterations_above_the_cap_are_refused(tmp_path: Path, leaf: Leaf) -> None:
+    # 2^31-1 MAC iterations: ~11 minutes of key derivation per file before the fix.
+    evil = with_mac_iterations(p12(leaf), 2**31 - 1)
+    with pytest.raises(BundleError, match=r"asks for 2,147,\d{3},\d{3} key-derivation "
+                                          r"iterations \(MAC: 2,147,483,647\)"):
+        parse_bundle(evil, "evil.p12", password=b"secret")
+    path = tmp_path / "evil.p12"
+    path.write_bytes(evil)
+    with pytest.raises(BundleError, match="refuses more than 10,000,000"):
+        load_private_key(path, b"secret")
+
+
+def test_pkcs12_iterations_are_read_from_ber_too(leaf: Leaf) -> None:
+    # Indefinite lengths and constructed OCTET STRINGs (BER, as some Windows exports have
+    # them) hide no iteration count. (cryptography 50 reads only DER; OpenSSL reads both.)
+    pfx = Tlv.parse(with_mac_iterations(p12(leaf), 2**31 - 1))
+    ber = pfx.encode(ber=True)
+    assert b"\x24\x80" in ber and ber.startswith(b"\x30\x80")
+    with pytest.raises(BundleError, match=r"\(MAC: 2,147,483,647\)"):
+        parse_bundle(ber, "ber.p12", password=b"secret")
+    kdf = Tlv.parse(with_kdf_iterations(p12(leaf), MAX_PKCS12_ITERATIONS)).encode(ber=True)
+    with pytest.raises(BundleError, match="key-derivation iterations"):
+        parse_bundle(kdf, "ber.p12", password=b"secret")
+
+
+def test_pkcs12_encryption_iterations_above_the_cap_are_refused(leaf: Leaf) -> None:
+    # Each of the two PBKDF2 derivations just over half the cap: the sum is what counts.
+    # Before the fix cryptography derived them (~3 s) and the wrong key failed to decrypt.
+    evil = with_kdf_iterations(p12(leaf), MAX_PKCS12_ITERATIONS // 2 + 1)
+    with pytest.raises(BundleError, match="key-derivation iterations"):
+        parse_bundle(evil, "evil.p12", password=b"secret")
+
+
+def test_check_bundle_key_pkcs12_above_the_cap(tmp_path: Path, leaf: Leaf) -> None:
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(pem_of(*served(leaf)))
+    key = tmp_path / "key.p12"
+    key.write_bytes(with_mac_iterations(p12(leaf), 2**31 - 1))
+    one_line_error(chainwatch("check-bundle", bundle, "--key", key, cwd=tmp_path),
+                   str(key), "MAC: 2,147,483,647")
+
+
+def test_a_der_private_key_is_not_taken_for_pkcs12(tmp_path: Path, leaf: Leaf) -> None:
+    path = tmp_path / "key.der"
+    path.write_bytes(serialization.load_pem_private_key(leaf.key_pem(), None).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))
+    with pytest.raises(BundleError, match="neither PEM, DER nor PKCS#12"):
+        parse_bundle(path.read_bytes(), str(path))
