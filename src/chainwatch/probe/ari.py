@@ -59,7 +59,10 @@ async def _get_json(client: httpx.AsyncClient, url: str) -> object:
             body += chunk
             if len(body) > MAX_BYTES:
                 raise ValueError(f"response larger than {MAX_BYTES} bytes")
-    return json.loads(body)
+    try:
+        return json.loads(body)
+    except RecursionError:  # arrays nested a thousand deep fit in MAX_BYTES
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _instant(value: object) -> dt.datetime:
@@ -94,7 +97,7 @@ async def renewal_info(directory_url: str, leaf: Cert, *,
             return RenewalInfo(None, "the suggested window ends before it starts")
         url = info.get("explanationURL") if isinstance(info, dict) else None
         return RenewalInfo((start, end), None, url if isinstance(url, str) else None)
-    except (httpx.HTTPError, ValueError, json.JSONDecodeError) as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:  # a bad renewalInfo URL
         where = urlsplit(directory_url).netloc
         return RenewalInfo(None, f"ACME Renewal Information from {where} unavailable "
                                  f"({type(exc).__name__}: {str(exc)[:120]}); using the default")
