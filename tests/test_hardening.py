@@ -124,6 +124,25 @@ def test_many_blocks_parse_in_order(leaf: Leaf) -> None:
     assert certs[: len(chain)] == chain
 
 
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("crash-lazy-issuer-name.pem", "PEM certificate #1 is malformed: error parsing asn1"),
+        ("crash-x509-version-6.pem", "PEM certificate #1 is malformed: 6 is not a valid X509"),
+        ("crash-x509-version-6.der", "DER certificate is malformed: 6 is not a valid X509"),
+    ],
+)
+def test_certificates_that_fail_after_loading_are_bundle_errors(cli: Cli, name: str,
+                                                                expected: str) -> None:
+    # Found by fuzzing: cryptography decodes names lazily (a ValueError on first use, after
+    # the load succeeded), and an unknown version is an InvalidVersion, no ValueError.
+    path = Path(__file__).parent / "fuzz" / "corpus" / "bundle" / name
+    code, out, err = cli("check-bundle", path)
+    lines = err.strip().splitlines()
+    assert code == 3 and out == "" and len(lines) == 1, err
+    assert f"{path}: {expected}" in lines[0]
+
+
 # -- only regular files, every read capped -----------------------------------------------
 
 

@@ -129,6 +129,8 @@ def parse_bundle(data: bytes, source: str, password: bytes | None = None) -> tup
         return (Cert.from_der(data),)
     except ValueError:
         pass
+    except x509.InvalidVersion as exc:  # a certificate, of a version that does not exist
+        raise BundleError(source, f"DER certificate is malformed: {exc}") from None
     certs = _try_pkcs12(data, password, source)
     if certs is not None:
         if not certs:
@@ -183,9 +185,10 @@ def _parse_pem(data: bytes, source: str) -> tuple[Cert, ...]:
         try:
             with lenient():
                 loaded = x509.load_pem_x509_certificate(block)
-        except ValueError as exc:
+            # cryptography decodes the names lazily: a broken one fails here, not above
+            certs.append(Cert.from_x509(loaded))
+        except (ValueError, x509.InvalidVersion) as exc:
             raise BundleError(source, f"PEM certificate #{number} is malformed: {exc}") from None
-        certs.append(Cert.from_x509(loaded))
     if not certs:
         if others:
             raise BundleError(
