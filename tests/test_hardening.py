@@ -130,12 +130,14 @@ def test_many_blocks_parse_in_order(leaf: Leaf) -> None:
         ("crash-lazy-issuer-name.pem", "PEM certificate #1 is malformed: error parsing asn1"),
         ("crash-x509-version-6.pem", "PEM certificate #1 is malformed: 6 is not a valid X509"),
         ("crash-x509-version-6.der", "DER certificate is malformed: 6 is not a valid X509"),
+        ("crash-name-attribute-type.der", "DER certificate is malformed: oid must be"),
     ],
 )
 def test_certificates_that_fail_after_loading_are_bundle_errors(cli: Cli, name: str,
                                                                 expected: str) -> None:
-    # Found by fuzzing: cryptography decodes names lazily (a ValueError on first use, after
-    # the load succeeded), and an unknown version is an InvalidVersion, no ValueError.
+    # Found by fuzzing: cryptography decodes names lazily (a ValueError, or a TypeError for
+    # an attribute of the wrong type, on first use after the load succeeded), and an
+    # unknown version is an InvalidVersion: none of these was caught.
     path = Path(__file__).parent / "fuzz" / "corpus" / "bundle" / name
     code, out, err = cli("check-bundle", path)
     lines = err.strip().splitlines()
@@ -208,6 +210,16 @@ def test_read_source_caps_what_it_reads(tmp_path: Path) -> None:
     assert read_source(path, limit=2048) == b"x" * 2048
     with pytest.raises(BundleError, match="larger than 2047 bytes"):
         read_source(path, limit=2047)
+
+
+def test_file_store_under_the_home_of_no_user(cli: Cli, tmp_path: Path, leaf: Leaf) -> None:
+    # Found by fuzzing the inventory: Path.expanduser raised RuntimeError for ~nobody-here.
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(pem_of(*served(leaf)))
+    code, out, err = cli("check-bundle", bundle, "--profile", "file:~no-such-user-here/ca.pem")
+    assert code == 3 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "profile store 'file:~no-such-user-here/ca.pem'" in err
+    assert "~no-such-user-here names no user here" in err
 
 
 @pytest.mark.parametrize("kind", ["fifo", "device", "sparse", "directory"])

@@ -129,7 +129,7 @@ def parse_bundle(data: bytes, source: str, password: bytes | None = None) -> tup
         return (Cert.from_der(data),)
     except ValueError:
         pass
-    except x509.InvalidVersion as exc:  # a certificate, of a version that does not exist
+    except _BROKEN_CERT as exc:  # a certificate, but one whose parts do not decode
         raise BundleError(source, f"DER certificate is malformed: {exc}") from None
     certs = _try_pkcs12(data, password, source)
     if certs is not None:
@@ -138,6 +138,11 @@ def parse_bundle(data: bytes, source: str, password: bytes | None = None) -> tup
         return certs
     raise BundleError(source, "not a certificate: neither PEM, DER nor PKCS#12")
 
+
+_BROKEN_CERT = (x509.InvalidVersion, TypeError)
+"""What cryptography raises, besides ``ValueError``, for a certificate it loaded but cannot
+read: a version that does not exist, a name attribute of the wrong type (names are
+decoded lazily, on first use)."""
 
 _TRUNCATED = "truncated PEM: a BEGIN line has no matching END line"
 
@@ -187,7 +192,7 @@ def _parse_pem(data: bytes, source: str) -> tuple[Cert, ...]:
                 loaded = x509.load_pem_x509_certificate(block)
             # cryptography decodes the names lazily: a broken one fails here, not above
             certs.append(Cert.from_x509(loaded))
-        except (ValueError, x509.InvalidVersion) as exc:
+        except (ValueError, *_BROKEN_CERT) as exc:
             raise BundleError(source, f"PEM certificate #{number} is malformed: {exc}") from None
     if not certs:
         if others:

@@ -69,7 +69,11 @@ def resolve_store(spec: str, *, base_dir: Path | None = None) -> Store:
         raw = spec[len("file:") :]
         if not raw:
             raise ProfileError("profile store 'file:' needs a path, e.g. file:ca/backend.pem")
-        path = Path(raw).expanduser()
+        try:
+            path = Path(raw).expanduser()
+        except RuntimeError:  # ~name of a user this machine does not have
+            user = raw.split("/", 1)[0]
+            raise StoreError(f"profile store {spec!r}: {raw}: {user} names no user here") from None
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         return file_store(path, display=raw)
