@@ -208,7 +208,8 @@ def _try_pkcs12(data: bytes, password: bytes | None, source: str) -> tuple[Cert,
         return None
     for pw in (password, b"") if password is None else (password,):
         try:
-            key, cert, extra = pkcs12.load_key_and_certificates(data, pw)
+            with lenient():  # cryptography warns when it falls back to BER (or extra data)
+                key, cert, extra = pkcs12.load_key_and_certificates(data, pw)
         except (ValueError, TypeError):
             continue
         del key
@@ -237,7 +238,8 @@ def load_private_key(path: str | Path, password: bytes | None = None) -> Private
     key = None
     if _pkcs12_affordable(data, source):
         try:
-            key, _cert, _extra = pkcs12.load_key_and_certificates(data, password)
+            with lenient():
+                key, _cert, _extra = pkcs12.load_key_and_certificates(data, password)
         except (ValueError, TypeError):
             key = None
     if key is not None:
