@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run examples test lint typecheck layering unit bench bench-probe bench-scan clean
+.PHONY: run examples test lint typecheck layering unit fuzz bench bench-probe bench-scan clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,19 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 
 test: lint typecheck layering unit
+
+# Coverage-guided fuzzing (atheris) of every harness in tests/fuzz/, FUZZ_SECONDS each
+# (`make test` runs a short seeded campaign of each). New inputs go to build/fuzz/NAME/,
+# a crashing input to build/fuzz/crash-*: see tests/fuzz/__init__.py.
+FUZZ_SECONDS ?= 300
+FUZZ_HARNESSES ?= bundle inventory revocation ari probe
+fuzz: $(STAMP)
+	@for h in $(FUZZ_HARNESSES); do \
+	  mkdir -p build/fuzz/$$h && echo "== $$h ($(FUZZ_SECONDS)s)" && \
+	  $(BIN)/python -m tests.fuzz.run $$h -max_total_time=$(FUZZ_SECONDS) -timeout=30 \
+	    -rss_limit_mb=3072 -print_final_stats=1 -artifact_prefix=build/fuzz/ \
+	    build/fuzz/$$h tests/fuzz/corpus/$$h || exit 1; \
+	done
 
 bench: $(STAMP)
 	$(BIN)/python bench/analysis.py

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from chainwatch.alerts.escalation import Situation, dedup_key
 from chainwatch.alerts.outbox import deliver, evaluate
 from chainwatch.config.inventory import AlertsConfig, Secret, WebhookChannel
-from chainwatch.alerts.escalation import Situation, dedup_key
-
 from chainwatch.storage import AlertsRepo, Database
 from chainwatch.storage.alerts_repo import OutboxStatus
 

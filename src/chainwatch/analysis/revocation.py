@@ -106,7 +106,10 @@ class Revocation:
     def unknown(
         cls, detail: str, source: RevocationSource | None = None, url: str | None = None
     ) -> Revocation:
-        return cls(RevocationStatus.UNKNOWN, source=source, url=url, detail=detail)
+        """Why there is no usable answer, as one printable line: names in it come from the
+        answer (a CRL's issuer, a responder's subject) and may hold line breaks."""
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in detail)
+        return cls(RevocationStatus.UNKNOWN, source=source, url=url, detail=shown)
 
 
 # -- OCSP ----------------------------------------------------------------------------------
@@ -277,7 +280,8 @@ def _delegate_problem(cert: Cert, issuer: Cert, at: dt.datetime) -> str | None:
 def _names_responder(response: ocsp.OCSPResponse, cert: Cert) -> bool:
     """The response's ResponderID (a name or a SHA-1 key hash) identifies ``cert``."""
     try:
-        name = response.responder_name
+        with lenient():  # the name is decoded now: an odd attribute warns
+            name = response.responder_name
         if name is not None:
             return name_key(name) == cert.subject_key
         key_hash = response.responder_key_hash
@@ -325,12 +329,14 @@ def crl_status(
     if isinstance(crl, str):
         return unknown(crl)
     try:
-        crl_issuer = name_key(crl.issuer)
+        with lenient():  # the name is decoded now: an odd attribute warns
+            crl_name = crl.issuer
+        crl_issuer = name_key(crl_name)
     except Exception as exc:
         return unknown(f"the CRL does not parse ({_one_line(exc)})")
     if crl_issuer != issuer.subject_key:
         return unknown(
-            f"the CRL is issued by {crl.issuer.rfc4514_string()}, not by the leaf's issuer "
+            f"the CRL is issued by {crl_name.rfc4514_string()}, not by the leaf's issuer "
             f"{issuer.subject} (indirect CRLs are not supported)"
         )
     if not _crl_signature_valid(crl, issuer):

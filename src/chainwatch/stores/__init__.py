@@ -27,7 +27,7 @@ from pathlib import Path
 
 from chainwatch.errors import BundleError, ProfileError, StoreError
 from chainwatch.model import Building, Cert, Profile, Store
-from chainwatch.model.bundle import load_bundle_file, parse_bundle
+from chainwatch.model.bundle import load_bundle_file, parse_bundle, read_source
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -72,7 +72,11 @@ def resolve_store(spec: str, *, base_dir: Path | None = None) -> Store:
         raw = spec[len("file:") :]
         if not raw:
             raise ProfileError("profile store 'file:' needs a path, e.g. file:ca/backend.pem")
-        path = Path(raw).expanduser()
+        try:
+            path = Path(raw).expanduser()
+        except RuntimeError:  # ~name of a user this machine does not have
+            user = raw.split("/", 1)[0]
+            raise StoreError(f"profile store {spec!r}: {raw}: {user} names no user here") from None
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         return file_store(path, display=raw)
@@ -148,20 +152,27 @@ def system_store() -> Store:
 
 
 def file_store(path: Path, *, display: str | None = None) -> Store:
+    """The certificates of the bundle at ``path``. Only a regular file of at most
+    :data:`~chainwatch.model.bundle.MAX_BUNDLE_BYTES` is read: a FIFO, a device, a directory
+    or a larger file is a ``StoreError`` naming the path and why."""
     try:
         stat = path.stat()
     except OSError:
         raise StoreError(f"profile store 'file:{display or path}': {path}: no such file") from None
-    return _file_store(str(path.resolve()), stat.st_mtime_ns, stat.st_size, display or str(path))
+    return _file_store(str(path.resolve()), stat.st_mtime_ns, stat.st_size, display or str(path),
+                       str(path))
 
 
 @lru_cache(maxsize=256)
-def _file_store(path: str, mtime_ns: int, size: int, display: str) -> Store:
+def _file_store(path: str, mtime_ns: int, size: int, display: str, shown: str) -> Store:
     del mtime_ns, size  # part of the cache key only: a changed file is re-read
-    return Store(name=f"file:{display}", anchors=_load_anchors(Path(path)), source=path)
+    try:
+        data = read_source(path)
+    except BundleError as exc:
+        raise StoreError(f"profile store 'file:{display}': {shown}: {exc.reason}") from None
+    anchors = tuple(dict.fromkeys(parse_bundle(data, path)))
+    return Store(name=f"file:{display}", anchors=anchors, source=path)
 
 
 def _load_anchors(path: Path) -> tuple[Cert, ...]:
-    data = path.read_bytes() if path.is_file() else b""
-    certs = parse_bundle(data, str(path))
-    return tuple(dict.fromkeys(certs))
+    return tuple(dict.fromkeys(load_bundle_file(path)))
