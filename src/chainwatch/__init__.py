@@ -1,6 +1,7 @@
 """chainwatch: make TLS certificate outages impossible to miss.
 
-The engine is values in, values out::
+The engine is values in, values out (:class:`Analyzer` is the engine with its memo
+tables; :func:`analyze` runs the default one)::
 
     from chainwatch import analyze, resolve_profile, load_bundle_file
     report = analyze(load_bundle_file("fullchain.pem"),
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from chainwatch.analysis.engine import analyze
+from chainwatch.analysis.engine import Analyzer, analyze
 from chainwatch.errors import (
     BundleError,
     ChainwatchError,
@@ -23,6 +24,7 @@ from chainwatch.errors import (
     StoreError,
 )
 from chainwatch.model import (
+    Behaviour,
     Building,
     Cert,
     Finding,
@@ -40,6 +42,8 @@ from chainwatch.parsing import load_bundle_file, parse_bundle
 from chainwatch.stores import resolve_profile
 
 __all__ = [
+    "Analyzer",
+    "Behaviour",
     "Building",
     "BundleError",
     "Cert",

@@ -56,8 +56,9 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from chainwatch.analysis.behaviours import BEHAVIOURS
 from chainwatch.errors import InputError, InventoryError, ProfileError
-from chainwatch.model import Building, Profile, RenewalPolicy, Store, Target
+from chainwatch.model import Profile, RenewalPolicy, Store, Target
 from chainwatch.stores import resolve_profile, resolve_store
 from chainwatch.stores.presets import PRESETS
 
@@ -628,6 +629,12 @@ def _check_http_url(value: str) -> str:
     return value
 
 
+def _behaviour_name(value: str) -> str:
+    if value.strip().lower() not in BEHAVIOURS:
+        raise ValueError(f"must be one of {', '.join(BEHAVIOURS)}, got {value!r}")
+    return value.strip().lower()
+
+
 def _one_of(choices: type[StrEnum]) -> Callable[[str], str]:
     def check(value: str) -> str:
         options = [c.value for c in choices]
@@ -647,7 +654,7 @@ Text = Annotated[StrictStr, AfterValidator(_check_text)]
 EnvName = Annotated[Text, AfterValidator(_check_env)]
 HttpUrl = Annotated[Text, AfterValidator(_check_http_url)]
 StartTLSName = Annotated[StrictStr, AfterValidator(_one_of(StartTLS))]
-BuildingName = Annotated[StrictStr, AfterValidator(_one_of(Building))]
+BuildingName = Annotated[StrictStr, AfterValidator(_behaviour_name)]
 ActionName = Annotated[StrictStr, AfterValidator(_one_of(Action))]
 
 
@@ -1130,7 +1137,7 @@ class _Builder:
         return Profile(
             spec=name,
             store=Store(name=name, anchors=anchors, source=source),
-            building=Building(model.building),
+            building=BEHAVIOURS[model.building],
             aia=model.aia,
         )
 
