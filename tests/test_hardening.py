@@ -129,8 +129,8 @@ def test_many_blocks_parse_in_order(leaf: Leaf) -> None:
     [
         ("crash-lazy-issuer-name.pem", "PEM certificate #1 is malformed: error parsing asn1"),
         ("crash-x509-version-6.pem", "PEM certificate #1 is malformed: 6 is not a valid X509"),
-        ("crash-x509-version-6.der", "DER certificate is malformed: 6 is not a valid X509"),
-        ("crash-name-attribute-type.der", "DER certificate is malformed: oid must be"),
+        ("crash-x509-version-6.der", "DER certificate is malformed: not an X.509 v1, v2 or v3"),
+        ("crash-name-attribute-type.der", "DER certificate is malformed: malformed name (oid"),
     ],
 )
 def test_certificates_that_fail_after_loading_are_bundle_errors(cli: Cli, name: str,

@@ -101,6 +101,7 @@ def dst_world(write_pem: WritePem) -> dict[str, Any]:
         "bundle": write_pem("served.pem", *leaf.chain(r, x1_by_old)),
         "both": write_pem("old-and-x1.pem", old.cert, x1.cert),
         "only_old": write_pem("only-old.pem", old.cert),
+        "only_x1": write_pem("only-x1.pem", x1.cert),
         "old": old,
         "x1": x1,
         "leaf": leaf,
@@ -168,6 +169,58 @@ def test_dst_after_old_root_expires(cli_json: CliJson, dst_world: dict[str, Any]
     untrusted = {f["profile"] for f in report["findings"] if f["code"] == "UNTRUSTED"}
     assert untrusted == {f"legacy:file:{both}", f"file:{only_old}"}
     assert code == 2
+
+
+def test_dst_android_keeps_trusting_through_the_expired_anchor(
+    cli_json: CliJson, dst_world: dict[str, Any]
+) -> None:
+    """Let's Encrypt's answer for Android < 7.1.1: a store holding only the old root still
+    trusts the served cross-sign after the root's expiry, because Android does not check
+    an anchor's dates ("Extending Android Device Compatibility for Let's Encrypt
+    Certificates", 2020-12-21). OpenSSL 1.0.x and modern clients with that store do not;
+    modern clients with the new root do."""
+    only_old, only_x1 = dst_world["only_old"], dst_world["only_x1"]
+    specs = {
+        "android": f"android:file:{only_old}",
+        "java": f"java:file:{only_old}",
+        "legacy": f"legacy:file:{only_old}",
+        "modern-old": f"file:{only_old}",
+        "modern-x1": f"file:{only_x1}",
+    }
+    args = [a for spec in specs.values() for a in ("--profile", spec)]
+    code, report = cli_json("check-bundle", dst_world["bundle"], "--host", "app.example.com",
+                            "--at", "2021-10-01", *args)
+    profiles = by_profile(report)
+    android = profiles[specs["android"]]
+    assert android["trusted"] is True
+    assert android["path"] == [dst_world["leaf"].cert.sha256, android["path"][1],
+                               dst_world["x1_by_old"].cert.sha256, dst_world["old"].cert.sha256]
+    # The anchor's dates do not count: the leaf's expiry is the next break.
+    assert android["breaks_at"] == "2021-11-09T09:01:36Z"
+    assert profiles[specs["java"]]["trusted"] is True  # the JDK ignores anchor dates too
+    for name in ("legacy", "modern-old"):
+        assert profiles[specs[name]]["trusted"] is False
+        assert profiles[specs[name]]["error"] == "expired"
+    assert profiles[specs["modern-x1"]]["trusted"] is True
+    assert profiles[specs["modern-x1"]]["path"][-1] == dst_world["x1"].cert.sha256
+    untrusted = {f["profile"] for f in report["findings"] if f["code"] == "UNTRUSTED"}
+    assert untrusted == {specs["legacy"], specs["modern-old"]}
+    assert code == 2
+
+
+def test_dst_android_before_the_expiry_does_not_count_down_to_it(
+    dst_world: dict[str, Any],
+) -> None:
+    from chainwatch.model.bundle import load_bundle_file
+    from chainwatch.stores import resolve_profile
+
+    chain = load_bundle_file(dst_world["bundle"])
+    android = resolve_profile(f"android:file:{dst_world['only_old']}")
+    legacy = resolve_profile(f"legacy:file:{dst_world['only_old']}")
+    report = analyze(chain, [android, legacy], at=at("2021-09-29"))
+    by = {r.profile: r for r in report.profiles}
+    assert by[legacy.spec].breaks_at == at("2021-09-30T14:01:16Z")
+    assert by[android.spec].breaks_at == at("2021-11-09T09:01:36Z")
 
 
 # -- AddTrust pattern (2020): cross-signed intermediate served with the expiring root ------

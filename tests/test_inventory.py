@@ -412,7 +412,8 @@ BAD = [
     ),
     pytest.param(
         "profiles:\n  backend: {trust: [mozilla], building: ancient}\n",
-        "inv.yaml:2: profiles.backend.building: must be one of modern, legacy, got 'ancient'",
+        "inv.yaml:2: profiles.backend.building: must be one of modern, legacy, android, java, "
+        "got 'ancient'",
         id="bad-building",
     ),
     pytest.param(

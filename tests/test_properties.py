@@ -99,3 +99,153 @@ def test_breaks_at_is_the_first_uncovered_second(windows: list[list[int]], start
     while t < result:  # bounded: at most 1001 steps
         assert trusted_at(intervals, t)
         t += ONE_SECOND
+
+
+# -- hostile bytes: certificates, OCSP responses and CRLs ----------------------------------
+
+_rev_pki = PKI(now=at("2026-03-01"))
+_rev_root = _rev_pki.root("Prop Revocation Root", key="rsa2048")
+_rev_inter = _rev_root.intermediate("Prop Revocation CA", key="rsa2048")
+_rev_leaf = _rev_inter.leaf("revoked.example.com")
+_REV_AT = at("2026-03-01T12:00:00Z")
+
+
+def _ocsp_response() -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509 import ocsp
+
+    builder = (
+        ocsp.OCSPResponseBuilder()
+        .add_response(
+            cert=_rev_leaf.cert.parsed, issuer=_rev_inter.cert.parsed, algorithm=hashes.SHA1(),
+            cert_status=ocsp.OCSPCertStatus.REVOKED, this_update=_REV_AT - dt.timedelta(hours=1),
+            next_update=_REV_AT + dt.timedelta(days=1), revocation_time=_REV_AT,
+            revocation_reason=x509.ReasonFlags.key_compromise,
+        )
+        .responder_id(ocsp.OCSPResponderEncoding.HASH, _rev_inter.cert.parsed)
+        .certificates([_rev_inter.cert.parsed])
+    )
+    return builder.sign(_rev_inter.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def _crl() -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    entry = (
+        x509.RevokedCertificateBuilder()
+        .serial_number(_rev_leaf.cert.parsed.serial_number)
+        .revocation_date(_REV_AT - dt.timedelta(days=1))
+        .add_extension(x509.CRLReason(x509.ReasonFlags.key_compromise), critical=False)
+        .build()
+    )
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(_rev_inter.cert.parsed.subject)
+        .last_update(_REV_AT - dt.timedelta(hours=1))
+        .next_update(_REV_AT + dt.timedelta(days=1))
+        .add_revoked_certificate(entry)
+        .sign(_rev_inter.key, hashes.SHA256())
+    )
+    return crl.public_bytes(serialization.Encoding.DER)
+
+
+_OCSP = _ocsp_response()
+_CRL = _crl()
+_CERTS = [_rev_leaf.cert.der, _rev_inter.cert.der, _rev_root.cert.der, _leaves[0].cert.der,
+          _inters[0].cert.der]
+
+
+@st.composite
+def mutated(draw: st.DrawFn, originals: list[bytes]) -> bytes:
+    """One of ``originals`` with a few bytes overwritten, inserted or cut, or truncated:
+    mostly still DER-shaped, so parsing gets deep before it meets the damage."""
+    data = bytearray(draw(st.sampled_from(originals)))
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["set", "insert", "delete", "truncate"]))
+        pos = draw(st.integers(0, max(len(data) - 1, 0)))
+        if op == "set" and data:
+            data[pos] = draw(st.integers(0, 255))
+        elif op == "insert":
+            data[pos:pos] = bytes([draw(st.integers(0, 255))])
+        elif op == "delete" and data:
+            del data[pos]
+        else:
+            data = data[:pos]
+    return bytes(data)
+
+
+hostile_ocsp = st.one_of(mutated([_OCSP]), st.binary(max_size=64))
+hostile_crl = st.one_of(mutated([_CRL]), st.binary(max_size=64))
+
+
+def test_unmutated_inputs_are_definitive() -> None:
+    """The control for the two tests below: the undamaged answers say revoked."""
+    from chainwatch.analysis.revocation import RevocationStatus, crl_status, ocsp_status
+
+    leaf, inter = _rev_leaf.cert, _rev_inter.cert
+    assert ocsp_status(_OCSP, leaf, inter, at=_REV_AT).status is RevocationStatus.REVOKED
+    assert crl_status(_CRL, leaf, inter, at=_REV_AT).status is RevocationStatus.REVOKED
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(der=hostile_ocsp)
+def test_ocsp_parsing_never_raises(der: bytes) -> None:
+    from chainwatch.analysis.revocation import (
+        Revocation,
+        RevocationStatus,
+        ocsp_next_update,
+        ocsp_status,
+    )
+
+    result = ocsp_status(der, _rev_leaf.cert, _rev_inter.cert, at=_REV_AT)
+    assert isinstance(result, Revocation)
+    if result.status is RevocationStatus.UNKNOWN:
+        assert result.detail
+    ocsp_next_update(der)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(der=hostile_crl, pem=st.booleans())
+def test_crl_parsing_never_raises(der: bytes, pem: bool) -> None:
+    import base64
+
+    from chainwatch.analysis.revocation import (
+        Revocation,
+        RevocationStatus,
+        crl_next_update,
+        crl_status,
+    )
+
+    if pem:
+        der = b"-----BEGIN X509 CRL-----\n" + base64.encodebytes(der) + b"-----END X509 CRL-----\n"
+    result = crl_status(der, _rev_leaf.cert, _rev_inter.cert, at=_REV_AT)
+    assert isinstance(result, Revocation)
+    if result.status is RevocationStatus.UNKNOWN:
+        assert result.detail
+    crl_next_update(der)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    damaged=mutated(_CERTS),
+    position=st.integers(0, 2),
+    legacy=st.booleans(),
+    when=instants,
+)
+def test_damaged_certificates_never_make_the_engine_raise(
+    damaged: bytes, position: int, legacy: bool, when: dt.datetime
+) -> None:
+    """A damaged certificate either fails to parse with ValueError (the documented
+    contract every caller relies on) or is analysed like any other, wherever it sits."""
+    try:
+        cert = Cert.from_der(damaged)
+    except ValueError:
+        return
+    chain = [_rev_leaf.cert, _rev_inter.cert, _rev_root.cert]
+    chain[position] = cert
+    store = Store("rev", (_rev_root.cert,) if position != 2 else (cert,))
+    profile = Profile("p", store, Building.LEGACY if legacy else Building.MODERN)
+    report = analyze(chain, [profile], at=when, host="revoked.example.com")
+    assert report.status in set(Status)

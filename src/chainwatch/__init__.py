@@ -1,6 +1,7 @@
 """chainwatch: make TLS certificate outages impossible to miss.
 
-The engine is values in, values out::
+The engine is values in, values out (:class:`Analyzer` is the engine with its memo
+tables; :func:`analyze` runs the default one)::
 
     from chainwatch import analyze, resolve_profile, load_bundle_file
     report = analyze(load_bundle_file("fullchain.pem"),
@@ -17,7 +18,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-from chainwatch.analysis.engine import analyze
+from chainwatch.analysis.engine import Analyzer, analyze
 from chainwatch.errors import (
     BundleError,
     ChainwatchError,
@@ -28,6 +29,7 @@ from chainwatch.errors import (
     StoreError,
 )
 from chainwatch.model import (
+    Behaviour,
     Building,
     Cert,
     Finding,
@@ -45,6 +47,8 @@ from chainwatch.model.bundle import load_bundle_file, parse_bundle
 from chainwatch.stores import resolve_profile
 
 __all__ = [
+    "Analyzer",
+    "Behaviour",
     "Building",
     "BundleError",
     "Cert",

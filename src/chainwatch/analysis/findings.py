@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from chainwatch.analysis import hostname
-from chainwatch.analysis.paths import could_issue, edge_valid
+from chainwatch.analysis.paths import Verify, could_issue
 from chainwatch.analysis.revocation import Revocation, RevocationStatus
 from chainwatch.model import (
     ONE_SECOND,
@@ -52,6 +52,9 @@ class Evidence:
     """Subjects of every anchor of every profile."""
     known: Mapping[str, Cert]
     """Every certificate on any candidate path (chain and anchors), by SHA-256."""
+    signed_by: Verify
+    """``signed_by(child, issuer)``: the child's signature verifies under the issuer's key
+    (the analyzer's memoised check)."""
     revocation: Revocation | None = None
     """The leaf's revocation status, when it was checked."""
     fetched: tuple[Cert, ...] = ()
@@ -283,11 +286,11 @@ def chain_order(ev: Evidence) -> tuple[Finding, ...]:
         cert, nxt = chain[i], chain[i + 1]
         if cert.self_issued:
             return ()
-        if could_issue(nxt, cert) and edge_valid(cert, nxt):
+        if could_issue(nxt, cert) and ev.signed_by(cert, nxt):
             continue
         later = [
             j for j in range(i + 2, len(chain))
-            if could_issue(chain[j], cert) and edge_valid(cert, chain[j])
+            if could_issue(chain[j], cert) and ev.signed_by(cert, chain[j])
         ]
         if later:
             return (
@@ -305,7 +308,7 @@ def chain_order(ev: Evidence) -> tuple[Finding, ...]:
 
 def chain_unused_cert(ev: Evidence) -> tuple[Finding, ...]:
     on_paths = {sha for r in ev.results for p in r.all_paths for sha in p}
-    ancestry = _presented_ancestry(ev.chain)
+    ancestry = _presented_ancestry(ev.chain, ev.signed_by)
     return tuple(
         Finding(
             FindingCode.CHAIN_UNUSED_CERT,
@@ -319,7 +322,7 @@ def chain_unused_cert(ev: Evidence) -> tuple[Finding, ...]:
     )
 
 
-def _presented_ancestry(chain: Sequence[Cert]) -> set[str]:
+def _presented_ancestry(chain: Sequence[Cert], signed_by: Verify) -> set[str]:
     """Presented certificates reachable from the leaf through issuer links."""
     seen = {chain[0].sha256}
     frontier = [chain[0]]
@@ -327,7 +330,7 @@ def _presented_ancestry(chain: Sequence[Cert]) -> set[str]:
         nxt = []
         for cert in frontier:
             for cand in chain[1:]:
-                if cand.sha256 not in seen and could_issue(cand, cert) and edge_valid(cert, cand):
+                if cand.sha256 not in seen and could_issue(cand, cert) and signed_by(cert, cand):
                     seen.add(cand.sha256)
                     nxt.append(cand)
         if not nxt:

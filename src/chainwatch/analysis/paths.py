@@ -1,30 +1,33 @@
 """Path building: from the presented leaf to the anchors of a store.
 
-Two builders, modelling two client populations (DESIGN.md, Client profiles):
+Two builders, modelling the two ways client populations search (DESIGN.md, Client
+profiles), chosen by :attr:`~chainwatch.model.Behaviour.backtracking`:
 
 * :func:`modern_paths` enumerates *every* candidate path, trusted-first with
   backtracking, using presented certificates and anchors in any order (OpenSSL
-  >= 1.1.0, Go, browsers without AIA). Bounded in depth and work, so a hostile
+  >= 1.1.0, Go, browsers without AIA, Android, Java). Bounded in work, so a hostile
   bundle (cycles, many cross-signs) cannot make it explode.
 * :func:`legacy_path` is OpenSSL 1.0.x: follow the *presented* certificates first,
   consult the anchors only when they run out or reach a self-issued certificate,
   take the first path built and never backtrack.
 
-A candidate issuer must match the child's issuer name (and key identifier when
-both sides carry one). Signatures are checked per edge and memoised, because the
-same (child, issuer key) pair recurs across profiles and endpoints.
+Neither stops at a client's depth limit: a path is found however long it is (it cannot
+hold a certificate twice, so it is at most one longer than the pool), and the rules
+refuse it as "path longer than N" for the behaviours whose limit it exceeds
+(:mod:`chainwatch.analysis.policy`), which says why instead of "no issuer".
+
+A candidate issuer must match the child's issuer name (and key identifier when both
+sides carry one). Signatures are checked per edge by the caller's ``verify`` (the
+:class:`~chainwatch.analysis.Analyzer` memoises them: the same (child, issuer key)
+pair recurs across profiles and endpoints).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
-from chainwatch.model import Cert, Store, signature_valid
-
-MAX_DEPTH = 10
-"""Longest path considered, anchor included (real chains have 2-5 certificates)."""
+from chainwatch.model import Cert, Store
 
 MAX_PATHS = 64
 """Most paths enumerated for one (chain, store); more means a pathological bundle."""
@@ -32,21 +35,8 @@ MAX_PATHS = 64
 MAX_STEPS = 4096
 """Most issuer candidates examined for one (chain, store)."""
 
-_SIG_CACHE_SIZE = 65536
-_sig_cache: OrderedDict[tuple[str, bytes], bool] = OrderedDict()
-
-
-def edge_valid(child: Cert, issuer: Cert) -> bool:
-    """``child``'s signature verifies under ``issuer``'s key (memoised)."""
-    key = (child.sha256, issuer.spki)
-    hit = _sig_cache.get(key)
-    if hit is not None:
-        return hit
-    ok = signature_valid(child, issuer)
-    _sig_cache[key] = ok
-    if len(_sig_cache) > _SIG_CACHE_SIZE:
-        _sig_cache.popitem(last=False)
-    return ok
+Verify = Callable[[Cert, Cert], bool]
+"""``verify(child, issuer)``: the child's signature verifies under the issuer's key."""
 
 
 def could_issue(issuer: Cert, child: Cert) -> bool:
@@ -58,18 +48,30 @@ def could_issue(issuer: Cert, child: Cert) -> bool:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One path leaf → anchor. ``certs[-1]`` is always an anchor of the store."""
+    """One path leaf → anchor. ``certs[-1]`` is always an anchor of the store.
+
+    ``trusted_from``: the index of the first certificate taken from the store (the
+    anchor the path reached); the certificates from it on are the trusted part. The
+    modern builder stops at the first anchor (``len(certs) - 1``); the legacy one may
+    continue through the store to a self-signed root, as OpenSSL 1.0.x does. ``None``
+    means ``len(certs) - 1``.
+    """
 
     certs: tuple[Cert, ...]
+    trusted_from: int | None = field(default=None, compare=False)
+
+    @property
+    def anchor_index(self) -> int:
+        return len(self.certs) - 1 if self.trusted_from is None else self.trusted_from
 
     @property
     def fingerprints(self) -> tuple[str, ...]:
         return tuple(c.sha256 for c in self.certs)
 
-    def bad_signature(self) -> Cert | None:
+    def bad_signature(self, verify: Verify) -> Cert | None:
         """The first certificate whose signature does not verify under the next one."""
         for child, issuer in zip(self.certs, self.certs[1:], strict=False):
-            if not edge_valid(child, issuer):
+            if not verify(child, issuer):
                 return child
         return None
 
@@ -110,11 +112,13 @@ def modern_paths(chain: Sequence[Cert], store: Store) -> BuildResult:
     found: list[Candidate] = []
     steps = 0
     exhausted = False
+    # A path never holds a CA (subject and key) twice, so it is at most this long.
+    longest = len(chain) + 1
 
     def walk(path: list[Cert], identities: set[tuple[object, bytes]]) -> None:
         nonlocal steps, exhausted
         cert = path[-1]
-        if len(path) >= MAX_DEPTH:
+        if len(path) >= longest:
             return
         for issuer in _anchor_issuers(cert, store) + _presented_issuers(cert, presented, store):
             steps += 1
@@ -193,9 +197,10 @@ def legacy_path(chain: Sequence[Cert], store: Store) -> BuildResult:
     set_aside: Cert | None = None
     if len(path) > 1 and path[-1].self_signed:
         set_aside = path.pop()
+    top = len(path)
     path = _extend_from_store(path, store)
     if store.contains(path[-1]) and len(path) > 1:
-        return BuildResult((Candidate(tuple(path)),), None)
+        return BuildResult((_trusted(path, top),), None)
     # OpenSSL 1.0.2b+ "alternative chains": when no anchor was reached (never when one was
     # reached but expired), drop presented certificates from the top until the store
     # has an issuer for the one below, and build from there.
@@ -203,19 +208,24 @@ def legacy_path(chain: Sequence[Cert], store: Store) -> BuildResult:
         if _anchor_issuers(untrusted[j - 1], store):
             alt = _extend_from_store(untrusted[:j], store)
             if store.contains(alt[-1]):
-                return BuildResult((Candidate(tuple(alt)),), None)
+                return BuildResult((_trusted(alt, j),), None)
     if set_aside is not None:
         path.append(set_aside)
     return BuildResult((), path[-1])
+
+
+def _trusted(path: Sequence[Cert], untrusted: int) -> Candidate:
+    """The candidate whose first ``untrusted`` certificates came from the chain."""
+    return Candidate(tuple(path), trusted_from=min(untrusted, len(path) - 1))
 
 
 def _extend_from_store(path: list[Cert], store: Store) -> list[Cert]:
     """Continue ``path`` through the store's anchors until a self-signed one (1.0.x style:
     the first anchor whose name matches, whatever its validity)."""
     path = list(path)
-    for _ in range(MAX_DEPTH):
+    for _ in range(len(store.anchors)):
         cert = path[-1]
-        if cert.self_signed or len(path) >= MAX_DEPTH:
+        if cert.self_signed:
             break
         anchor = next(iter(_anchor_issuers(cert, store)), None)
         if anchor is None or anchor in path:

@@ -1,15 +1,31 @@
 """Time-independent acceptance rules for one candidate path (RFC 5280 + Web PKI basics).
 
-Each rule is a small function ``(path, ctx) -> str | None`` returning a human reason
-when the path is unacceptable. :func:`path_violation` runs them in order and returns
-the first reason. Time (validity periods) is *not* checked here: the forecast needs
-to evaluate the same path at many instants, so validity is handled by the caller.
+Each rule is a small function ``(path, ctx) -> Violation | None`` returning what makes
+the path unacceptable for the client behaviour in ``ctx``. :func:`path_violation` runs
+them in order and returns the first. Time (validity periods) is *not* checked here: the
+forecast needs to evaluate the same path at many instants, so validity is handled by the
+caller.
 
 The rules model what deployed clients (browsers, Go, OpenSSL) enforce, not every
 "MUST" a CA has to follow: a certificate-profile rule that no client checks (a missing
 authorityKeyIdentifier, a common name that is not a copy of a SAN entry) would make
 chainwatch predict outages that never happen. What is deliberately not checked, and
 why, is listed in ``docs/conformance.md``.
+
+Purpose (extendedKeyUsage) along the path: the leaf must allow serverAuth for every
+behaviour. A CA certificate must too when the behaviour enforces it
+(:attr:`~chainwatch.model.Behaviour.intermediate_eku_enforced`, and for the anchor
+:attr:`~chainwatch.model.Behaviour.anchor_eku_enforced`): an email-only intermediate is
+refused by Chrome, Firefox, Go, rustls and OpenSSL (``-purpose sslserver``, 1.0.2
+included). OpenSSL 1.0.x only purpose-checks the certificates it was sent
+(``check_chain_extensions`` loops over ``ctx->last_untrusted``), so an anchor's EKU
+never counts for ``legacy``; OpenSSL >= 1.1.0 checks the trusted certificates too unless
+auxiliary trust settings (``TRUSTED CERTIFICATE``) say otherwise, and Go's
+``checkChainForKeyUsage`` includes the root, so ``modern`` enforces it on the anchor.
+A CA passes when its EKU is absent or lists serverAuth, anyExtendedKeyUsage or a Server
+Gated Crypto purpose (OpenSSL's ``XKU_SGC``, Go's ``ExtKeyUsage*ServerGatedCrypto``).
+OpenSSL alone is stricter than this about anyExtendedKeyUsage on a CA (it wants
+serverAuth or SGC): such intermediates are rare, and Go and the browsers accept them.
 """
 
 from __future__ import annotations
@@ -17,14 +33,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
 from chainwatch.analysis.hostname import normalize_dns
-from chainwatch.model import Cert, NameKey, name_key
+from chainwatch.model import Behaviour, Cert, NameKey, PathError, name_key
 
 _HANDLED_CRITICAL = frozenset(
     oid.dotted_string
@@ -56,34 +71,69 @@ Beyond it clients refuse the certificate rather than risk a quadratic blow-up.""
 
 
 @dataclass(frozen=True)
-class PolicyOptions:
-    """Which client behaviour the rules model.
+class Violation:
+    """Why a path is unacceptable: the JSON ``error`` it maps to and one human sentence."""
 
-    ``reject_weak``: modern clients refuse SHA-1/MD5 signatures on non-anchors, RSA
-    < 2048, EC < 256 and DSA keys anywhere on the path, and EC keys encoded with explicit
-    curve parameters; OpenSSL 1.0.x accepted all of them.
-    """
-
-    reject_weak: bool = True
+    error: PathError
+    reason: str
 
 
-Rule = Callable[[Sequence[Cert], PolicyOptions], "str | None"]
+@dataclass(frozen=True)
+class CertFacts:
+    """What the rules derive from one certificate alone, wherever it sits on a path
+    (memoised per certificate by the :class:`~chainwatch.analysis.Analyzer`: the same CA
+    certificates recur in thousands of chains)."""
+
+    defect: str | None
+    """What makes the certificate unusable anywhere on a path, or ``None``."""
+    explicit_curve: bool
+    """An EC key encoded with explicit curve parameters."""
 
 
-def _well_formed(path: Sequence[Cert], opts: PolicyOptions) -> str | None:
+def cert_facts(cert: Cert) -> CertFacts:
+    """The :class:`CertFacts` of ``cert`` (pure; the analyzer memoises it)."""
+    return CertFacts(defect=_defect(cert), explicit_curve=_explicit_curve(cert))
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """What a rule may consult besides the path: the behaviour it models, where the
+    trusted part of the path starts, and the per-certificate facts."""
+
+    behaviour: Behaviour
+    anchor_index: int
+    facts: Callable[[Cert], CertFacts]
+
+
+Rule = Callable[[Sequence[Cert], RuleContext], "Violation | None"]
+
+
+def _other(reason: str) -> Violation:
+    return Violation(PathError.OTHER, reason)
+
+
+def _depth(path: Sequence[Cert], ctx: RuleContext) -> Violation | None:
+    limit = ctx.behaviour.max_depth
+    if len(path) <= limit:
+        return None
+    return _other(
+        f"path longer than {limit} certificates: leaf to anchor it has {len(path)}, and "
+        f"{ctx.behaviour.name} clients stop building at {limit}"
+    )
+
+
+def _well_formed(path: Sequence[Cert], ctx: RuleContext) -> Violation | None:
     for cert in path:
-        defect = _defect(cert)
+        defect = ctx.facts(cert).defect
         if defect:
-            return f"{cert.subject!r} {defect}"
+            return _other(f"{cert.subject!r} {defect}")
         if cert.parsed.version is not x509.Version.v3 and cert is not path[-1]:
-            return f"{cert.subject!r} is an X.509 v1/v2 certificate"
+            return _other(f"{cert.subject!r} is an X.509 v1/v2 certificate")
     return None
 
 
-@lru_cache(maxsize=4096)
 def _defect(cert: Cert) -> str | None:
-    """What makes ``cert`` unusable wherever it sits on a path (memoised: the same CA
-    certificates recur in thousands of chains)."""
+    """What makes ``cert`` unusable wherever it sits on a path."""
     if cert.extensions is None:
         return "has malformed or duplicate extensions"
     for oid, ext in cert.extensions.items():
@@ -103,25 +153,27 @@ def _defect(cert: Cert) -> str | None:
     return None
 
 
-def _names_present(path: Sequence[Cert], opts: PolicyOptions) -> str | None:
+def _names_present(path: Sequence[Cert], ctx: RuleContext) -> Violation | None:
     """RFC 5280 4.1.2.4/4.1.2.6: issuers are named; a CA has a subject; an end entity
     without a subject identifies itself by a critical subjectAltName."""
     for i, cert in enumerate(path):
         if not cert.issuer_key:
-            return f"{cert.subject!r} has an empty issuer name"
+            return _other(f"{cert.subject!r} has an empty issuer name")
         if cert.subject_key:
             continue
         if i > 0:
-            return f"the CA certificate that issued {path[i - 1].subject!r} has an empty subject"
+            return _other(
+                f"the CA certificate that issued {path[i - 1].subject!r} has an empty subject"
+            )
         ext = cert.ext(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
         if ext is None:
-            return "the leaf has an empty subject and no subjectAltName"
+            return _other("the leaf has an empty subject and no subjectAltName")
         if not ext.critical:
-            return "the leaf has an empty subject but a non-critical subjectAltName"
+            return _other("the leaf has an empty subject but a non-critical subjectAltName")
     return None
 
 
-def _issuers_are_cas(path: Sequence[Cert], opts: PolicyOptions) -> str | None:
+def _issuers_are_cas(path: Sequence[Cert], ctx: RuleContext) -> Violation | None:
     for cert in path[1:]:
         if cert is path[-1] and cert.parsed.version is x509.Version.v1:
             # A v1 anchor cannot carry basicConstraints; OpenSSL and NSS treat it as a CA
@@ -129,14 +181,16 @@ def _issuers_are_cas(path: Sequence[Cert], opts: PolicyOptions) -> str | None:
             continue
         bc = cert.basic_constraints
         if bc is None or not bc.ca:
-            return f"{cert.subject!r} issues certificates but is not a CA (basicConstraints)"
+            return _other(
+                f"{cert.subject!r} issues certificates but is not a CA (basicConstraints)"
+            )
         ku = _key_usage(cert)
         if ku is not None and not ku.key_cert_sign:
-            return f"{cert.subject!r} issues certificates without keyCertSign in keyUsage"
+            return _other(f"{cert.subject!r} issues certificates without keyCertSign in keyUsage")
     return None
 
 
-def _path_length(path: Sequence[Cert], opts: PolicyOptions) -> str | None:
+def _path_length(path: Sequence[Cert], ctx: RuleContext) -> Violation | None:
     # path[0] is the leaf; for the CA at index i, the intermediates below it are 1..i-1.
     for i in range(1, len(path)):
         bc = path[i].basic_constraints
@@ -144,85 +198,133 @@ def _path_length(path: Sequence[Cert], opts: PolicyOptions) -> str | None:
             continue
         below = sum(1 for c in path[1:i] if not c.self_issued)
         if below > bc.path_length:
-            return (
+            return _other(
                 f"{path[i].subject!r} allows {bc.path_length} intermediates below it, "
                 f"has {below}"
             )
     return None
 
 
-def _leaf_usage(path: Sequence[Cert], opts: PolicyOptions) -> str | None:
+def _leaf_usage(path: Sequence[Cert], ctx: RuleContext) -> Violation | None:
     leaf = path[0]
     if len(path) > 1 and leaf.is_ca:
-        return "the leaf is a CA certificate (basicConstraints cA=true)"
+        return _other("the leaf is a CA certificate (basicConstraints cA=true)")
     if not leaf.server_auth_allowed:
-        return "the leaf's extendedKeyUsage does not allow serverAuth"
+        return Violation(
+            PathError.PURPOSE,
+            f"the leaf {leaf.subject!r} has extendedKeyUsage {leaf.eku_text}, "
+            "without serverAuth",
+        )
     ku = _key_usage(leaf)
     if ku is not None and ku.key_cert_sign and not leaf.is_ca and len(path) > 1:
-        return "the leaf asserts keyCertSign without being a CA"
+        return _other("the leaf asserts keyCertSign without being a CA")
     return None
 
 
-def _weak_crypto(path: Sequence[Cert], opts: PolicyOptions) -> str | None:
-    if not opts.reject_weak:
+def _ca_purpose(path: Sequence[Cert], ctx: RuleContext) -> Violation | None:
+    """Every CA on the path allows serverAuth, as far as the behaviour checks: the
+    certificates below the trusted part when it enforces intermediates' EKU, the trusted
+    part (the anchor) when it enforces the anchor's."""
+    behaviour = ctx.behaviour
+    for i in range(1, len(path)):
+        trusted = i >= ctx.anchor_index
+        if not (behaviour.anchor_eku_enforced if trusted else behaviour.intermediate_eku_enforced):
+            continue
+        cert = path[i]
+        if cert.ca_server_auth_allowed:
+            continue
+        role = "anchor" if trusted else "intermediate"
+        return Violation(
+            PathError.PURPOSE,
+            f"the {role} {cert.subject!r} has extendedKeyUsage {cert.eku_text}, without "
+            f"serverAuth: {behaviour.name} clients refuse it on a TLS server's path",
+        )
+    return None
+
+
+def _weak_crypto(path: Sequence[Cert], ctx: RuleContext) -> Violation | None:
+    behaviour = ctx.behaviour
+    if not behaviour.sha1_accepted:
+        for cert in path[:-1]:
+            if cert.weak_signature:
+                return _other(
+                    f"{cert.subject!r} is signed with {cert.signature_hash}, "
+                    f"refused by {behaviour.name} clients"
+                )
+    if behaviour.weak_keys_accepted:
         return None
-    for cert in path[:-1]:
-        if cert.weak_signature:
-            return (
-                f"{cert.subject!r} is signed with {cert.signature_hash}, "
-                "refused by modern clients"
-            )
     for cert in path:
         algo, bits = cert.key_description
         if algo == "RSA" and (bits < 2048 or bits % 8):
-            return f"{cert.subject!r} has a {bits}-bit RSA key, refused by modern clients"
+            return _other(
+                f"{cert.subject!r} has a {bits}-bit RSA key, refused by {behaviour.name} clients"
+            )
         if algo == "EC" and bits < 256:
-            return f"{cert.subject!r} has a {bits}-bit EC key, refused by modern clients"
+            return _other(
+                f"{cert.subject!r} has a {bits}-bit EC key, refused by {behaviour.name} clients"
+            )
         if algo in {"DSA", "unknown"}:
-            return f"{cert.subject!r} has a {algo} key, refused by modern clients"
-        if algo == "EC" and _explicit_curve(cert):
-            return (
+            return _other(
+                f"{cert.subject!r} has a {algo} key, refused by {behaviour.name} clients"
+            )
+        if algo == "EC" and ctx.facts(cert).explicit_curve:
+            return _other(
                 f"{cert.subject!r} encodes its EC key with explicit curve parameters, "
-                "refused by modern clients"
+                f"refused by {behaviour.name} clients"
             )
     return None
 
 
-def _name_constraints(path: Sequence[Cert], opts: PolicyOptions) -> str | None:
+def _name_constraints(path: Sequence[Cert], ctx: RuleContext) -> Violation | None:
     for i in range(1, len(path)):
         ext = path[i].ext(ExtensionOID.NAME_CONSTRAINTS)
         if ext is None or not isinstance(ext.value, x509.NameConstraints):
             continue
         nc = ext.value
         if not nc.permitted_subtrees and not nc.excluded_subtrees:
-            return f"{path[i].subject!r} has empty name constraints"
+            return _other(f"{path[i].subject!r} has empty name constraints")
         for j in range(i):
             cert = path[j]
             if j > 0 and cert.self_issued:
                 continue
             reason = _check_names(cert, nc)
             if reason:
-                return f"{cert.subject!r}: {reason} (name constraints of {path[i].subject!r})"
+                return _other(
+                    f"{cert.subject!r}: {reason} (name constraints of {path[i].subject!r})"
+                )
     return None
 
 
 RULES: tuple[Rule, ...] = (
+    _depth,
     _well_formed,
     _names_present,
     _issuers_are_cas,
     _leaf_usage,
+    _ca_purpose,
     _path_length,
     _name_constraints,
     _weak_crypto,
 )
 
 
-def path_violation(path: Sequence[Cert], opts: PolicyOptions) -> str | None:
-    """The first reason ``path`` (leaf → anchor) is unacceptable, or ``None``."""
+def path_violation(
+    path: Sequence[Cert],
+    behaviour: Behaviour,
+    *,
+    anchor_index: int | None = None,
+    facts: Callable[[Cert], CertFacts] = cert_facts,
+) -> Violation | None:
+    """The first reason ``path`` (leaf → anchor) is unacceptable to clients of
+    ``behaviour``, or ``None``. ``anchor_index``: where the trusted part starts (default:
+    the last certificate); ``facts``: per-certificate facts (pass a memoised lookup)."""
+    ctx = RuleContext(
+        behaviour, len(path) - 1 if anchor_index is None else anchor_index, facts
+    )
     for rule in RULES:
-        reason = rule(path, opts)
-        if reason:
-            return reason
+        violation = rule(path, ctx)
+        if violation is not None:
+            return violation
     return None
 
 
@@ -256,7 +358,6 @@ def _der_element(data: bytes, pos: int) -> tuple[int, int]:
     return pos, pos + length
 
 
-@lru_cache(maxsize=4096)
 def _explicit_curve(cert: Cert) -> bool:
     """The SubjectPublicKeyInfo is id-ecPublicKey with parameters other than a named curve
     (specifiedCurve or implicitCA). ``cryptography`` maps explicit parameters of a known

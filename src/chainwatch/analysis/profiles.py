@@ -1,32 +1,41 @@
 """A profile's verdict on a chain at an instant, and its forecast.
 
 The time-independent part (which paths exist, which are acceptable) is computed once
-per (chain, store, building) and memoised, and each candidate path is judged once per
-building whichever store led to it; evaluating it at ``at`` is then cheap, which is what
-lets thousands of endpoints serving one chain cost one analysis.
+per (chain, store, behaviour) and memoised by the :class:`~chainwatch.analysis.Analyzer`,
+and each candidate path is judged once per behaviour whichever store led to it;
+evaluating it at ``at`` is then cheap, which is what lets thousands of endpoints serving
+one chain cost one analysis.
+
+The functions here are pure and take what they memoise through as arguments; the
+module-level :func:`structure` and :func:`evaluate` are conveniences over the default
+analyzer.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from chainwatch.analysis.forecast import Interval, breaks_at, interval
-from chainwatch.analysis.paths import BuildResult, Candidate, legacy_path, modern_paths
-from chainwatch.analysis.policy import PolicyOptions, path_violation
-from chainwatch.model import Building, Cert, PathError, Profile, ProfileResult, Store
+from chainwatch.analysis.paths import BuildResult, Candidate, Verify, legacy_path, modern_paths
+from chainwatch.analysis.policy import CertFacts, Violation, path_violation
+from chainwatch.model import Behaviour, Cert, PathError, Profile, ProfileResult, Store
 
 
 @dataclass(frozen=True)
 class PathInfo:
-    """A candidate path with its time-independent judgement."""
+    """A candidate path with its time-independent judgement.
+
+    ``dated``: the certificates whose validity periods count (all of them, or all but the
+    trusted part for behaviours that ignore an anchor's dates; the leaf always counts).
+    """
 
     candidate: Candidate
     bad_signature: Cert | None
-    violation: str | None
+    violation: Violation | None
     window: Interval
+    dated: tuple[Cert, ...]
 
     @property
     def acceptable(self) -> bool:
@@ -35,7 +44,7 @@ class PathInfo:
 
 @dataclass(frozen=True)
 class Structure:
-    """Every candidate path of one (chain, store, building), judged without time."""
+    """Every candidate path of one (chain, store, behaviour), judged without time."""
 
     paths: tuple[PathInfo, ...]
     dead_end: Cert | None
@@ -46,89 +55,60 @@ class Structure:
         return tuple(p.window for p in self.paths if p.acceptable)
 
 
-_STRUCT_CACHE_SIZE = 20000
-_StructKey = tuple[tuple[str, ...], str, Building, tuple[str, ...]]
-_struct_cache: OrderedDict[_StructKey, Structure] = OrderedDict()
+def build(pool: Sequence[Cert], store: Store, behaviour: Behaviour) -> BuildResult:
+    """The candidate paths clients of ``behaviour`` consider (``pool[0]`` is the leaf)."""
+    return modern_paths(pool, store) if behaviour.backtracking else legacy_path(pool, store)
 
 
-def structure(
-    chain: Sequence[Cert], store: Store, building: Building, fetched: Sequence[Cert] = ()
-) -> Structure:
-    """Every candidate path from ``chain[0]`` to ``store``'s anchors, judged without time.
-
-    ``fetched``: certificates an AIA-fetching client would download (the caIssuers of a
-    chain whose intermediate is not served); path building may use them as if served.
-    Pass them only for profiles with ``aia`` set: the memo key holds their fingerprints,
-    so a profile that fetches nothing shares its entry with one that cannot fetch.
-    """
-    extra = tuple(c for c in dict.fromkeys(fetched) if c not in chain) if fetched else ()
-    key = (tuple(c.sha256 for c in chain), store.digest, building, tuple(c.sha256 for c in extra))
-    hit = _struct_cache.get(key)
-    if hit is not None:
-        _struct_cache.move_to_end(key)
-        return hit
-    pool = (*chain, *extra)
-    built: BuildResult = (
-        legacy_path(pool, store) if building is Building.LEGACY else modern_paths(pool, store)
-    )
-    result = Structure(
-        paths=tuple(judge(c, building) for c in built.paths),
-        dead_end=built.dead_end,
-        exhausted=built.exhausted,
-    )
-    _struct_cache[key] = result
-    if len(_struct_cache) > _STRUCT_CACHE_SIZE:
-        _struct_cache.popitem(last=False)
-    return result
-
-
-_JUDGED_CACHE_SIZE = 1024
-"""Every path starts at the leaf, so a judgement is shared by the profiles of one chain
-(and by that chain's next analysis, which the structure cache serves anyway): a short
-memory suffices, and keeps the parsed leaves alive no longer than the other caches do."""
-_judged: OrderedDict[tuple[tuple[str, ...], Building], PathInfo] = OrderedDict()
-
-
-def judge(candidate: Candidate, building: Building) -> PathInfo:
-    """The time-independent judgement of one candidate path by clients of ``building``.
+def judge(
+    candidate: Candidate,
+    behaviour: Behaviour,
+    *,
+    verify: Verify,
+    facts: Callable[[Cert], CertFacts],
+) -> PathInfo:
+    """The time-independent judgement of one candidate path by clients of ``behaviour``.
 
     It depends on the path's certificates only, not on the store that made it a
-    candidate, so it is memoised: the same path found through several stores (two
-    profiles whose stores share a root) is judged once.
+    candidate, so the analyzer memoises it: the same path found through several stores
+    (two profiles whose stores share a root) is judged once.
     """
-    key = (candidate.fingerprints, building)
-    hit = _judged.get(key)
-    if hit is not None:
-        _judged.move_to_end(key)
-        return hit
-    info = PathInfo(
+    certs = candidate.certs
+    anchor = candidate.anchor_index
+    dated = certs if behaviour.anchor_expiry_checked else certs[: max(anchor, 1)]
+    return PathInfo(
         candidate=candidate,
-        bad_signature=candidate.bad_signature(),
-        violation=path_violation(
-            candidate.certs, PolicyOptions(reject_weak=building is Building.MODERN)
-        ),
-        window=interval(candidate.certs),
+        bad_signature=candidate.bad_signature(verify),
+        violation=path_violation(certs, behaviour, anchor_index=anchor, facts=facts),
+        window=interval(dated),
+        dated=dated,
     )
-    _judged[key] = info
-    if len(_judged) > _JUDGED_CACHE_SIZE:
-        _judged.popitem(last=False)
-    return info
 
 
 def _time_failure(path: PathInfo, at: dt.datetime) -> tuple[PathError, str] | None:
-    for cert in path.candidate.certs:
+    for cert in path.dated:
         if at > cert.not_after:
             when = cert.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
             return PathError.EXPIRED, f"{cert.subject} expired at {when}"
-    for cert in path.candidate.certs:
+    for cert in path.dated:
         if at < cert.not_before:
             when = cert.not_before.strftime("%Y-%m-%dT%H:%M:%SZ")
             return PathError.NOT_YET_VALID, f"{cert.subject} is not valid before {when}"
     return None
 
 
+def structure(
+    chain: Sequence[Cert], store: Store, building: Behaviour, fetched: Sequence[Cert] = ()
+) -> Structure:
+    """:meth:`Analyzer.structure <chainwatch.analysis.Analyzer.structure>` of the default
+    analyzer."""
+    from chainwatch.analysis.engine import default_analyzer
+
+    return default_analyzer().structure(chain, store, building, fetched)
+
+
 def evaluate(chain: Sequence[Cert], profile: Profile, at: dt.datetime) -> ProfileResult:
-    """The verdict of ``profile`` on ``chain`` at ``at`` (pure; memoises the path search)."""
+    """The verdict of ``profile`` on ``chain`` at ``at`` (the default analyzer's)."""
     return verdict(structure(chain, profile.store, profile.building), profile, at)
 
 
@@ -198,4 +178,6 @@ def _explain(paths: Sequence[PathInfo], at: dt.datetime) -> tuple[PathError, str
             f"the signature on {first.bad_signature.subject} does not verify",
             first,
         )
-    return PathError.OTHER, first.violation or "path rejected", first
+    if first.violation is not None:
+        return first.violation.error, first.violation.reason, first
+    return PathError.OTHER, "path rejected", first

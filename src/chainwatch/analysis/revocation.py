@@ -3,7 +3,16 @@
 Pure: the bytes come from the probe layer (a stapled response, or one it fetched), the
 instant of evaluation is a parameter, and the answer is a :class:`Revocation` value.
 Nothing here raises on hostile or broken input; an answer that cannot be trusted is
-``unknown`` with a ``detail`` saying why.
+``unknown`` with a ``detail`` saying why. Only what ``cryptography`` raises for bad
+input is caught (``ValueError`` for malformed DER and for fields of an unsuccessful
+response, ``UnsupportedAlgorithm`` for unknown hash or signature algorithms,
+``InvalidVersion``, ``ExtensionNotFound`` and ``DuplicateExtension`` where it documents
+them); anything else is chainwatch's own bug and surfaces rather than reading as "bad
+signature" or "not about this certificate". (*) Where a distinguished name is decoded (a
+CRL's issuer, an OCSP ResponderID) ``TypeError`` is caught too: cryptography's
+``NameAttribute`` raises it for a malformed attribute (a BIT STRING value under another
+OID than x500UniqueIdentifier) while decoding; ``Cert`` turns the same case into
+``ValueError`` for certificates.
 
 What is checked, for OCSP (RFC 6960):
 
@@ -28,6 +37,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.x509 import ocsp
@@ -138,7 +148,7 @@ def ocsp_next_update(der: bytes) -> dt.datetime | None:
                 return None
             for single in response.responses:
                 return single.next_update_utc
-    except Exception:  # any unreadable response: no caching hint
+    except (ValueError, UnsupportedAlgorithm):  # an unreadable response: no caching hint
         return None
     return None
 
@@ -162,14 +172,14 @@ def ocsp_status(
     try:
         with lenient():
             response = ocsp.load_der_ocsp_response(der)
-    except Exception as exc:  # ValueError on malformed DER; anything else is as bad
+    except ValueError as exc:  # malformed DER
         return unknown(f"the {what} does not parse ({_one_line(exc)})")
     if response.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
         return unknown(f"the OCSP responder answered {response.response_status.name.lower()}")
     try:
         with lenient():
             singles = list(response.responses)
-    except Exception as exc:
+    except ValueError as exc:
         return unknown(f"the {what} does not parse ({_one_line(exc)})")
     single = next((s for s in singles if _about(s, leaf, issuer)), None)
     if single is None:
@@ -230,7 +240,7 @@ def _about(single: ocsp.OCSPSingleResponse, leaf: Cert, issuer: Cert) -> bool:
             single.issuer_name_hash == expected.issuer_name_hash
             and single.issuer_key_hash == expected.issuer_key_hash
         )
-    except Exception:  # an unknown hash OID, unusable keys: not a match
+    except (UnsupportedAlgorithm, ValueError):  # an unknown hash OID, a malformed key
         return False
 
 
@@ -242,7 +252,7 @@ def _ocsp_signer(response: ocsp.OCSPResponse, issuer: Cert, at: dt.datetime) -> 
     try:
         with lenient():
             included = [Cert.from_x509(c) for c in response.certificates]
-    except Exception:
+    except ValueError:  # a malformed certificate in the response
         included = []
     for cert in included[:8]:
         why = _delegate_problem(cert, issuer, at)
@@ -287,22 +297,26 @@ def _names_responder(response: ocsp.OCSPResponse, cert: Cert) -> bool:
         key_hash = response.responder_key_hash
         if key_hash is None:
             return False
-        public = cert.parsed.public_key()
+        public = cert.public_key
+        if public is None:
+            return False
         return x509.SubjectKeyIdentifier.from_public_key(public).digest == key_hash
-    except Exception:
+    except (ValueError, TypeError):  # a malformed responder name (*)
         return False
 
 
 def _response_signature_valid(response: ocsp.OCSPResponse, signer: Cert) -> bool:
+    key = signer.public_key
+    if key is None:
+        return False
     try:
-        key = signer.parsed.public_key()
         algorithm = response.signature_hash_algorithm
         pss = None
         if response.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS and algorithm:
             pss = padding.PSS(mgf=padding.MGF1(algorithm), salt_length=padding.PSS.AUTO)
         return signature_verifies(key, response.signature, response.tbs_response_bytes,
                                   algorithm, pss)
-    except Exception:  # unknown signature algorithm, unusable key
+    except UnsupportedAlgorithm:  # an unknown signature algorithm
         return False
 
 
@@ -332,7 +346,7 @@ def crl_status(
         with lenient():  # the name is decoded now: an odd attribute warns
             crl_name = crl.issuer
         crl_issuer = name_key(crl_name)
-    except Exception as exc:
+    except (ValueError, TypeError) as exc:  # TypeError: a malformed name attribute (*)
         return unknown(f"the CRL does not parse ({_one_line(exc)})")
     if crl_issuer != issuer.subject_key:
         return unknown(
@@ -349,7 +363,7 @@ def crl_status(
     try:
         with lenient():
             entry = crl.get_revoked_certificate_by_serial_number(leaf.parsed.serial_number)
-    except Exception as exc:
+    except ValueError as exc:
         return unknown(f"the CRL's entries do not parse ({_one_line(exc)})")
     if entry is None:
         return Revocation(RevocationStatus.GOOD, source, url, this_update=this_update,
@@ -367,19 +381,21 @@ def _load_crl(der: bytes) -> x509.CertificateRevocationList | str:
             if der.lstrip().startswith(b"-----BEGIN"):
                 return x509.load_pem_x509_crl(der.strip())
             return x509.load_der_x509_crl(der)
-    except Exception as exc:  # ValueError on malformed input
+    except (ValueError, x509.InvalidVersion) as exc:  # malformed input, an unknown version
         return f"the CRL does not parse ({_one_line(exc)})"
 
 
 def _crl_signature_valid(crl: x509.CertificateRevocationList, issuer: Cert) -> bool:
+    key = issuer.public_key
+    if key is None:
+        return False
     try:
-        key = issuer.parsed.public_key()
         params = crl.signature_algorithm_parameters
         return signature_verifies(
             key, crl.signature, crl.tbs_certlist_bytes, crl.signature_hash_algorithm,
             params if isinstance(params, padding.PSS) else None,
         )
-    except Exception:
+    except (UnsupportedAlgorithm, ValueError):  # an unknown algorithm, malformed parameters
         return False
 
 
@@ -387,12 +403,13 @@ def _entry_reason(entry: x509.RevokedCertificate) -> str | None:
     try:
         with lenient():
             ext = entry.extensions.get_extension_for_class(x509.CRLReason)
-    except Exception:  # ExtensionNotFound, malformed entry extensions: no stated reason
-        return None
+    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError):
+        return None  # no reason stated, or entry extensions that do not parse
     return ext.value.reason.value
 
 
 # -- shared --------------------------------------------------------------------------------
+
 
 
 def _staleness(

@@ -18,11 +18,23 @@ def stores(
         typer.Option("--root", help="Show when a root (name substring or SHA-256 prefix) "
                      "entered and left Mozilla's store."),
     ] = None,
+    behaviours: Annotated[bool, typer.Option(
+        "--behaviours", help="List the client behaviours (BEHAVIOUR:STORE) with their sources.",
+    )] = False,
     output: FormatOpt = Format.text,
 ) -> None:
     """List the trust-store snapshots and presets chainwatch ships, or one root's history."""
     from chainwatch.stores import android, history
     from chainwatch.stores.presets import PRESETS
+
+    if behaviours:
+        from chainwatch.model import behaviours as registry
+
+        if output is Format.json:
+            typer.echo(dumps({"behaviours": registry.describe()}))
+        else:
+            typer.echo("\n".join(registry.text_lines()))
+        return
 
     snaps = history.snapshots()
     if root is not None:

@@ -68,7 +68,8 @@ from chainwatch.config.values import (
 )
 from chainwatch.config.yaml import _Document, _field_name, _read_yaml
 from chainwatch.errors import InputError, InventoryError, ProfileError
-from chainwatch.model import Building, Profile, RenewalPolicy, Store, Target
+from chainwatch.model import Profile, RenewalPolicy, Store, Target
+from chainwatch.model.behaviours import BEHAVIOURS
 from chainwatch.model.names import StartTLS, shown, to_ascii
 from chainwatch.probe.http import IPNetwork, allow_networks
 from chainwatch.stores import resolve_profile, resolve_store
@@ -127,7 +128,7 @@ class _Builder:
         return Profile(
             spec=name,
             store=Store(name=name, anchors=anchors, source=source),
-            building=Building(model.building),
+            building=BEHAVIOURS[model.building],
             aia=model.aia,
         )
 

@@ -25,7 +25,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from chainwatch.alerts.config import Action
-from chainwatch.model import Building, RenewalPolicy
+from chainwatch.model import RenewalPolicy
+from chainwatch.model.behaviours import BEHAVIOURS
 from chainwatch.model.names import StartTLS
 
 YamlPath = tuple[str | int, ...]
@@ -146,6 +147,12 @@ def _check_http_url(value: str) -> str:
     return value
 
 
+def _behaviour_name(value: str) -> str:
+    if value.strip().lower() not in BEHAVIOURS:
+        raise ValueError(f"must be one of {', '.join(BEHAVIOURS)}, got {value!r}")
+    return value.strip().lower()
+
+
 def _one_of(choices: type[StrEnum]) -> Callable[[str], str]:
     def check(value: str) -> str:
         options = [c.value for c in choices]
@@ -165,7 +172,7 @@ Text = Annotated[StrictStr, AfterValidator(_check_text)]
 EnvName = Annotated[Text, AfterValidator(_check_env)]
 HttpUrl = Annotated[Text, AfterValidator(_check_http_url)]
 StartTLSName = Annotated[StrictStr, AfterValidator(_one_of(StartTLS))]
-BuildingName = Annotated[StrictStr, AfterValidator(_one_of(Building))]
+BuildingName = Annotated[StrictStr, AfterValidator(_behaviour_name)]
 ActionName = Annotated[StrictStr, AfterValidator(_one_of(Action))]
 
 

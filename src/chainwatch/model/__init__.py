@@ -7,8 +7,11 @@
 from __future__ import annotations
 
 from chainwatch.model.values import (
+    LEGACY,
+    MODERN,
     ONE_SECOND,
     UTC,
+    Behaviour,
     Building,
     Cert,
     Finding,
@@ -23,7 +26,6 @@ from chainwatch.model.values import (
     Status,
     Store,
     Target,
-    clear_parsed,
     lenient,
     name_key,
     sha256_hex,
@@ -32,8 +34,11 @@ from chainwatch.model.values import (
 )
 
 __all__ = [
+    "LEGACY",
+    "MODERN",
     "ONE_SECOND",
     "UTC",
+    "Behaviour",
     "Building",
     "Cert",
     "Finding",
@@ -48,7 +53,6 @@ __all__ = [
     "Status",
     "Store",
     "Target",
-    "clear_parsed",
     "lenient",
     "name_key",
     "sha256_hex",

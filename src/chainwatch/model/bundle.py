@@ -115,6 +115,19 @@ def read_source(path: str | Path, *, limit: int = MAX_BUNDLE_BYTES) -> bytes:
     return b"".join(chunks)
 
 
+def _is_der_certificate(data: bytes) -> bool:
+    """Whether ``data`` has the outer shape of a DER certificate (cryptography loads it;
+    its parts are decoded later)."""
+    try:
+        with lenient():
+            x509.load_der_x509_certificate(data)
+    except ValueError:
+        return False
+    except _BROKEN_CERT:
+        return True
+    return True
+
+
 def load_bundle_file(path: str | Path, password: bytes | None = None) -> tuple[Cert, ...]:
     return parse_bundle(read_source(path), str(path), password=password)
 
@@ -127,10 +140,9 @@ def parse_bundle(data: bytes, source: str, password: bytes | None = None) -> tup
         return _parse_pem(data, source)
     try:
         return (Cert.from_der(data),)
-    except ValueError:
-        pass
-    except _BROKEN_CERT as exc:  # a certificate, but one whose parts do not decode
-        raise BundleError(source, f"DER certificate is malformed: {exc}") from None
+    except (ValueError, *_BROKEN_CERT) as exc:
+        if _is_der_certificate(data):  # a certificate, but one whose parts do not decode
+            raise BundleError(source, f"DER certificate is malformed: {exc}") from None
     certs = _try_pkcs12(data, password, source)
     if certs is not None:
         if not certs:

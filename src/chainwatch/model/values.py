@@ -11,14 +11,15 @@ import datetime as dt
 import hashlib
 import ipaddress
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from functools import cached_property
+from typing import ClassVar, Protocol
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -72,13 +73,6 @@ _STATUS_EXIT = {
 }
 
 
-class Building(StrEnum):
-    """Path-building behaviour of a client population (see DESIGN.md, Client profiles)."""
-
-    MODERN = "modern"
-    LEGACY = "legacy"
-
-
 class PathError(StrEnum):
     """Why a profile trusts no path now (the JSON ``error`` field)."""
 
@@ -86,6 +80,9 @@ class PathError(StrEnum):
     EXPIRED = "expired"
     NOT_YET_VALID = "not_yet_valid"
     BAD_SIGNATURE = "bad_signature"
+    PURPOSE = "purpose"
+    """The path is not allowed for TLS servers: a certificate's extendedKeyUsage lacks
+    serverAuth (the leaf's, or a CA's for clients that check the whole path)."""
     OTHER = "other"
 
 
@@ -149,6 +146,24 @@ def lenient() -> Iterator[None]:
 
 _WEAK_HASHES = frozenset({"sha1", "md5", "md2", "md4"})
 
+_NETSCAPE_SGC = x509.ObjectIdentifier("2.16.840.1.113730.4.1")
+_MICROSOFT_SGC = x509.ObjectIdentifier("1.3.6.1.4.1.311.10.3.3")
+_SERVER_AUTH_LEAF = frozenset(
+    {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
+)
+_SERVER_AUTH_CA = _SERVER_AUTH_LEAF | {_NETSCAPE_SGC, _MICROSOFT_SGC}
+_EKU_NAMES = {
+    ExtendedKeyUsageOID.SERVER_AUTH.dotted_string: "serverAuth",
+    ExtendedKeyUsageOID.CLIENT_AUTH.dotted_string: "clientAuth",
+    ExtendedKeyUsageOID.CODE_SIGNING.dotted_string: "codeSigning",
+    ExtendedKeyUsageOID.EMAIL_PROTECTION.dotted_string: "emailProtection",
+    ExtendedKeyUsageOID.TIME_STAMPING.dotted_string: "timeStamping",
+    ExtendedKeyUsageOID.OCSP_SIGNING.dotted_string: "OCSPSigning",
+    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE.dotted_string: "anyExtendedKeyUsage",
+    _NETSCAPE_SGC.dotted_string: "nsSGC",
+    _MICROSOFT_SGC.dotted_string: "msSGC",
+}
+
 
 @dataclass(frozen=True, eq=False)
 class Cert:
@@ -174,24 +189,39 @@ class Cert:
     not_before: dt.datetime
     not_after: dt.datetime
 
+    memo: ClassVar[CertMemo | None] = None
+    """Where :meth:`from_der` remembers what it parsed: the default
+    :class:`~chainwatch.analysis.Analyzer`'s certificate table, which
+    :mod:`chainwatch.analysis` installs (``None``: every call parses)."""
+
     @classmethod
     def from_der(cls, der: bytes) -> Cert:
         """Parse DER. Raises ``ValueError`` when the bytes are not a certificate.
 
-        Parsing the same DER again returns the same (immutable) object, from a bounded
-        table of recently parsed certificates: a CA certificate served in thousands of
-        chains is parsed, and its derived facts computed, once per stay in the table.
+        Parsing the same DER again returns the same (immutable) object from
+        :attr:`memo`, a bounded table of recently parsed certificates: a CA certificate
+        served in thousands of chains is parsed, and its derived facts computed, once per
+        stay in the table.
         """
         der = bytes(der)
-        hit = _parsed.get(der)
+        memo = Cert.memo
+        if memo is None:
+            return cls.parse(der)
+        hit = memo.get(der)
         if hit is not None and type(hit) is cls:
             return hit
-        with lenient():
-            result = cls._build(x509.load_der_x509_certificate(der), der)
-        _parsed[der] = result
-        if len(_parsed) > _PARSED_SIZE:
-            _parsed.popitem(last=False)
-        return result
+        return memo.put(der, cls.parse(der))
+
+    @classmethod
+    def parse(cls, der: bytes) -> Cert:
+        """Parse DER without consulting any table. Raises ``ValueError`` when the bytes
+        are not a certificate."""
+        try:
+            with lenient():
+                return cls._build(x509.load_der_x509_certificate(der), bytes(der))
+        except x509.InvalidVersion as exc:
+            # Not a ValueError in cryptography; callers rely on the documented contract.
+            raise ValueError(f"not an X.509 v1, v2 or v3 certificate ({exc})") from None
 
     @classmethod
     def from_x509(cls, cert: x509.Certificate) -> Cert:
@@ -204,8 +234,14 @@ class Cert:
 
     @classmethod
     def _build(cls, cert: x509.Certificate, der: bytes) -> Cert:
-        """The instance (the caller silences cryptography's warnings: :func:`lenient`)."""
-        subject, issuer = cert.subject, cert.issuer
+        """The instance (the caller silences cryptography's warnings: :func:`lenient`).
+        Raises ``ValueError`` for a name cryptography cannot decode."""
+        try:
+            subject, issuer = cert.subject, cert.issuer
+        except TypeError as exc:
+            # NameAttribute refuses a malformed attribute (a BIT STRING value under another
+            # OID than x500UniqueIdentifier) with TypeError while the name is decoded.
+            raise ValueError(f"malformed name ({exc})") from None
         return cls(
             der=der,
             sha256=hashlib.sha256(der).hexdigest(),
@@ -246,7 +282,7 @@ class Cert:
         issued use it); ``None`` when unsupported or malformed."""
         try:
             return self.parsed.public_key()
-        except Exception:  # UnsupportedAlgorithm, ValueError: a key no check can use
+        except (UnsupportedAlgorithm, ValueError):  # an unknown or malformed key
             return None
 
     @cached_property
@@ -309,7 +345,7 @@ class Cert:
         and algorithms cryptography does not know."""
         try:
             algo = self.parsed.signature_hash_algorithm
-        except Exception:  # UnsupportedAlgorithm: an unknown signature OID
+        except UnsupportedAlgorithm:  # an unknown signature OID
             return "unknown"
         return None if algo is None else algo.name
 
@@ -382,15 +418,31 @@ class Cert:
         return self.dns_names + tuple(str(ip) for ip in self.ip_addresses)
 
     @cached_property
-    def server_auth_allowed(self) -> bool:
-        """EKU absent, or listing serverAuth / anyExtendedKeyUsage."""
+    def eku(self) -> tuple[x509.ObjectIdentifier, ...] | None:
+        """The extendedKeyUsage purposes, ``None`` when the extension is absent."""
         ext = self.ext(ExtensionOID.EXTENDED_KEY_USAGE)
         if ext is None or not isinstance(ext.value, x509.ExtendedKeyUsage):
-            return True
-        usages = set(ext.value)
-        return bool(
-            usages & {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
-        )
+            return None
+        return tuple(ext.value)
+
+    @property
+    def eku_text(self) -> str:
+        """The extendedKeyUsage purposes by name, for messages (``emailProtection``)."""
+        if self.eku is None:
+            return "none"
+        return ", ".join(_EKU_NAMES.get(o.dotted_string, o.dotted_string) for o in self.eku)
+
+    @cached_property
+    def server_auth_allowed(self) -> bool:
+        """EKU absent, or listing serverAuth / anyExtendedKeyUsage (the rule for leaves)."""
+        return self.eku is None or bool(set(self.eku) & _SERVER_AUTH_LEAF)
+
+    @cached_property
+    def ca_server_auth_allowed(self) -> bool:
+        """As a CA on a TLS server's path: EKU absent, or listing serverAuth,
+        anyExtendedKeyUsage, or one of the Server Gated Crypto purposes that OpenSSL
+        (``XKU_SGC``) and Go (``ExtKeyUsage*ServerGatedCrypto``) take for serverAuth."""
+        return self.eku is None or bool(set(self.eku) & _SERVER_AUTH_CA)
 
     def valid_at(self, at: dt.datetime) -> bool:
         return self.not_before <= at <= self.not_after
@@ -400,14 +452,12 @@ class Cert:
         return self.not_after - self.not_before + ONE_SECOND
 
 
-_PARSED_SIZE = 4096
-"""Certificates :meth:`Cert.from_der` remembers (first in, first out)."""
-_parsed: OrderedDict[bytes, Cert] = OrderedDict()
+class CertMemo(Protocol):
+    """A table of parsed certificates by DER (what :attr:`Cert.memo` holds)."""
 
+    def get(self, key: bytes) -> Cert | None: ...
 
-def clear_parsed() -> None:
-    """Forget the certificates :meth:`Cert.from_der` remembers."""
-    _parsed.clear()
+    def put(self, key: bytes, value: Cert) -> Cert: ...
 
 
 def signature_valid(child: Cert, issuer: Cert) -> bool:
@@ -424,7 +474,7 @@ def signature_valid(child: Cert, issuer: Cert) -> bool:
     try:
         algo = cert.signature_hash_algorithm
         params = cert.signature_algorithm_parameters
-    except Exception:  # UnsupportedAlgorithm, malformed keys: "no"
+    except (UnsupportedAlgorithm, ValueError):  # an unknown algorithm, malformed parameters
         return False
     return signature_verifies(
         key, cert.signature, cert.tbs_certificate_bytes, algo,
@@ -460,7 +510,9 @@ def signature_verifies(
         if isinstance(key, dsa.DSAPublicKey):
             key.verify(signature, data, algorithm)
             return True
-    except Exception:  # InvalidSignature, UnsupportedAlgorithm, malformed keys: all mean "no"
+    except (InvalidSignature, UnsupportedAlgorithm, ValueError):
+        # A bad signature, a hash the key type cannot use, malformed parameters: "no".
+        # Anything else (a TypeError from a wrong argument) is chainwatch's bug: it surfaces.
         return False
     return False
 
@@ -515,24 +567,173 @@ class Store:
 
 
 @dataclass(frozen=True)
+class Behaviour:
+    """How a client population builds and judges a path: a small frozen value.
+
+    The path builder and the rules read these fields; nothing compares a behaviour's
+    name. :data:`MODERN` and :data:`LEGACY` are the two of the DESIGN.md contract; the
+    named populations with their sources are in :mod:`chainwatch.model.behaviours`.
+
+    Attributes:
+        name: the ``BEHAVIOUR:`` prefix of a profile spec (``modern``, ``legacy``...).
+        backtracking: every candidate path is searched, anchors tried first, and the
+            profile trusts the chain when any one is valid; without it the builder
+            follows the presented certificates first and judges the first path it builds
+            (OpenSSL 1.0.x), never trying another when that one fails.
+        anchor_expiry_checked: the anchor's validity period counts; when false, an
+            anchor is a name and a key (RFC 5280 6.1.1 (d)) and its dates are ignored.
+        intermediate_eku_enforced: a CA certificate below the anchor whose
+            extendedKeyUsage lacks serverAuth (and anyExtendedKeyUsage) makes the path
+            unusable for a TLS server.
+        anchor_eku_enforced: the same rule applied to the anchor itself.
+        sha1_accepted: SHA-1 (and MD5) signatures below the anchor are accepted.
+        weak_keys_accepted: RSA keys under 2048 bits, EC keys under 256 bits, DSA keys and
+            EC keys with explicit curve parameters are accepted.
+        aia_fetching: a missing intermediate is fetched from the caIssuers URL (the
+            default of :attr:`Profile.aia` for profiles of this behaviour).
+        max_depth: the most certificates a path may hold, leaf and anchor included; a
+            longer path is refused ("path longer than N").
+        summary: one line for people.
+        sources: where each value comes from (a citation per line).
+    Two behaviours are equal when their name and values are; summary and sources are
+    documentation.
+    """
+
+    name: str
+    backtracking: bool
+    anchor_expiry_checked: bool
+    intermediate_eku_enforced: bool
+    anchor_eku_enforced: bool
+    sha1_accepted: bool
+    weak_keys_accepted: bool
+    aia_fetching: bool
+    max_depth: int
+    summary: str = field(default="", compare=False)
+    sources: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    _hash: int = field(default=0, init=False, compare=False, repr=False)
+
+    MODERN: ClassVar[Behaviour]
+    LEGACY: ClassVar[Behaviour]
+
+    def __post_init__(self) -> None:
+        if self.max_depth < 1:
+            raise ValueError(f"behaviour {self.name!r}: max_depth must be at least 1")
+        # Behaviours are parts of memo keys: hash them once, not on every lookup.
+        object.__setattr__(self, "_hash", hash((self.name, *self.values().values())))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[Behaviour], tuple[object, ...]]:
+        # Rebuilt through the constructor: a pickled hash would be another process's
+        # (string hashes are salted per process).
+        return (Behaviour, tuple(getattr(self, f.name) for f in fields(self) if f.init))
+
+    def values(self) -> dict[str, bool | int]:
+        """The fields that change a verdict, by name (for tables and JSON)."""
+        return {
+            "backtracking": self.backtracking,
+            "anchor_expiry_checked": self.anchor_expiry_checked,
+            "intermediate_eku_enforced": self.intermediate_eku_enforced,
+            "anchor_eku_enforced": self.anchor_eku_enforced,
+            "sha1_accepted": self.sha1_accepted,
+            "weak_keys_accepted": self.weak_keys_accepted,
+            "aia_fetching": self.aia_fetching,
+            "max_depth": self.max_depth,
+        }
+
+
+MODERN = Behaviour(
+    name="modern",
+    backtracking=True,
+    anchor_expiry_checked=True,
+    intermediate_eku_enforced=True,
+    anchor_eku_enforced=True,
+    sha1_accepted=False,
+    weak_keys_accepted=False,
+    aia_fetching=False,
+    max_depth=10,
+    summary="OpenSSL >= 1.1.0, Go and browsers without AIA fetching: every path searched, "
+    "anchors first; the whole path must allow serverAuth",
+    sources=(
+        "backtracking, anchors first: OpenSSL 1.1.0 X509_V_FLAG_TRUSTED_FIRST default and "
+        "the rewritten build_chain (crypto/x509/x509_vfy.c); Go crypto/x509 "
+        "Certificate.Verify builds every chain",
+        "EKU on every CA, the anchor included: OpenSSL >= 1.1.0 check_chain_extensions "
+        "runs check_purpose on each certificate of the chain; a trusted one is exempt only "
+        "through auxiliary trust settings (a TRUSTED CERTIFICATE), which a CA file and "
+        "certifi do not carry (checked with OpenSSL 3.0.19: 'openssl verify -purpose "
+        "sslserver' fails at depth 1 for an emailProtection-only intermediate and at "
+        "depth 2 for an emailProtection-only root); Go checkChainForKeyUsage walks "
+        "every certificate of the chain, root included "
+        "(https://github.com/golang/go/blob/master/src/crypto/x509/verify.go)",
+        "SHA-1 and weak keys refused: Chrome 56 and Firefox 51 (January 2017) and Go 1.18 refuse "
+        "SHA-1 certificate signatures; 2048-bit RSA minimum of the CA/Browser Forum "
+        "Baseline Requirements",
+        "max depth 10 certificates: chainwatch's own bound on path search (OpenSSL's "
+        "default verify depth is 100 intermediates; mozilla::pkix and rustls-webpki stop "
+        "at 6 intermediates)",
+    ),
+)
+"""DESIGN.md ``modern``."""
+
+LEGACY = Behaviour(
+    name="legacy",
+    backtracking=False,
+    anchor_expiry_checked=True,
+    intermediate_eku_enforced=True,
+    anchor_eku_enforced=False,
+    sha1_accepted=True,
+    weak_keys_accepted=True,
+    aia_fetching=False,
+    max_depth=101,
+    summary="OpenSSL 1.0.x: presented certificates first, the first path built is the "
+    "one judged; what broke on 2020-05-30 (AddTrust) and 2021-09-30 (DST Root CA X3)",
+    sources=(
+        "untrusted-first, no backtracking: OpenSSL 1.0.2 X509_verify_cert follows "
+        "ctx->untrusted before the store; the 'alternative chains' retry (1.0.2b) only "
+        "when no trusted issuer was found",
+        "EKU on presented CAs only: OpenSSL 1.0.2 check_chain_extensions loops "
+        "'for (i = 0; i < ctx->last_untrusted; i++)' (\"Check all untrusted "
+        "certificates\"), so a certificate taken from the store is never purpose-checked",
+        "anchor expiry checked: OpenSSL 1.0.x internal_verify checks the validity of every "
+        "certificate of the chain, the trusted root included (the AddTrust outage)",
+        "SHA-1 and small keys accepted: OpenSSL 1.0.x has no security level",
+        "max depth 101 certificates: X509_VERIFY_PARAM default depth 100, the chain "
+        "growing while 'depth >= num' (leaf plus 100)",
+    ),
+)
+"""DESIGN.md ``legacy``: OpenSSL 1.0.x."""
+
+Behaviour.MODERN = MODERN
+Behaviour.LEGACY = LEGACY
+
+Building = Behaviour
+"""The former name of :class:`Behaviour`, kept for callers of the two-value enum it
+replaced: ``Building.MODERN`` and ``Building.LEGACY`` are the same values."""
+
+
+@dataclass(frozen=True)
 class Profile:
     """A client population: trust anchors plus path-building behaviour.
 
     ``spec`` is what the user wrote (``legacy:mozilla@2016-06-01``) or the inventory name;
-    it is how reports refer to the profile. ``aia``: the clients complete a chain whose
-    intermediate is not served by fetching it from the caIssuers URL of the certificate's
-    Authority Information Access extension, as most browsers do (OpenSSL, Go, Java and
-    Firefox do not); path building may then use the certificates the probe layer fetched.
+    it is how reports refer to the profile. ``building`` is the :class:`Behaviour`.
+    ``aia``: the clients complete a chain whose intermediate is not served by fetching it
+    from the caIssuers URL of the certificate's Authority Information Access extension,
+    as most browsers do (OpenSSL, Go, Java and Firefox do not); path building may then use
+    the certificates the probe layer fetched.
     """
 
     spec: str
     store: Store
-    building: Building = Building.MODERN
+    building: Behaviour = MODERN
     aia: bool = False
 
     @property
     def legacy(self) -> bool:
-        return self.building is Building.LEGACY
+        """The building follows the presented chain and never backtracks (OpenSSL 1.0.x)."""
+        return not self.building.backtracking
 
 
 @dataclass(frozen=True)
@@ -636,8 +837,11 @@ def sha256_hex(data: bytes) -> str:
 
 
 __all__ = [
+    "LEGACY",
+    "MODERN",
     "ONE_SECOND",
     "UTC",
+    "Behaviour",
     "Building",
     "Cert",
     "Finding",

@@ -1,16 +1,19 @@
 """Trust-store sources and the profile-spec grammar (DESIGN.md, Client profiles).
 
-============================  ==============================================  ========
+============================  ==============================================  ==========
 spec                          anchors                                         building
-============================  ==============================================  ========
+============================  ==============================================  ==========
 ``mozilla``                   the installed ``certifi`` bundle                modern
 ``mozilla@YYYY-MM-DD``        Mozilla's store as it stood that day            modern
 ``android@VERSION``           Android's system store in that release          modern
 ``system``                    the OS store of this machine                    modern
 ``file:PATH``                 the certificates in a PEM/DER/PKCS#12 file      modern
-``legacy:STORE``              STORE as above                                  legacy
+``BEHAVIOUR:STORE``           STORE as above                                  BEHAVIOUR
 ``PRESET``                    a named population (see :mod:`.presets`)        (preset)
-============================  ==============================================  ========
+============================  ==============================================  ==========
+
+BEHAVIOUR is a name from :data:`chainwatch.model.behaviours.BEHAVIOURS` (``modern``,
+``legacy``, ``android``, ``java``): ``legacy:mozilla@2016-06-01``, ``android:mozilla``.
 
 Stores are loaded once and memoised (``file:`` stores are re-read when the file
 changes), so resolving the same spec for many endpoints is free.
@@ -26,7 +29,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from chainwatch.errors import BundleError, ProfileError, StoreError
-from chainwatch.model import Building, Cert, Profile, Store
+from chainwatch.model import MODERN, Behaviour, Cert, Profile, Store
+from chainwatch.model.behaviours import BEHAVIOURS
 from chainwatch.model.bundle import load_bundle_file, parse_bundle, read_source
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -41,15 +45,29 @@ def resolve_profile(spec: str, *, base_dir: Path | None = None) -> Profile:
 
     if text in PRESETS:
         target = resolve_profile(PRESETS[text].spec, base_dir=base_dir)
-        return Profile(spec=text, store=target.store, building=target.building)
-    building = Building.MODERN
-    store_spec = text
-    if text.startswith("legacy:"):
-        building = Building.LEGACY
-        store_spec = text[len("legacy:") :]
-        if store_spec.startswith("legacy:"):
-            raise ProfileError(f"profile {spec!r}: 'legacy:' given twice")
-    return Profile(spec=text, store=resolve_store(store_spec, base_dir=base_dir), building=building)
+        return Profile(spec=text, store=target.store, building=target.building, aia=target.aia)
+    building, store_spec = split_spec(text)
+    return Profile(
+        spec=text,
+        store=resolve_store(store_spec, base_dir=base_dir),
+        building=building,
+        aia=building.aia_fetching,
+    )
+
+
+def split_spec(spec: str) -> tuple[Behaviour, str]:
+    """``BEHAVIOUR:STORE`` into the behaviour (``modern`` when there is no known
+    ``NAME:`` prefix) and the store spec. Raises ``ProfileError`` for two behaviours."""
+    head, sep, rest = spec.partition(":")
+    if not sep or head not in BEHAVIOURS:
+        return MODERN, spec
+    again, sep, _ = rest.partition(":")
+    if sep and again in BEHAVIOURS:
+        what = f"{head!r} given twice" if again == head else f"{head!r} and {again!r} given"
+        raise ProfileError(f"profile {spec!r}: one behaviour per profile, {what}")
+    if not rest:
+        raise ProfileError(f"profile {spec!r}: {head}: needs a store, e.g. {head}:mozilla")
+    return BEHAVIOURS[head], rest
 
 
 def resolve_store(spec: str, *, base_dir: Path | None = None) -> Store:
@@ -82,8 +100,8 @@ def resolve_store(spec: str, *, base_dir: Path | None = None) -> Store:
         return file_store(path, display=raw)
     raise ProfileError(
         f"unknown profile {spec!r}: expected mozilla, mozilla@YYYY-MM-DD, android@VERSION, "
-        "system, file:PATH, "
-        "legacy:STORE or a preset (chainwatch stores --presets)"
+        f"system, file:PATH, BEHAVIOUR:STORE ({', '.join(BEHAVIOURS)}) or a preset "
+        "(chainwatch stores)"
     )
 
 

@@ -11,6 +11,8 @@ Any hierarchy in a few lines, dated however the scenario needs::
     bundle = leaf.chain(r3, x1_by_old)          # leaf first, as a server would send it
 
 Keys default to EC P-256 (fast to generate); ``key="rsa2048"``/``"rsa1024"`` gives RSA.
+``eku=[...]`` gives a CA an extendedKeyUsage extension (none by default) or a leaf another
+one than serverAuth, e.g. ``root.intermediate("Mail CA", eku=[EMAIL_PROTECTION])``.
 ``sha1=True`` signs with SHA-1: ``cryptography`` no longer signs with SHA-1, so the
 certificate is built as SHA-256 and its signature algorithm and signature are then
 replaced (RSA only, as in the SHA-1 era). This module is a library, not a test helper
@@ -107,8 +109,9 @@ class PKI:
         key: str = "ec256",
         sha1: bool = False,
         path_length: int | None = None,
+        eku: Sequence[x509.ObjectIdentifier] | None = None,
     ) -> CA:
-        """A self-signed root CA named ``CN=name``."""
+        """A self-signed root CA named ``CN=name``; ``eku``: its extendedKeyUsage."""
         private = self.keys.get(key)
         subject = _name(name)
         cert = self._build(
@@ -122,6 +125,7 @@ class PKI:
             path_length=path_length,
             aki_from=private.public_key(),
             sha1=sha1,
+            eku=eku,
         )
         return CA(self, private, cert, issuer=None)
 
@@ -156,6 +160,7 @@ class PKI:
         names: Sequence[str] = (),
         sha1: bool = False,
         extra: Sequence[x509.ExtensionType] = (),
+        eku: Sequence[x509.ObjectIdentifier] | None = None,
     ) -> Cert:
         builder = (
             x509.CertificateBuilder()
@@ -181,6 +186,8 @@ class PKI:
                 ),
                 critical=True,
             )
+            if eku is not None:
+                builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
         else:
             builder = builder.add_extension(
                 x509.KeyUsage(
@@ -191,7 +198,10 @@ class PKI:
                 ),
                 critical=True,
             ).add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+                x509.ExtendedKeyUsage(
+                    list(eku) if eku is not None else [ExtendedKeyUsageOID.SERVER_AUTH]
+                ),
+                critical=False,
             )
             if names:
                 builder = builder.add_extension(
@@ -229,9 +239,11 @@ class CA:
         sha1: bool = False,
         path_length: int | None = None,
         extra: Sequence[x509.ExtensionType] = (),
+        eku: Sequence[x509.ObjectIdentifier] | None = None,
     ) -> CA:
         """A subordinate CA signed by this one. ``extra``: more (non-critical) extensions,
-        e.g. an ``AuthorityInformationAccess`` naming where its issuer can be fetched."""
+        e.g. an ``AuthorityInformationAccess`` naming where its issuer can be fetched;
+        ``eku``: its extendedKeyUsage (none by default)."""
         private = self.pki.keys.get(key)
         cert = self.pki._build(
             subject=_name(name),
@@ -245,13 +257,21 @@ class CA:
             aki_from=self.key.public_key(),
             sha1=sha1,
             extra=extra,
+            eku=eku,
         )
         return CA(self.pki, private, cert, issuer=self)
 
     def cross_signed_by(
-        self, other: CA, *, not_before: When = None, expires: When = None, sha1: bool = False
+        self,
+        other: CA,
+        *,
+        not_before: When = None,
+        expires: When = None,
+        sha1: bool = False,
+        eku: Sequence[x509.ObjectIdentifier] | None = None,
     ) -> CA:
-        """This CA's subject and key, certified by ``other`` (a cross-sign)."""
+        """This CA's subject and key, certified by ``other`` (a cross-sign); ``eku``: the
+        cross-sign's extendedKeyUsage (none by default)."""
         cert = self.pki._build(
             subject=self.name,
             issuer=other.name,
@@ -262,6 +282,7 @@ class CA:
             ca=True,
             aki_from=other.key.public_key(),
             sha1=sha1,
+            eku=eku,
         )
         return CA(self.pki, self.key, cert, issuer=other)
 
@@ -274,8 +295,10 @@ class CA:
         sha1: bool = False,
         common_name: str | None = None,
         extra: Sequence[x509.ExtensionType] = (),
+        eku: Sequence[x509.ObjectIdentifier] | None = None,
     ) -> Leaf:
-        """An end-entity certificate for ``names`` (DNS names or IP literals) signed by this CA."""
+        """An end-entity certificate for ``names`` (DNS names or IP literals) signed by this
+        CA; ``eku``: its extendedKeyUsage (default serverAuth)."""
         private = self.pki.keys.get(key)
         cn = common_name if common_name is not None else (names[0] if names else "leaf")
         cert = self.pki._build(
@@ -290,6 +313,7 @@ class CA:
             names=names,
             sha1=sha1,
             extra=extra,
+            eku=eku,
         )
         return Leaf(private, cert, issuer=self)
 
