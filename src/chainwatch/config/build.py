@@ -284,9 +284,7 @@ class _Builder:
 
     def file_source(self, i: int, model: _FileModel, defaults: Defaults) -> FileSource:
         path: YamlPath = ("files", i)
-        pattern = Path(model.path).expanduser()
-        if not pattern.is_absolute():
-            pattern = self.base_dir / pattern
+        pattern = self.path_of(model.path, (*path, "path"))
         warn, crit = self.thresholds(model.warn_days, model.crit_days, path, defaults)
         host = None
         if model.host is not None:
@@ -302,40 +300,49 @@ class _Builder:
             line=self.doc.line(path),
         )
 
+    def path_of(self, text: str, path: YamlPath) -> Path:
+        """``text`` as an absolute path: ``~`` expanded, relative to the inventory."""
+        try:
+            p = Path(text).expanduser()
+        except RuntimeError as exc:  # ~name of a user this machine does not have
+            raise self.fail(path, f"cannot expand {shown(text)}: {exc}") from None
+        return p if p.is_absolute() else self.base_dir / p
+
     # alerts -------------------------------------------------------------------------------
 
-    def secret(self, model: BaseModel, stem: str) -> Secret:
+    def secret(self, model: BaseModel, stem: str, where: YamlPath = ()) -> Secret:
         env = getattr(model, f"{stem}_env", None)
         if env is not None:
             return Secret.env(env)
         file = getattr(model, f"{stem}_file", None)
         if file is not None:
-            p = Path(file).expanduser()
-            return Secret.file(p if p.is_absolute() else self.base_dir / p)
+            return Secret.file(self.path_of(file, (*where, f"{stem}_file")))
         return Secret.inline(getattr(model, stem))
 
     def channel(self, name: str, model: BaseModel) -> Channel:
+        where: YamlPath = ("alerts", "channels", name)
         if isinstance(model, _WebhookModel):
-            return WebhookChannel(name=name, url=self.secret(model, "url"))
+            return WebhookChannel(name=name, url=self.secret(model, "url", where))
         if isinstance(model, _PagerDutyModel):
             return PagerDutyChannel(
-                name=name, routing_key=self.secret(model, "routing_key"), api_url=model.api_url
+                name=name, routing_key=self.secret(model, "routing_key", where),
+                api_url=model.api_url,
             )
         if isinstance(model, _AppriseModel):
-            return AppriseChannel(name=name, url=self.secret(model, "url"))
+            return AppriseChannel(name=name, url=self.secret(model, "url", where))
         if isinstance(model, _FileChannelModel):
-            p = Path(model.path).expanduser()
-            return FileChannel(name=name, path=p if p.is_absolute() else self.base_dir / p)
+            return FileChannel(name=name, path=self.path_of(model.path, (*where, "path")))
         if isinstance(model, _GitHubModel):
-            return GitHubChannel(name=name, repo=model.repo, token=self.secret(model, "token"),
+            return GitHubChannel(name=name, repo=model.repo,
+                                 token=self.secret(model, "token", where),
                                  api_url=model.api_url, labels=tuple(model.labels))
         if isinstance(model, _GitLabModel):
             return GitLabChannel(name=name, project=model.project,
-                                 token=self.secret(model, "token"), url=model.url,
+                                 token=self.secret(model, "token", where), url=model.url,
                                  labels=tuple(model.labels))
         assert isinstance(model, _JiraModel)
         return JiraChannel(name=name, url=model.url, project=model.project,
-                           token=self.secret(model, "token"), user=model.user,
+                           token=self.secret(model, "token", where), user=model.user,
                            issue_type=model.issue_type, labels=tuple(model.labels))
 
     def channel_refs(
@@ -384,7 +391,8 @@ class _Builder:
             )
         deadman = None
         if model.deadman is not None:
-            deadman = Deadman(url=self.secret(model.deadman, "url"), method=model.deadman.method)
+            deadman = Deadman(url=self.secret(model.deadman, "url", ("alerts", "deadman")),
+                              method=model.deadman.method)
         routes = []
         for i, r in enumerate(model.routes):
             path = (*base, "routes", i)

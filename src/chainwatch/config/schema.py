@@ -62,6 +62,11 @@ def _show(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
+MAX_DURATION = dt.timedelta(days=36_500)
+"""Longest duration accepted anywhere (a hundred years): every instant chainwatch adds a
+duration to must stay a datetime (year 9999 is the end)."""
+
+
 def parse_duration(value: object) -> dt.timedelta:
     """``90s``, ``30m``, ``1h``, ``100d``, ``2w`` or combinations like ``1h30m``.
 
@@ -72,9 +77,13 @@ def parse_duration(value: object) -> dt.timedelta:
     text = value.replace(" ", "").lower() if isinstance(value, str) else None
     if text is None or not _DURATION_FULL.fullmatch(text):
         raise ValueError(f"must be a duration like 90s, 30m, 1h or 100d, got {_show(value)}")
+    if len(text) > 40:
+        raise ValueError(f"must be at most {MAX_DURATION.days} days, got {_show(value)}")
     seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
     if seconds <= 0:
         raise ValueError(f"must be longer than zero, got {_show(value)}")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"must be at most {MAX_DURATION.days} days, got {_show(value)}")
     return dt.timedelta(seconds=seconds)
 
 
@@ -95,7 +104,9 @@ def _parse_renew_at(value: object) -> float | dt.timedelta:
         return _parse_percent(value)
     try:
         return parse_duration(value)
-    except ValueError:
+    except ValueError as exc:
+        if "at most" in str(exc):
+            raise
         raise ValueError(
             f"must be a percentage of the lifetime (66%) or a duration before expiry (30d), "
             f"got {_show(value)}"

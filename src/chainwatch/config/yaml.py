@@ -34,8 +34,29 @@ def _field_name(path: YamlPath) -> str:
     return out
 
 
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and lists accepted (an inventory needs about six)."""
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses tags it does not know instead of dropping them."""
+
+
+def _unknown_tag(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> Any:
+    raise yaml.constructor.ConstructorError(
+        None, None, f"unknown YAML tag {node.tag!r}", node.start_mark)
+
+
+_Loader.add_multi_constructor("!", _unknown_tag)
+_Loader.add_multi_constructor("tag:yaml.org,2002:python/", _unknown_tag)
+
+
 def _read_yaml(text: str, source: str) -> _Document:
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:  # a character YAML refuses (NUL), seen while reading
+        raise InventoryError(source, _line_of(exc, text), None,
+                             f"invalid YAML: {_problem(exc)}") from None
     lines: dict[YamlPath, int] = {}
     budget = [_MAX_NODES]
 
@@ -49,7 +70,13 @@ def _read_yaml(text: str, source: str) -> _Document:
             raise InventoryError(source, node.start_mark.line + 1, _field_name(path) or None,
                                  "an alias refers to the value that contains it")
         stack = (*stack, id(node))
+        if len(stack) > MAX_DEPTH:
+            raise InventoryError(source, node.start_mark.line + 1, None,
+                                 f"nested more than {MAX_DEPTH} levels deep")
         if isinstance(node, yaml.MappingNode):
+            if node.tag not in ("tag:yaml.org,2002:map",):
+                raise InventoryError(source, node.start_mark.line + 1, _field_name(path) or None,
+                                     f"unknown YAML tag {node.tag!r}")
             own: dict[str, int] = {}
             for key_node, _ in node.value:
                 key_line = key_node.start_mark.line + 1
@@ -71,6 +98,9 @@ def _read_yaml(text: str, source: str) -> _Document:
                 out[key] = convert(value_node, (*path, key), stack)
             return out
         if isinstance(node, yaml.SequenceNode):
+            if node.tag != "tag:yaml.org,2002:seq":
+                raise InventoryError(source, node.start_mark.line + 1, _field_name(path) or None,
+                                     f"unknown YAML tag {node.tag!r}")
             return [convert(item, (*path, i), stack) for i, item in enumerate(node.value)]
         return loader.construct_object(node, deep=True)
 
@@ -88,7 +118,27 @@ def _read_yaml(text: str, source: str) -> _Document:
             source, None if mark is None else mark.line + 1, None, f"invalid YAML: {problem}"
         ) from None
     except yaml.YAMLError as exc:
-        raise InventoryError(source, None, None, f"invalid YAML: {exc}") from None
+        raise InventoryError(source, _line_of(exc, text), None,
+                             f"invalid YAML: {_problem(exc)}") from None
+    except RecursionError:  # the composer recursed out before convert() could count
+        raise InventoryError(source, None, None,
+                             f"nested more than {MAX_DEPTH} levels deep") from None
     finally:
         loader.dispose()
     return _Document(data, lines)
+
+
+def _line_of(exc: yaml.YAMLError, text: str = "") -> int | None:
+    """The line a YAML error points at (the reader gives a character position only)."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        return text[: exc.position].count("\n") + 1
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return None if mark is None else int(mark.line) + 1
+
+
+def _problem(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):
+        char = exc.character
+        shown = repr(chr(char)) if isinstance(char, int) else repr(char)
+        return f"character {shown} is not allowed in YAML"
+    return " ".join(str(getattr(exc, "problem", None) or exc).split())[:200]
