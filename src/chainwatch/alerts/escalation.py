@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 
 from chainwatch.alerts.config import Action, AlertsConfig, AlertStep, BrokenRule, ShortLivedStep
 from chainwatch.model.alerts import Event, StepId, StepKind
+from chainwatch.model.times import iso
 
 __all__ = ["Event", "StepId", "StepKind"]  # re-exported: the escalation's vocabulary
 
@@ -275,7 +276,7 @@ def _as_of(sit: Situation, t: dt.datetime) -> Situation:
         sit = replace(sit, overdue=True)
     if sit.broken or sit.breaks_at is None or t < sit.breaks_at:
         return sit
-    when = sit.breaks_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = iso(sit.breaks_at)
     return replace(sit, broken=True, summary=f"trust broke at {when}", status="critical")
 
 
@@ -336,7 +337,7 @@ def _message(step: Step, sit: Situation, at: dt.datetime) -> str:
         return f"{sit.key}: {sit.summary}"
     left = sit.breaks_at - at
     days = int(left.total_seconds() // 86400)
-    when = sit.breaks_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = iso(sit.breaks_at)
     lead = f"{sit.key}: trust breaks in {days} days ({when})"
     if step.id == StepId.OVERDUE:
         lead = f"{sit.key}: renewal overdue, trust breaks in {days} days ({when})"

@@ -73,6 +73,7 @@ from chainwatch.alerts.escalation import (
 )
 from chainwatch.errors import AlertError, InputError
 from chainwatch.model.redaction import basic_auth
+from chainwatch.model.times import compact, iso_or_none
 from chainwatch.storage.alerts_repo import (
     AlertsRepo,
     AlertsTransaction,
@@ -227,7 +228,7 @@ def _aware(value: dt.datetime, what: str) -> dt.datetime:
 
 
 def _z(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_or_none(value)
 
 
 def _to_state(record: StateRecord) -> AlertState:
@@ -683,7 +684,7 @@ def _watchdog_decide(
                         message=f"{key}: resolved", target=key, breaks_at=None, status="ok")
         return [done], replace(state, open=False, current=None, ack=None)
     if not state.open:
-        state = AlertState(cycle=now.strftime("%Y%m%dT%H%M%SZ"), current=WATCHDOG)
+        state = AlertState(cycle=compact(now), current=WATCHDOG)
     ack = state.ack
     if ack is not None and now >= ack.until:
         ack = None
@@ -795,7 +796,7 @@ def payload_for_test(channel: str, now: dt.datetime) -> dict[str, Any]:
     return {
         "schema": 1,
         "event": Event.TEST.value,
-        "dedup_key": f"chainwatch:test:{channel}:{now.strftime('%Y%m%dT%H%M%SZ')}",
+        "dedup_key": f"chainwatch:test:{channel}:{compact(now)}",
         "target": {"key": "chainwatch-test"},
         "breaks_at": None,
         "days_left": None,

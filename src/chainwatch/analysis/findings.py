@@ -24,13 +24,7 @@ from chainwatch.model import (
     ProfileResult,
     Severity,
 )
-
-
-def iso(t: dt.datetime) -> str:
-    """``2026-12-01T10:11:12Z``: the one timestamp format of messages and reports."""
-    u = t if t.tzinfo is dt.UTC else t.astimezone(dt.UTC)
-    # Formatted by hand: strftime was a sixth of the cost of storing a report.
-    return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"
+from chainwatch.model.times import iso
 
 
 @dataclass(frozen=True)

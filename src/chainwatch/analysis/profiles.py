@@ -21,6 +21,7 @@ from chainwatch.analysis.forecast import Interval, breaks_at, interval
 from chainwatch.analysis.paths import BuildResult, Candidate, Verify, legacy_path, modern_paths
 from chainwatch.analysis.policy import CertFacts, Violation, path_violation
 from chainwatch.model import Behaviour, Cert, PathError, Profile, ProfileResult, Store
+from chainwatch.model.times import iso
 
 
 @dataclass(frozen=True)
@@ -88,11 +89,11 @@ def judge(
 def _time_failure(path: PathInfo, at: dt.datetime) -> tuple[PathError, str] | None:
     for cert in path.dated:
         if at > cert.not_after:
-            when = cert.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+            when = iso(cert.not_after)
             return PathError.EXPIRED, f"{cert.subject} expired at {when}"
     for cert in path.dated:
         if at < cert.not_before:
-            when = cert.not_before.strftime("%Y-%m-%dT%H:%M:%SZ")
+            when = iso(cert.not_before)
             return PathError.NOT_YET_VALID, f"{cert.subject} is not valid before {when}"
     return None
 

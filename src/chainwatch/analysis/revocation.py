@@ -44,6 +44,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 
 from chainwatch.model import Cert, lenient, name_key, signature_valid, signature_verifies
+from chainwatch.model.times import iso
 
 CLOCK_SKEW = dt.timedelta(minutes=5)
 """Slack for a responder's clock that runs a little ahead or behind."""
@@ -433,7 +434,7 @@ def _staleness(
 
 
 def _iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso(t)
 
 
 def _one_line(exc: BaseException) -> str:

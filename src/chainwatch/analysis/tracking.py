@@ -21,7 +21,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from chainwatch.analysis import hostname
-from chainwatch.analysis.findings import iso
 from chainwatch.model import (
     Cert,
     Finding,
@@ -32,6 +31,7 @@ from chainwatch.model import (
     Status,
     Target,
 )
+from chainwatch.model.times import iso
 
 
 @dataclass(frozen=True)

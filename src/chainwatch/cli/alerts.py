@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from chainwatch.model.times import iso
+
 if TYPE_CHECKING:
     from chainwatch.config.inventory import AlertsConfig
 
@@ -52,7 +54,7 @@ def _alerts_config(inventory: Path) -> AlertsConfig:
 
 
 def _z(value: dt.datetime | None) -> str:
-    return "-" if value is None else value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "-" if value is None else iso(value)
 
 
 def _up_to_second(value: dt.datetime) -> dt.datetime:

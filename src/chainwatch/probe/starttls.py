@@ -25,17 +25,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from chainwatch.errors import ProbeError
+from chainwatch.model.names import StartTLS
 from chainwatch.probe import FailureReason
 
-DEFAULT_PORTS: dict[str, int] = {
-    "smtp": 25,
-    "imap": 143,
-    "pop3": 110,
-    "ftp": 21,
-    "ldap": 389,
-    "xmpp": 5222,
-    "postgres": 5432,
-}
+DEFAULT_PORTS: dict[str, int] = {p.value: p.default_port for p in StartTLS}
 """The protocols chainwatch can upgrade, with the port each usually listens on."""
 
 PROTOCOLS: tuple[str, ...] = tuple(DEFAULT_PORTS)

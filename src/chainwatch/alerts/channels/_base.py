@@ -18,6 +18,7 @@ import httpx
 from chainwatch.errors import DeliveryError as DeliveryError  # re-exported for the channels
 from chainwatch.model.redaction import MIN_SECRET, forms
 from chainwatch.model.redaction import redact as redact
+from chainwatch.model.times import iso
 
 Payload = Mapping[str, Any]
 """The channel-neutral message: DESIGN.md's webhook payload (``schema``, ``event``,
@@ -299,4 +300,4 @@ def body(payload: Payload) -> str:
 
 
 def now_z() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso(dt.datetime.now(dt.UTC))
