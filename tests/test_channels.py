@@ -5,6 +5,7 @@ server, and errors that say what failed without a secret or a query string in th
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -326,3 +327,16 @@ def test_apprise_failures_hide_the_url(caplog: pytest.LogCaptureFixture) -> None
     with pytest.raises(DeliveryError) as bad:
         AppriseSender("chat", "nosuchscheme://tok3n-value@x/y").send(payload())
     assert not bad.value.retryable and "tok3n" not in str(bad.value)
+
+
+def test_file_channel_appends_lines_and_creates_its_directory(tmp_path: Any) -> None:
+    from chainwatch.alerts.channels.file import FileSender
+
+    path = tmp_path / "new" / "dir" / "deliveries.jsonl"
+    sender = FileSender("journal", path)
+    sender.send({"event": "trigger", "target": "a.example:443"})
+    sender.send({"event": "resolve", "target": "a.example:443"})
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["event"] for line in lines] == ["trigger", "resolve"]
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700

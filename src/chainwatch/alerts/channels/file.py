@@ -12,7 +12,7 @@ from chainwatch.alerts.channels._base import DeliveryError, Payload
 
 
 class FileSender:
-    """Appends to ``path`` (created with mode 0600, its directory must exist)."""
+    """Appends to ``path`` (created with mode 0600, its missing directories with 0700)."""
 
     def __init__(self, name: str, path: Path) -> None:
         self.name = name
@@ -24,6 +24,7 @@ class FileSender:
     def send(self, payload: Payload) -> None:
         line = (json.dumps(dict(payload), sort_keys=True) + "\n").encode("utf-8")
         try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
             raise DeliveryError(True, f"{self.name}: cannot open {self.path}: "
