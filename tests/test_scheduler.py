@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from chainwatch.config.inventory import Inventory
-from chainwatch.service.collect import ScanResult, endpoint_key
+from chainwatch.service.collect import ScanResult
 from chainwatch.service.scheduler import Scheduler
 from chainwatch.storage.repo import Database
 
@@ -110,7 +110,7 @@ def write_inventory(path: Path, ca: CA, endpoints: list[tuple[str, int, str]], *
 
 def key_of(scheduler: Scheduler, host: str) -> str:
     (endpoint,) = [e for e in scheduler.inventory.endpoints if e.host == host]
-    return endpoint_key(endpoint)
+    return endpoint.target.key
 
 
 def stop_after(ticks: int) -> Callable[[Scheduler], Callable[[Inventory], None]]:
@@ -197,7 +197,7 @@ def test_addresses_of_one_name_share_a_slot_and_fail_once_per_batch(
     tmp_path: Path, ca: CA, db: Database
 ) -> None:
     """Two endpoints for one name pinned to two addresses (DNS round-robin) have one
-    ``endpoint_key``, so one slot; a batch in which both fail is one failure, not two."""
+    ``Target.key``, so one slot; a batch in which both fail is one failure, not two."""
     clock = FakeClock(NOW)
     with srv.closed_port() as dead:
         path = tmp_path / "inventory.yaml"
@@ -373,7 +373,7 @@ def test_stale_deployment_across_batches_of_different_intervals(
 
 def key_of_port(scheduler: Scheduler, port: int) -> str:
     (endpoint,) = [e for e in scheduler.inventory.endpoints if e.port == port]
-    return endpoint_key(endpoint)
+    return endpoint.target.key
 
 
 # -- reload -----------------------------------------------------------------------------------

@@ -283,3 +283,39 @@ def test_summary_line_names_an_address_once() -> None:
     named = probe_failed_report(Target(host="a.lab.test", port=443, ip="127.0.0.1"),
                                 "refused", at=NOW)
     assert "a.lab.test:443 [127.0.0.1]" in summary_line(named, 30, 7)
+
+
+def test_the_last_delivery_pass_runs_after_a_stop_that_came_mid_pass(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``serve --max-batches 1`` ends with ``stop()``: when the deliverer is still in the
+    pass the watchdog tick started, the page the batch enqueued meanwhile must still get
+    a pass of its own before the thread ends (it was lost under load)."""
+    import threading
+
+    from chainwatch.alerts.config import AlertsConfig
+    from chainwatch.service import cycle as cycle_module
+
+    real = cycle_module.outbox.deliver
+    passes: list[float] = []
+    in_first_pass, release = threading.Event(), threading.Event()
+
+    def deliver(db: Database, alerts: AlertsConfig, at: dt.datetime) -> Any:
+        passes.append(len(passes))
+        if len(passes) == 1:
+            in_first_pass.set()
+            release.wait(10)
+        return real(db, alerts, at)
+
+    monkeypatch.setattr(cycle_module.outbox, "deliver", deliver)
+    with Database(f"sqlite:///{tmp_path / 'd.sqlite'}") as db:
+        deliverer = cycle_module._Deliverer(db, lambda: dt.datetime.now(dt.UTC))
+        alerts = AlertsConfig(channels={})
+        deliverer.poke(alerts)  # the watchdog tick's pass
+        assert in_first_pass.wait(10)
+        deliverer.poke(alerts)  # the batch enqueued a page meanwhile
+        stopper = threading.Thread(target=deliverer.stop)
+        stopper.start()
+        release.set()
+        stopper.join(20)
+        assert not stopper.is_alive()
+    assert len(passes) == 2

@@ -74,6 +74,8 @@ from chainwatch.alerts.escalation import (
 from chainwatch.errors import AlertError, InputError
 from chainwatch.model.redaction import basic_auth
 from chainwatch.model.times import compact, iso_or_none
+from chainwatch.model.values import Target
+from chainwatch.render import codec
 from chainwatch.storage.alerts_repo import (
     AlertsRepo,
     AlertsTransaction,
@@ -256,17 +258,12 @@ def target_json(key: str) -> dict[str, Any]:
     """The ``target`` object of a payload, from a target key: ``key`` always, and the
     endpoint fields of the scan report's ``target`` (``ip`` is null: an alert is about
     every address behind the endpoint) or the file path."""
-    if key.startswith("file:"):
-        return {"key": key, "file": key[len("file:"):]}
-    if key.startswith("watchdog:"):
+    target = Target.from_key(key)
+    if target is None:
         return {"key": key}
-    rest, _, sni = key.partition("#")
-    rest, _, starttls = rest.partition("/")
-    host, _, port = rest.rpartition(":")
-    if not host or not port.isdigit():
-        return {"key": key}
-    return {"key": key, "host": host, "port": int(port), "ip": None, "sni": sni or None,
-            "starttls": starttls or None}
+    if target.is_file:
+        return {"key": key, "file": target.path}
+    return {"key": key, **codec.target_json(target)}
 
 
 def _days_left(breaks_at: dt.datetime | None, at: dt.datetime) -> int | None:

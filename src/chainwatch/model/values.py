@@ -801,15 +801,77 @@ class RenewalPolicy:
         return base + leaf.lifetime * self.grace
 
 
+FILE_PREFIX = "file:"
+
+
 @dataclass(frozen=True)
 class Target:
-    """An endpoint as the inventory or the command line names it."""
+    """What is watched: one address of an endpoint (``ip`` set), an endpoint across all
+    its addresses (``ip`` None), or a certificate file (:meth:`file`). The one identity
+    type: observations, stored rows, scheduler slots and alerts all name what they are
+    about with it; :attr:`key` is its text form (stored as an alert's target key, the
+    scheduler's slot) and :meth:`from_key` reads it back.
+
+    Attributes:
+        host: host name (ASCII form) or IP literal; ``file:PATH`` for a file.
+        port: TCP port; 0 for a file.
+        ip: the address probed; ``None``: every address ``host`` resolves to.
+        sni: server name sent, when it differs from ``host``.
+        starttls: upgrade protocol (a :class:`~chainwatch.model.names.StartTLS` value), or
+            ``None`` for TLS from the first byte.
+    """
 
     host: str
     port: int = 443
     ip: str | None = None
     sni: str | None = None
     starttls: str | None = None
+
+    @classmethod
+    def file(cls, path: object) -> Target:
+        """A certificate file watched by the inventory's ``files:``."""
+        return cls(host=f"{FILE_PREFIX}{path}", port=0)
+
+    @property
+    def is_file(self) -> bool:
+        return self.port == 0 and self.host.startswith(FILE_PREFIX)
+
+    @property
+    def path(self) -> str | None:
+        """The file's path, for a file target."""
+        return self.host[len(FILE_PREFIX):] if self.is_file else None
+
+    @property
+    def endpoint(self) -> Target:
+        """The endpoint this address belongs to: the same target without ``ip``."""
+        return self if self.ip is None else Target(self.host, self.port, None, self.sni,
+                                                   self.starttls)
+
+    @property
+    def key(self) -> str:
+        """The endpoint's identity as text, shared by every address behind it:
+        ``host:port``, ``/starttls`` and ``#sni`` when they apply; ``file:PATH``."""
+        if self.is_file:
+            return self.host
+        key = f"{self.host}:{self.port}"
+        if self.starttls:
+            key += f"/{self.starttls}"
+        if self.sni and self.sni != self.host:
+            key += f"#{self.sni}"
+        return key
+
+    @classmethod
+    def from_key(cls, key: str) -> Target | None:
+        """The endpoint (or file) a :attr:`key` names; ``None`` for other subjects
+        (``watchdog:...``) and text that is no key."""
+        if key.startswith(FILE_PREFIX):
+            return cls.file(key[len(FILE_PREFIX):])
+        rest, _, sni = key.partition("#")
+        rest, _, starttls = rest.partition("/")
+        host, _, port = rest.rpartition(":")
+        if not host or not port.isdigit() or key.startswith("watchdog:"):
+            return None
+        return cls(host=host, port=int(port), sni=sni or None, starttls=starttls or None)
 
 
 @dataclass(frozen=True)

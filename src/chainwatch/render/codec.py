@@ -139,7 +139,7 @@ def target_text(report: Report) -> str:
     t = report.target
     if t is None:
         return report.host or "-"
-    if t.host.startswith("file:"):
+    if t.is_file:
         return t.host
     text = f"{t.host}:{t.port}"
     if t.starttls:

@@ -105,17 +105,6 @@ class ScanResult:
         return worst([r.status for r in self.reports])
 
 
-def endpoint_key(endpoint: Endpoint | Target) -> str:
-    """The alerting identity of an endpoint: every address behind it shares it."""
-    name = endpoint.sni if endpoint.sni and endpoint.sni != endpoint.host else None
-    key = f"{endpoint.host}:{endpoint.port}"
-    if endpoint.starttls:
-        key += f"/{endpoint.starttls}"
-    if name:
-        key += f"#{name}"
-    return key
-
-
 def collect(
     inventory: Inventory,
     history: Database | None = None,
@@ -141,10 +130,10 @@ def collect(
     full = endpoints is None if sweep is None else sweep
     started = now()
     when = at or started
-    wanted = {_identity(e.target, e.ip): e for e in chosen}
+    wanted = {e.target: e for e in chosen}  # an address counts only when pinned (``ip:``)
 
     def endpoint_of(t: Target) -> Endpoint | None:
-        return wanted.get(_identity(t, t.ip)) or wanted.get(_identity(t))
+        return wanted.get(t) or wanted.get(t.endpoint)
 
     # Chains that need nothing from the network but the handshake are analysed as they
     # arrive, while the other probes are still in flight (large scans probe in child
@@ -175,7 +164,7 @@ def collect(
         endpoint = endpoint_of(obs.target)
         if endpoint is None:
             continue
-        items.append((Item(obs.target, endpoint_key(endpoint),
+        items.append((Item(obs.target, endpoint.target.key,
                            endpoint.server_name or endpoint.host, endpoint), obs))
     if full:
         items.extend(_read_files(inventory.files, started))
@@ -217,13 +206,6 @@ def collect(
         sweep=full,
         at=when,
     )
-
-
-def _identity(t: Target, ip: str | None = None) -> tuple[str, int, str | None, str | None,
-                                                       str | None]:
-    """How an observation is matched back to its endpoint: the address only counts when
-    the endpoint pinned one (``ip:``); otherwise every resolved address belongs to it."""
-    return (t.host, t.port, t.sni, t.starttls, ip if ip is not None else None)
 
 
 def network_inputs(items: Sequence[tuple[Item, Observation]],
@@ -270,8 +252,8 @@ def _read_files(sources: Iterable[FileSource], when: dt.datetime) -> list[tuple[
     out: list[tuple[Item, Observation]] = []
     for src in sources:
         for path in src.paths():
-            target = Target(host=f"file:{path}", port=0)
-            item = Item(target, f"file:{path}", src.host, src)
+            target = Target.file(path)
+            item = Item(target, target.key, src.host, src)
             try:
                 chain = load_bundle_file(path)
             except BundleError as exc:
@@ -315,15 +297,13 @@ def _served_elsewhere(db: Database | None, last_served: Sequence[LatestLeaf],
     the inventory."""
     if db is None:
         return []
-    now = {endpoint_key(e) for e in probed}
-    others = {_identity(e.target, e.ip): e for e in inventory.endpoints
-              if endpoint_key(e) not in now}
+    now = {e.target.key for e in probed}
+    others = {e.target: e for e in inventory.endpoints if e.target.key not in now}
     if not others:
         return []
     rows = [
         row for row in last_served
-        if (others.get(_identity(row.target, row.target.ip))
-            or others.get(_identity(row.target))) is not None
+        if (others.get(row.target) or others.get(row.target.endpoint)) is not None
     ]
     parsed = db.parsed_certificates(row.leaf_sha256 for row in rows)
     return [parsed[row.leaf_sha256] for row in rows if row.leaf_sha256 in parsed]

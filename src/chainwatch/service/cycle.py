@@ -190,7 +190,10 @@ class _Deliverer:
                     log.error("alert delivery failed: %s", _why(exc))
                 except Exception:  # a bug must not end deliveries for the life of serve
                     log.exception("alert delivery failed with an internal error")
-            if self._stopping.is_set():
+            # Stopping: return once a pass ran after the stop. A stop (or a poke) that
+            # came during this pass set the wake again: what the last batch enqueued
+            # while this pass was delivering gets its pass too.
+            if self._stopping.is_set() and not self._wake.is_set():
                 return
 
 

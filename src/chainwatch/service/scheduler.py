@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from chainwatch.config.inventory import Endpoint, Inventory, load_inventory
 from chainwatch.errors import ChainwatchError
-from chainwatch.service.collect import ScanResult, endpoint_key
+from chainwatch.service.collect import ScanResult
 from chainwatch.service.cycle import Cycle
 from chainwatch.storage.db import first_line
 from chainwatch.storage.repo import Database
@@ -126,7 +126,7 @@ class Scheduler:
         if self.on_reload is not None:
             self.on_reload(fresh)
         self.inventory = fresh
-        keys = {endpoint_key(e) for e in fresh.endpoints}
+        keys = {e.target.key for e in fresh.endpoints}
         self.slots = {k: v for k, v in self.slots.items() if k in keys}
         self.next_sweep = self.clock()
         log.info("inventory reloaded: %d endpoints", len(fresh.endpoints))
@@ -140,7 +140,7 @@ class Scheduler:
         endpoints costs far less than one batch each."""
         out = []
         for e in self.inventory.endpoints:
-            slot = self.slots.setdefault(endpoint_key(e), Slot(due=now))
+            slot = self.slots.setdefault(e.target.key, Slot(due=now))
             if slot.due <= now + min(BATCH_WINDOW, e.interval / 10):
                 out.append(e)
         return out
@@ -155,7 +155,7 @@ class Scheduler:
         }
         done: set[str] = set()
         for e in batch:
-            key = endpoint_key(e)
+            key = e.target.key
             if key in done:  # endpoints pinned to other addresses of one name share a slot:
                 continue  # count its failure once per batch
             done.add(key)

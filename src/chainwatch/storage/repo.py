@@ -130,6 +130,8 @@ TargetKey = tuple[str, int, str, str, str]
 
 
 def _target_key(t: Target) -> TargetKey:
+    """A :class:`Target` as the ``targets`` table's unique columns hold it (host in
+    lower case, absent fields as empty strings); :func:`_target` reads a row back."""
     return (t.host.lower(), t.port, t.ip or "", t.sni or "", t.starttls or "")
 
 
