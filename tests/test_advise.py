@@ -541,3 +541,24 @@ def test_cli_process_exit_codes_and_json(addtrust_world: dict[str, Any],
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("chainwatch: error: "), proc.stderr
         assert needle in lines[0]
+
+
+def test_candidates_directory_reads_regular_certificate_files_only(tmp_path: Path) -> None:
+    """A FIFO or a directory named like a certificate is skipped, never read (a FIFO would
+    block); other suffixes are not read at all."""
+    import os
+
+    from chainwatch.service.advise import directory_candidates
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "cross.pem").write_bytes((REAL / "isrg_root_x1_by_dst_root_ca_x3.pem").read_bytes())
+    (pool / "r3.DER").write_bytes(real("lets_encrypt_r3.pem").der)
+    (pool / "readme.md").write_text("-----BEGIN CERTIFICATE-----\nnot read\n")
+    (pool / "sub.pem").mkdir()
+    os.mkfifo(pool / "pipe.crt")
+    found = directory_candidates(pool)
+    assert [(c.cert, c.source) for c in found] == [
+        (real("isrg_root_x1_by_dst_root_ca_x3.pem"), f"file:{pool / 'cross.pem'}"),
+        (real("lets_encrypt_r3.pem"), f"file:{pool / 'r3.DER'}"),
+    ]
