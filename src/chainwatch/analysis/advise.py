@@ -159,12 +159,13 @@ class _Search:
 
     def rank(self, entry: _Entry) -> tuple[object, ...]:
         """Bigger is better: leximin of breaks_at, fewer bytes, issuing order, fewer
-        changes from the served chain, found earlier."""
+        changes from the served chain (then kept certificates nearer their served
+        places), found earlier."""
         return (
             tuple(sorted(entry.values)),
             -entry.bytes,
             _in_issuing_order(entry.chain, self.analyzer),
-            -_distance(entry.chain, self.served),
+            *(-d for d in _distance(entry.chain, self.served)),
             -entry.order,
         )
 
@@ -367,14 +368,16 @@ def _in_issuing_order(chain: Chain, analyzer: Analyzer) -> bool:
     return True
 
 
-def _distance(chain: Chain, served: Chain) -> int:
-    """Certificates added or dropped, plus one if the kept ones changed order."""
+def _distance(chain: Chain, served: Chain) -> tuple[int, int]:
+    """How far ``chain`` is from ``served``: certificates added or dropped, then how far
+    the kept ones moved (the sum of their index shifts)."""
     mine = [c.sha256 for c in chain]
-    theirs = [c.sha256 for c in served]
-    common = set(mine) & set(theirs)
-    moved = [s for s in mine if s in common] != [s for s in dict.fromkeys(theirs)
-                                                 if s in common]
-    return len(set(mine) ^ set(theirs)) + int(moved)
+    theirs: dict[str, int] = {}
+    for n, c in enumerate(served):
+        theirs.setdefault(c.sha256, n)
+    changes = len(set(mine) ^ set(theirs))
+    shift = sum(abs(n - theirs[s]) for n, s in enumerate(mine) if s in theirs)
+    return changes, shift
 
 
 def _utc(at: dt.datetime) -> dt.datetime:
