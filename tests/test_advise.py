@@ -346,6 +346,7 @@ def test_two_legacy_populations_conflict(two_roots: dict[str, Any]) -> None:
     assert len(left_out) == 1
     assert left_out[0].satisfiable and left_out[0].conflict
     assert left_out[0].why is not None and "not together" in left_out[0].why
+    assert left_out[0].why.startswith("another chain would satisfy it (until 2025-04-01T00:00:01Z)")
 
 
 def test_the_search_cap_is_reported_and_the_served_chain_still_counts(

@@ -10,6 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
+from chainwatch.model.times import iso_or_none
 from chainwatch.model.values import Cert, ProfileResult, Report
 
 
@@ -101,7 +102,7 @@ class ProfileAdvice:
         if not self.best.trusted:
             reason = self.best.reason or self.after.reason or "no path"
             return f"no chain of the candidates satisfies it: {reason}"
-        when = self.best.breaks_at.isoformat() if self.best.breaks_at else "?"
+        when = iso_or_none(self.best.breaks_at) or "?"
         return (
             f"another chain would satisfy it (until {when}), but not together with the "
             f"other required profiles; on the advised chain: {self.after.reason}"
