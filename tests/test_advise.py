@@ -563,3 +563,19 @@ def test_candidates_directory_reads_regular_certificate_files_only(tmp_path: Pat
         (real("isrg_root_x1_by_dst_root_ca_x3.pem"), f"file:{pool / 'cross.pem'}"),
         (real("lets_encrypt_r3.pem"), f"file:{pool / 'r3.DER'}"),
     ]
+
+
+def test_real_addtrust_bundle_miraheze_served(cli_json: CliJson) -> None:
+    """The four certificates miraheze really served on 2020-05-30, the Mozilla store of
+    that spring: the advice drops the real USERTrust cross-sign and AddTrust root."""
+    specs = ("mozilla@2020-05-01", "legacy:mozilla@2020-05-01")
+    code, doc = cli_json("advise", REAL / "addtrust_2020_served.pem", "--host",
+                         "meta.miraheze.org", "--at", "2020-05-31", "--profile", specs[0],
+                         "--profile", specs[1])
+    served = load_bundle_file(REAL / "addtrust_2020_served.pem")
+    assert real("usertrust_rsa_by_addtrust.pem") in served
+    assert doc["advice"]["advised"]["chain"] == [c.sha256 for c in served[:2]]
+    assert changes(doc)[real("usertrust_rsa_by_addtrust.pem").sha256] == "removed"
+    assert changes(doc)[real("addtrust_external_root.pem").sha256] == "removed"
+    assert by_profile(doc)[specs[1]]["after"]["breaks_at"] == "2020-10-23T00:00:00Z"
+    assert code == 0
