@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run examples test lint typecheck layering unit fuzz bench bench-probe bench-scan clean
+.PHONY: run examples test lint typecheck layering unit fuzz bench bench-probe bench-scan bench-advise clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ bench-probe: $(STAMP)
 # into PostgreSQL (a throwaway database on the local server).
 bench-scan: $(STAMP)
 	$(BIN)/python bench/scan.py
+
+# `chainwatch advise` over 200 candidate certificates, against one check of the served chain.
+bench-advise: $(STAMP)
+	$(BIN)/python bench/advise.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

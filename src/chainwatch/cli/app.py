@@ -5,7 +5,7 @@ Exit statuses follow the Nagios/Icinga plugin convention: 0 ok, 1 warning,
 never a traceback: the message names the file, field, host or database at fault.
 ``CHAINWATCH_DEBUG=1`` adds the traceback of an internal error, for bug reports.
 
-Each command group lives in its own module (:mod:`.check`, :mod:`.stores`,
+Each command group lives in its own module (:mod:`.check`, :mod:`.advise`, :mod:`.stores`,
 :mod:`.monitor`, :mod:`.alerts`, :mod:`.discover`, :mod:`.lab`); this one assembles them.
 """
 
@@ -22,7 +22,7 @@ from rich.console import Console
 from typer.exceptions import Abort, Exit, TyperException
 
 from chainwatch import __version__
-from chainwatch.cli import check, lab, monitor, stores
+from chainwatch.cli import advise, check, lab, monitor, stores
 from chainwatch.cli.alerts import alerts_app
 from chainwatch.cli.discover import discover_app
 from chainwatch.errors import EXIT_UNKNOWN, ChainwatchError, StorageError
@@ -53,6 +53,7 @@ def _main(
 
 app.command("check-bundle")(check.check_bundle)
 app.command("check")(check.check_endpoint)
+app.command("advise")(advise.advise_command)
 app.command("stores")(stores.stores)
 app.command("scan")(monitor.scan_command)
 app.command("serve")(monitor.serve_command)
