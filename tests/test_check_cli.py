@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from chainwatch.cli.check import _endpoint_arg
+from chainwatch.cli.common import endpoint_arg
 from chainwatch.errors import InputError
 
 from . import servers as srv
@@ -284,9 +284,9 @@ def test_bad_input_is_one_line_and_exit_3(cli: Cli, args: list[str], words: str)
     ],
 )
 def test_endpoint_argument(text: str, starttls: str | None, expected: tuple[str, int]) -> None:
-    assert _endpoint_arg(text, starttls) == expected
+    assert endpoint_arg(text, starttls) == expected
 
 
 def test_endpoint_argument_rejects_empty_host() -> None:
     with pytest.raises(InputError):
-        _endpoint_arg(":443", None)
+        endpoint_arg(":443", None)

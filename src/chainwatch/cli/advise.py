@@ -11,7 +11,6 @@ from rich.console import Console
 
 from chainwatch.analysis.advise import advise
 from chainwatch.analysis.engine import DEFAULT_CRIT_DAYS, DEFAULT_WARN_DAYS
-from chainwatch.cli.check import _endpoint_arg, _ip_arg, _starttls_arg
 from chainwatch.cli.common import (
     AtOpt,
     CritOpt,
@@ -20,8 +19,11 @@ from chainwatch.cli.common import (
     ProfileOpt,
     WarnOpt,
     check_days,
+    endpoint_arg,
+    ip_arg,
     parse_when,
     resolve_profiles,
+    starttls_arg,
 )
 from chainwatch.errors import InputError
 from chainwatch.model import Cert, Target
@@ -112,14 +114,14 @@ def advise_command(
         name = host
         subject = host or str(source)
     else:
-        protocol = _starttls_arg(starttls)
-        endpoint_host, port = _endpoint_arg(source, protocol)
+        protocol = starttls_arg(starttls)
+        endpoint_host, port = endpoint_arg(source, protocol)
         if sni:
             try:
                 sni = to_ascii(sni)
             except ValueError as exc:
                 raise InputError(f"--sni: {exc}") from None
-        wanted = Target(host=endpoint_host, port=port, ip=_ip_arg(ip), sni=sni or None,
+        wanted = Target(host=endpoint_host, port=port, ip=ip_arg(ip), sni=sni or None,
                         starttls=protocol)
         target, chain = served_chain(wanted, timeout=timeout)
         name = host or sni or endpoint_host

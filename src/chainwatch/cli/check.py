@@ -22,12 +22,15 @@ from chainwatch.cli.common import (
     ProfileOpt,
     WarnOpt,
     check_days,
+    endpoint_arg,
+    ip_arg,
     parse_when,
     resolve_profiles,
+    starttls_arg,
 )
 from chainwatch.errors import InputError
 from chainwatch.model.bundle import load_bundle_file, load_private_key
-from chainwatch.model.names import StartTLS, parse_ip, parse_port, split_host_port, to_ascii
+from chainwatch.model.names import to_ascii
 from chainwatch.render.codec import dumps, report_json
 from chainwatch.render.text import render_text
 
@@ -123,9 +126,9 @@ def check_endpoint(
     except ValueError as exc:
         raise InputError(f"--allow-private: {exc}") from None
     when = parse_when(at)
-    protocol = _starttls_arg(starttls)
-    host, port = _endpoint_arg(endpoint, protocol)
-    address = _ip_arg(ip)
+    protocol = starttls_arg(starttls)
+    host, port = endpoint_arg(endpoint, protocol)
+    address = ip_arg(ip)
     if not timeout > 0:
         raise InputError(f"--timeout {timeout:g}: must be a positive number of seconds")
     profiles = resolve_profiles(profile)
@@ -212,48 +215,3 @@ def _network_lines(inputs: NetworkInputs) -> list[str]:
     if rev is not None and rev.status is RevocationStatus.GOOD:
         lines.append(f"revocation: good, according to {rev.where}")
     return lines
-
-
-def _starttls_arg(value: str | None) -> str | None:
-    if value is None:
-        return None
-    protocol = value.strip().lower()
-    if protocol not in {p.value for p in StartTLS}:
-        raise InputError(f"--starttls {value[:40]!r}: expected one of "
-                         f"{', '.join(p.value for p in StartTLS)}")
-    return protocol
-
-
-def _endpoint_arg(text: str, starttls: str | None) -> tuple[str, int]:
-    """``HOST``, ``HOST:PORT``, ``[V6]``, ``[V6]:PORT`` or a bare IPv6 address; a name in
-    its A-label form (IDNA 2008)."""
-    default = StartTLS(starttls).default_port if starttls is not None else 443
-    try:
-        host, port_text = split_host_port(text)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    if not host or any(c.isspace() or c in "/[]" for c in host):
-        raise InputError(f"{text[:80]!r}: expected HOST[:PORT]")
-    address = parse_ip(host)
-    if address is not None:
-        host = str(address)
-    else:
-        try:
-            host = to_ascii(host)
-        except ValueError as exc:
-            raise InputError(f"{text[:80]!r}: {exc}") from None
-    if port_text is None:
-        return host, default
-    try:
-        return host, parse_port(port_text)
-    except ValueError as exc:
-        raise InputError(f"{text[:80]!r}: {exc}") from None
-
-
-def _ip_arg(value: str | None) -> str | None:
-    if value is None:
-        return None
-    address = parse_ip(value)
-    if address is None:
-        raise InputError(f"--ip {value[:80]!r}: not an IPv4 or IPv6 address")
-    return str(address)

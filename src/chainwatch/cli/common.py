@@ -10,6 +10,7 @@ import typer
 
 from chainwatch.errors import InputError
 from chainwatch.model import Profile
+from chainwatch.model.names import StartTLS, parse_ip, parse_port, split_host_port, to_ascii
 from chainwatch.model.times import parse_instant
 from chainwatch.stores import resolve_profile
 
@@ -71,3 +72,49 @@ DbOpt = Annotated[
                  "postgresql+psycopg://... for production)."),
 ]
 
+
+def starttls_arg(value: str | None) -> str | None:
+    """``--starttls PROTO``, checked and in lower case."""
+    if value is None:
+        return None
+    protocol = value.strip().lower()
+    if protocol not in {p.value for p in StartTLS}:
+        raise InputError(f"--starttls {value[:40]!r}: expected one of "
+                         f"{', '.join(p.value for p in StartTLS)}")
+    return protocol
+
+
+def endpoint_arg(text: str, starttls: str | None) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, ``[V6]``, ``[V6]:PORT`` or a bare IPv6 address; a name in
+    its A-label form (IDNA 2008)."""
+    default = StartTLS(starttls).default_port if starttls is not None else 443
+    try:
+        host, port_text = split_host_port(text)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if not host or any(c.isspace() or c in "/[]" for c in host):
+        raise InputError(f"{text[:80]!r}: expected HOST[:PORT]")
+    address = parse_ip(host)
+    if address is not None:
+        host = str(address)
+    else:
+        try:
+            host = to_ascii(host)
+        except ValueError as exc:
+            raise InputError(f"{text[:80]!r}: {exc}") from None
+    if port_text is None:
+        return host, default
+    try:
+        return host, parse_port(port_text)
+    except ValueError as exc:
+        raise InputError(f"{text[:80]!r}: {exc}") from None
+
+
+def ip_arg(value: str | None) -> str | None:
+    """``--ip ADDR``, in its canonical text form."""
+    if value is None:
+        return None
+    address = parse_ip(value)
+    if address is None:
+        raise InputError(f"--ip {value[:80]!r}: not an IPv4 or IPv6 address")
+    return str(address)
