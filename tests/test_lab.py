@@ -23,6 +23,7 @@ import pytest
 
 from chainwatch.config.inventory import load_inventory
 from chainwatch.model import Status, Target, sha256_hex
+from chainwatch.model.times import parse_instant
 from chainwatch.probe import Observation
 from chainwatch.probe.handshake import Limits
 from chainwatch.probe.parallel import probe_all
@@ -174,7 +175,13 @@ def test_check_dst_breaks_for_legacy_clients_when_the_old_root_expires(
     assert legacy["trusted"] and modern["trusted"]
     assert legacy["breaks_at"] == doc["breaks_at"]
     assert modern["breaks_at"] > legacy["breaks_at"]  # X1 carries modern clients on
-    assert doc["days_left"] == 3
+    # The old root expires 3 days after the lab was built: whole days left, counted from
+    # the check's own instant (a check a second later has 2 days and 23:59:59 left).
+    assert lab.world is not None
+    breaks = lab.world.roots["dst-old"].cert.not_after + dt.timedelta(seconds=1)
+    assert parse_instant(legacy["breaks_at"]) == breaks  # the first second it is invalid
+    left = breaks - parse_instant(doc["evaluated_at"])
+    assert doc["days_left"] == left.days and left.days in (2, 3)
 
 
 def test_hellosign_www_and_app_get_different_certificates_on_one_port(
