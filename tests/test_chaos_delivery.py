@@ -23,6 +23,7 @@ import pytest
 from chainwatch.alerts.escalation import Situation, dedup_key
 from chainwatch.alerts.outbox import deliver, evaluate
 from chainwatch.config.inventory import AlertsConfig, Secret, WebhookChannel
+from chainwatch.errors import DeliveryError
 from chainwatch.storage import AlertsRepo, Database
 from chainwatch.storage.alerts_repo import OutboxStatus
 
@@ -234,3 +235,61 @@ def test_one_channel_still_gets_its_messages_in_order_while_another_hangs(
     finally:
         quick.stop()
         stuck.stop()
+
+
+# -- response bodies are capped ---------------------------------------------------------------
+
+
+@pytest.fixture
+def flood() -> Iterator[Misbehaving]:
+    receiver = Misbehaving("flood").start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+@pytest.fixture
+def bomb() -> Iterator[Misbehaving]:
+    receiver = Misbehaving("gzip-bomb").start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+def test_a_receiver_answering_half_a_gigabyte_is_read_only_to_the_cap(
+        flood: Misbehaving) -> None:
+    """A webhook that answers 200 with 512 MiB: the delivery succeeds (the request was
+    processed), at most MAX_RESPONSE_BYTES of the body is kept, and the client hangs up
+    instead of reading the rest. (Before: httpx read the whole body into memory.)"""
+    from chainwatch.alerts.channels import _base
+
+    with _base.Http("flooded", timeout=60) as http:
+        response = http.request("POST", flood.url(), doing="deliver", json={"x": 1})
+        assert len(response.content) == _base.MAX_RESPONSE_BYTES
+        assert response.extensions[_base.TRUNCATED] is True
+        with pytest.raises(DeliveryError, match="larger than 1048576 bytes"):
+            http.json(response, "search issues")
+    assert len(flood.payloads()) == 1
+    assert flood.gave_up.wait(30)
+    assert flood.sent < 64 << 20  # socket buffers at most; never the 512 MiB
+
+
+def test_a_gzip_bomb_answer_is_inflated_only_to_the_cap(bomb: Misbehaving) -> None:
+    """A ~260 KiB gzip answer inflating to 256 MiB is decoded only to the cap."""
+    from chainwatch.alerts.channels import _base
+
+    with _base.Http("bombed", timeout=60) as http:
+        response = http.request("POST", bomb.url(), doing="deliver", json={"x": 1})
+    assert len(response.content) == _base.MAX_RESPONSE_BYTES
+    assert response.extensions[_base.TRUNCATED] is True
+
+
+def test_the_webhook_channel_delivers_to_a_flooding_receiver(flood: Misbehaving) -> None:
+    from chainwatch.alerts.channels import build_channel
+
+    channel = build_channel(WebhookChannel(name="flooded", url=Secret.inline(flood.url())),
+                            timeout=60)
+    channel.send({"event": "test", "dedup_key": "k", "message": "hello"})
+    assert len(flood.payloads()) == 1 and flood.sent < 64 << 20
