@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from chainwatch.errors import DeliveryError as DeliveryError  # re-exported for the channels
+from chainwatch.model.names import printable
 from chainwatch.model.redaction import MIN_SECRET, forms
 from chainwatch.model.redaction import redact as redact
 from chainwatch.model.times import iso
@@ -328,11 +329,13 @@ def title(payload: Payload) -> str:
     head = EVENT_TITLES.get(event, event)
     if event in ("watchdog", "test"):
         return f"[chainwatch] {head}"
-    return f"[chainwatch] {head}: {target_label(payload)}"
+    return printable(f"[chainwatch] {head}: {target_label(payload)}")
 
 
 def details(payload: Payload) -> list[str]:
-    """The facts of a message, one per line (for chats, mails and issue bodies)."""
+    """The facts of a message, one per line (for chats, mails and issue bodies); each
+    line's non-printable characters escaped, so a name from a certificate cannot add
+    lines."""
     lines = [str(payload.get("message", ""))]
     if payload.get("event") == "test":
         lines.append("This is a test sent by `chainwatch alerts test`; nothing is wrong.")
@@ -346,7 +349,7 @@ def details(payload: Payload) -> list[str]:
     if findings:
         lines.append(f"Findings: {', '.join(findings)}")
     lines.append(f"Dedup key: {payload.get('dedup_key')}")
-    return lines
+    return [printable(line) for line in lines]
 
 
 def body(payload: Payload) -> str:
