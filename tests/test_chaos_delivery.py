@@ -293,3 +293,43 @@ def test_the_webhook_channel_delivers_to_a_flooding_receiver(flood: Misbehaving)
                             timeout=60)
     channel.send({"event": "test", "dedup_key": "k", "message": "hello"})
     assert len(flood.payloads()) == 1 and flood.sent < 64 << 20
+
+
+# -- serve's background delivery --------------------------------------------------------------
+
+
+def test_serve_probes_and_watches_while_a_delivery_hangs(tmp_path: Path) -> None:
+    """``serve``'s cycle (``background=True``) with a channel that never answers: the
+    batch that enqueued the page returns while the delivery is still held, and the next
+    batch probes and stores, and the watchdog's tick runs, with the receiver still
+    holding the connection. (A delivery inside the batch would have returned only once
+    the channel's deadline cut the connection, which the receiver would have seen.)"""
+    from chainwatch.config.inventory import load_inventory
+    from chainwatch.service.cycle import Cycle
+
+    from .servers import closed_port
+
+    hang = Misbehaving("hang").start()
+    try:
+        with closed_port() as port:
+            inv = tmp_path / "inv.yaml"
+            inv.write_text(
+                "defaults: {timeout: 2s}\n"
+                f"endpoints: [{{host: down.lab.test, port: {port}, ip: 127.0.0.1}}]\n"
+                f"alerts:\n  channels: {{hook: {{type: webhook, url: '{hang.url()}'}}}}\n")
+            inventory = load_inventory(inv)
+            with Database(f"sqlite:///{tmp_path / 'cw.sqlite'}") as db, \
+                    Cycle(db, background=True) as cycle:
+                first = cycle.batch(inventory, sweep=True)
+                assert first.recorded and first.result.status.value == "unknown"
+                assert hang.holding.wait(30), "the page was never sent"
+                second = cycle.batch(inventory, sweep=True)
+                cycle.tick(inventory)
+                still_held = hang.held == 1 and not hang.gave_up.is_set()
+                stored = len(db.history("down.lab.test", port=port))
+            assert second.recorded
+            assert still_held, "a batch or the tick waited for the hanging delivery"
+            assert stored == 2
+            assert len(hang.arrived) >= 1
+    finally:
+        hang.stop()
