@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from chainwatch.alerts.channels._base import body, details, title
+from chainwatch.alerts.channels._issues import issue_body, issue_title
 from chainwatch.model.names import printable
 from chainwatch.service import logs
 
@@ -96,6 +97,8 @@ def test_channel_text_escapes_every_field() -> None:
     payload = {"event": "page", "target": {"key": "a\nb:443"}, "message": f"x\n{FORGED}",
                "status": "critical\r", "findings": [{"code": "X\nY"}], "dedup_key": "k\n"}
     assert title(payload) == "[chainwatch] CERTIFICATE ALERT: a\\nb:443"
+    assert issue_title(payload).startswith("[chainwatch] TLS certificate of a\\nb:443 ")
+    assert f"x\\n{FORGED}" in issue_body(payload)
     lines = details(payload)
     assert all("\n" not in line and "\r" not in line for line in lines)
     assert lines[0] == f"x\\n{FORGED}"
