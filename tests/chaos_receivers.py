@@ -11,6 +11,10 @@ any time:
 ``trickle``        processes the request, then sends the 200 answer one byte at a time
 ``trickle-head``   the same, with the status line and headers a byte at a time too
 ``reset``          reads a few bytes of the request, then resets the connection (RST)
+``flood``          processes the request, then answers 200 with a JSON body of
+                   :data:`FLOOD_BYTES` sent as fast as the client reads (``sent`` counts)
+``gzip-bomb``      the same, the body a small gzip member that inflates to
+                   :data:`BOMB_BYTES`
 =================  ===================================================================
 
 What each saw is recorded as events, so tests assert on order, never on time:
@@ -27,6 +31,7 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +40,10 @@ HOLD_LIMIT = 120.0
 TRICKLE_EVERY = 0.1
 """Seconds between trickled bytes."""
 MAX_REQUEST = 1 << 20
+FLOOD_BYTES = 512 << 20
+"""What a flooding receiver answers: far more than any client should read."""
+BOMB_BYTES = 256 << 20
+"""What a gzip bomb inflates to."""
 
 
 class Holds:
@@ -66,6 +75,7 @@ class Misbehaving:
         self.arrived: list[dict[str, Any]] = []
         self.processed: list[dict[str, Any]] = []
         self.held = 0
+        self.sent = 0  # body bytes a flooding receiver got onto the wire
         self.holding = threading.Event()  # set once a connection is being held
         self.gave_up = threading.Event()  # a held connection was ended by the client
         self.on_processed: Callable[[dict[str, Any]], None] | None = None
@@ -134,13 +144,17 @@ class Misbehaving:
                 self._answer(conn, 500, b"receiver down")
             elif mode == "hang":
                 self._hold(conn)
-            elif mode in ("ok", "trickle", "trickle-head"):
+            elif mode in ("ok", "trickle", "trickle-head", "flood", "gzip-bomb"):
                 with self._lock:
                     self.processed.append(payload)
                 if self.on_processed is not None:
                     self.on_processed(payload)
                 if mode == "ok":
                     self._answer(conn, 200, b'{"ok": true}')
+                elif mode == "flood":
+                    self._flood(conn)
+                elif mode == "gzip-bomb":
+                    self._bomb(conn)
                 else:
                     self._trickle(conn, whole=mode == "trickle-head")
         except OSError:
@@ -238,6 +252,35 @@ class Misbehaving:
         finally:
             self._leave()
 
+    def _flood(self, conn: socket.socket) -> None:
+        """200 with FLOOD_BYTES of JSON-ish body, sent until done or the client leaves."""
+        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {FLOOD_BYTES}\r\nConnection: close\r\n\r\n".encode())
+        block = b'{"a": "' + b"x" * (65536 - 7)
+        deadline = time.monotonic() + HOLD_LIMIT
+        while self.sent < FLOOD_BYTES and time.monotonic() < deadline:
+            try:
+                conn.sendall(block)
+            except OSError:
+                self.gave_up.set()
+                return
+            with self._lock:
+                self.sent += len(block)
+
+    def _bomb(self, conn: socket.socket) -> None:
+        """200 with a gzip body of a few hundred KiB that inflates to BOMB_BYTES."""
+        body = _bomb_body()
+        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     f"Content-Encoding: gzip\r\nContent-Length: {len(body)}\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        try:
+            conn.sendall(body)
+        except OSError:
+            self.gave_up.set()
+            return
+        with self._lock:
+            self.sent += len(body)
+
     @staticmethod
     def _client_gone(conn: socket.socket) -> bool:
         """Whether the client has closed its side (a send may still succeed then)."""
@@ -251,3 +294,16 @@ class Misbehaving:
         finally:
             conn.setblocking(True)
             conn.settimeout(10)
+
+
+_BOMB: list[bytes] = []
+
+
+def _bomb_body() -> bytes:
+    """BOMB_BYTES of JSON-ish text, gzip-compressed (made once, ~260 KiB)."""
+    if not _BOMB:
+        z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        block = b" " * (1 << 20)
+        out = [z.compress(b'{"a": "')] + [z.compress(block) for _ in range(BOMB_BYTES >> 20)]
+        _BOMB.append(b"".join(out) + z.flush())
+    return _BOMB[0]

@@ -23,6 +23,7 @@ import pytest
 from chainwatch.alerts.escalation import Situation, dedup_key
 from chainwatch.alerts.outbox import deliver, evaluate
 from chainwatch.config.inventory import AlertsConfig, Secret, WebhookChannel
+from chainwatch.errors import DeliveryError
 from chainwatch.storage import AlertsRepo, Database
 from chainwatch.storage.alerts_repo import OutboxStatus
 
@@ -234,3 +235,101 @@ def test_one_channel_still_gets_its_messages_in_order_while_another_hangs(
     finally:
         quick.stop()
         stuck.stop()
+
+
+# -- response bodies are capped ---------------------------------------------------------------
+
+
+@pytest.fixture
+def flood() -> Iterator[Misbehaving]:
+    receiver = Misbehaving("flood").start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+@pytest.fixture
+def bomb() -> Iterator[Misbehaving]:
+    receiver = Misbehaving("gzip-bomb").start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+def test_a_receiver_answering_half_a_gigabyte_is_read_only_to_the_cap(
+        flood: Misbehaving) -> None:
+    """A webhook that answers 200 with 512 MiB: the delivery succeeds (the request was
+    processed), at most MAX_RESPONSE_BYTES of the body is kept, and the client hangs up
+    instead of reading the rest. (Before: httpx read the whole body into memory.)"""
+    from chainwatch.alerts.channels import _base
+
+    with _base.Http("flooded", timeout=60) as http:
+        response = http.request("POST", flood.url(), doing="deliver", json={"x": 1})
+        assert len(response.content) == _base.MAX_RESPONSE_BYTES
+        assert response.extensions[_base.TRUNCATED] is True
+        with pytest.raises(DeliveryError, match="larger than 1048576 bytes"):
+            http.json(response, "search issues")
+    assert len(flood.payloads()) == 1
+    assert flood.gave_up.wait(30)
+    assert flood.sent < 64 << 20  # socket buffers at most; never the 512 MiB
+
+
+def test_a_gzip_bomb_answer_is_inflated_only_to_the_cap(bomb: Misbehaving) -> None:
+    """A ~260 KiB gzip answer inflating to 256 MiB is decoded only to the cap."""
+    from chainwatch.alerts.channels import _base
+
+    with _base.Http("bombed", timeout=60) as http:
+        response = http.request("POST", bomb.url(), doing="deliver", json={"x": 1})
+    assert len(response.content) == _base.MAX_RESPONSE_BYTES
+    assert response.extensions[_base.TRUNCATED] is True
+
+
+def test_the_webhook_channel_delivers_to_a_flooding_receiver(flood: Misbehaving) -> None:
+    from chainwatch.alerts.channels import build_channel
+
+    channel = build_channel(WebhookChannel(name="flooded", url=Secret.inline(flood.url())),
+                            timeout=60)
+    channel.send({"event": "test", "dedup_key": "k", "message": "hello"})
+    assert len(flood.payloads()) == 1 and flood.sent < 64 << 20
+
+
+# -- serve's background delivery --------------------------------------------------------------
+
+
+def test_serve_probes_and_watches_while_a_delivery_hangs(tmp_path: Path) -> None:
+    """``serve``'s cycle (``background=True``) with a channel that never answers: the
+    batch that enqueued the page returns while the delivery is still held, and the next
+    batch probes and stores, and the watchdog's tick runs, with the receiver still
+    holding the connection. (A delivery inside the batch would have returned only once
+    the channel's deadline cut the connection, which the receiver would have seen.)"""
+    from chainwatch.config.inventory import load_inventory
+    from chainwatch.service.cycle import Cycle
+
+    from .servers import closed_port
+
+    hang = Misbehaving("hang").start()
+    try:
+        with closed_port() as port:
+            inv = tmp_path / "inv.yaml"
+            inv.write_text(
+                "defaults: {timeout: 2s}\n"
+                f"endpoints: [{{host: down.lab.test, port: {port}, ip: 127.0.0.1}}]\n"
+                f"alerts:\n  channels: {{hook: {{type: webhook, url: '{hang.url()}'}}}}\n")
+            inventory = load_inventory(inv)
+            with Database(f"sqlite:///{tmp_path / 'cw.sqlite'}") as db, \
+                    Cycle(db, background=True) as cycle:
+                first = cycle.batch(inventory, sweep=True)
+                assert first.recorded and first.result.status.value == "unknown"
+                assert hang.holding.wait(30), "the page was never sent"
+                second = cycle.batch(inventory, sweep=True)
+                cycle.tick(inventory)
+                still_held = hang.held == 1 and not hang.gave_up.is_set()
+                stored = len(db.history("down.lab.test", port=port))
+            assert second.recorded
+            assert still_held, "a batch or the tick waited for the hanging delivery"
+            assert stored == 2
+            assert len(hang.arrived) >= 1
+    finally:
+        hang.stop()

@@ -344,3 +344,39 @@ def test_check_notes_refused_aia_ocsp_and_crl_urls_and_connects_to_none(
     code, _, err = cli("check", alone.hostport, *common, "--aia", "--allow-private", "nope")
     assert code == 3
     assert "--allow-private: 'nope' is not an IP network" in err
+
+
+def test_the_inventorys_fetch_allow_private_opens_only_what_it_lists(
+    cli: Callable[..., tuple[int, str, str]], lab: ServerLoop, tls: ServerLoop,
+    tmp_path: Path,
+) -> None:
+    """``scan`` of an endpoint whose leaf points its caIssuers at loopback, judged by a
+    profile with ``aia: true``: without ``fetch:`` the URL is a note and nothing connects;
+    ``fetch: {allow_private: [127.0.0.0/8]}`` in the inventory lets the fetch through,
+    and a list without loopback does not."""
+    web = lab.serve(answer(b"not a certificate"))
+    pki = PKI(now=dt.datetime.now(dt.UTC).replace(microsecond=0))
+    root = pki.root("Inventory Root")
+    inter = root.intermediate("Inventory CA")
+    url = f"http://127.0.0.1:{web.port}/ca.cer"
+    leaf = inter.leaf("www.example.com", extra=[aia(ca_issuers=url)])
+    alone = tls.serve(srv.tls_handler(srv.server_context(leaf.chain(), leaf.key, tmp_path)))
+    (tmp_path / "trust.pem").write_bytes(pem_of(root.cert))
+    refused = f"{url}: points at a private address (127.0.0.1, loopback); not fetched"
+
+    def scan(fetch: str) -> str:
+        inv = tmp_path / "inv.yaml"
+        inv.write_text(
+            fetch + "profiles:\n  corp: {trust: ['file:trust.pem'], aia: true}\n"
+            "defaults: {profiles: [corp]}\n"
+            f"endpoints: [{{host: www.example.com, port: {alone.port}, ip: 127.0.0.1}}]\n")
+        code, out, err = cli("scan", inv, "--db", tmp_path / "cw.sqlite", "--format", "json")
+        assert code == 2 and "Traceback" not in err, err  # critical: the chain is incomplete
+        return out
+
+    assert refused in scan("")
+    assert refused in scan("fetch: {allow_private: [10.0.0.0/8]}\n")
+    assert web.connections == 0
+    out = scan("fetch: {allow_private: [127.0.0.0/8]}\n")
+    assert refused not in out and "not a certificate" in out
+    assert web.connections == 1

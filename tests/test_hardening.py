@@ -417,3 +417,65 @@ def test_a_der_private_key_is_not_taken_for_pkcs12(tmp_path: Path, leaf: Leaf) -
     ))
     with pytest.raises(BundleError, match="neither PEM, DER nor PKCS#12"):
         parse_bundle(path.read_bytes(), str(path))
+
+
+# -- configuration files: the inventory, secret files, exports ------------------------------
+
+
+def test_an_inventory_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path,
+                                                                  fifo: Path) -> None:
+    # Nobody writes to the FIFO: load_inventory used to block in open() forever.
+    one_line_error(chainwatch("scan", fifo, "--db", tmp_path / "cw.sqlite", cwd=tmp_path),
+                   str(fifo), "not a regular file (a FIFO)")
+
+
+def test_an_inventory_that_is_a_device_is_refused(tmp_path: Path) -> None:
+    # /dev/zero has size 0, so the size check passed and read_text() grew without end.
+    one_line_error(chainwatch("scan", "/dev/zero", "--db", tmp_path / "cw.sqlite", cwd=tmp_path),
+                   "/dev/zero", "not a regular file (a character device)")
+
+
+@pytest.mark.parametrize("target", ["fifo", "/dev/zero", "directory"])
+def test_a_secret_file_that_is_not_a_regular_file_is_a_field_error(
+        tmp_path: Path, fifo: Path, target: str) -> None:
+    path = {"fifo": str(fifo), "directory": str(tmp_path)}.get(target, target)
+    inv = tmp_path / "inv.yaml"
+    inv.write_text("endpoints: [{host: a.example}]\n"
+                   "alerts:\n  channels:\n"
+                   f"    hook: {{type: webhook, url_file: '{path}'}}\n")
+    one_line_error(chainwatch("scan", inv, "--db", tmp_path / "cw.sqlite", cwd=tmp_path),
+                   f"{inv}:4: alerts.channels.hook.url_file:", path, "regular file")
+
+
+@pytest.mark.parametrize("target", ["fifo", "/dev/zero"])
+def test_revealing_a_secret_that_became_a_fifo_or_a_device_is_an_input_error(
+        tmp_path: Path, fifo: Path, target: str) -> None:
+    # The file is checked at load time; what it is when a delivery reads it is checked
+    # again (it may have been swapped since). reveal() used to block or grow.
+    path = str(fifo) if target == "fifo" else target
+    code = ("import sys\nfrom chainwatch.alerts.config import Secret\n"
+            "from chainwatch.errors import InputError\n"
+            "try:\n    Secret.file(sys.argv[1]).reveal()\n"
+            "except InputError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
+                          timeout=SAFETY_SECONDS, preexec_fn=_limits, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"secret file {path}: not a regular file " + (
+        "(a FIFO)" if target == "fifo" else "(a character device)")
+
+
+def test_a_secret_file_larger_than_the_cap_is_refused(tmp_path: Path) -> None:
+    from chainwatch.alerts.config import MAX_SECRET_BYTES, Secret
+    from chainwatch.errors import InputError
+
+    big = tmp_path / "token"
+    big.write_text("x" * (MAX_SECRET_BYTES + 1))
+    with pytest.raises(InputError, match=f"larger than {MAX_SECRET_BYTES} bytes"):
+        Secret.file(big).reveal()
+
+
+def test_a_ct_export_that_is_a_fifo_is_refused(tmp_path: Path, fifo: Path) -> None:
+    inv = tmp_path / "inv.yaml"
+    inv.write_text("endpoints: [{host: a.example}]\n")
+    one_line_error(chainwatch("discover", "ct", fifo, "--inventory", inv, cwd=tmp_path),
+                   str(fifo), "not a regular file (a FIFO)")

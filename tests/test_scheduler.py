@@ -627,3 +627,39 @@ def test_a_database_error_is_logged_and_retried_without_spinning(
     assert "observation_certs" in failures[0]
     assert "INSERT" not in caplog.text  # the driver's message, not the SQL and its data
     assert len(sleeper.waits) == 2 and all(w is not None and w >= 60 for w in sleeper.waits)
+
+
+def test_an_internal_error_in_a_batch_is_logged_counted_and_the_next_batch_runs(
+    tmp_path: Path, ca: CA, toggle: tuple[Toggle, int], db: Database,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not a database or input error but a bug (here an observer of the batch raising):
+    the loop logs it with its traceback, counts it, and the next batch runs."""
+    _, port = toggle
+    clock = FakeClock(NOW)
+    path = write_inventory(tmp_path / "inventory.yaml", ca, [("a.lab.test", port, "1h")])
+    seen: list[int] = []
+
+    def after(_: Inventory, result: ScanResult) -> None:
+        seen.append(len(result.reports))
+        if len(seen) == 1:
+            raise RuntimeError("a bug in the batch")
+
+    scheduler = Scheduler(path, db, clock=clock, after_batch=after)
+    ticks = [0]
+
+    def tick(_: Inventory) -> None:  # time moves on between passes; stop after a few
+        ticks[0] += 1
+        clock.now += dt.timedelta(hours=2)
+        if ticks[0] >= 4:
+            scheduler.stop()
+
+    scheduler.on_tick = tick
+    with caplog.at_level(logging.ERROR, logger="chainwatch.service.scheduler"):
+        assert scheduler.run(max_batches=1, max_sleep=0) == 1
+    assert seen == [1, 1] and scheduler.failures == 1
+    (record,) = [r for r in caplog.records if "internal error" in r.getMessage()]
+    assert "scan failed with an internal error: RuntimeError: a bug in the batch" in \
+        record.getMessage()
+    assert record.exc_info is not None
+    assert db.count_observations() == 2

@@ -185,6 +185,8 @@ def test_lab_serve_delivers_the_labs_alerts_to_its_own_file(tmp_path: Path) -> N
     assert "healthy.lab.test" not in events  # nothing to say about a healthy endpoint
     assert len(sent) == len(by_target)  # one delivery per target, none twice
     assert "deliveries.jsonl" in proc.stdout
+    # lab --serve logs through serve's one configuration: structured key=value lines.
+    assert "level=info logger=chainwatch." in proc.stderr
     code = subprocess.run([str(EXE), "alerts", "list", str(directory / "inventory.yaml"),
                            "--db", str(directory / "lab.sqlite")], capture_output=True,
                           text=True, timeout=60, check=False)

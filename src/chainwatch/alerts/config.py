@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Literal, TypeAlias
 from urllib.parse import urlsplit
 
-from chainwatch.errors import InputError
+from chainwatch.errors import BundleError, InputError
+from chainwatch.model.bundle import read_source
 
 
 class Action(StrEnum):
@@ -21,6 +22,11 @@ class Action(StrEnum):
     TICKET = "ticket"
     NOTIFY = "notify"
     PAGE = "page"
+
+
+MAX_SECRET_BYTES = 64 * 1024
+"""The largest secret file read (a token, a routing key, a URL): more is not a secret
+file, and a device such as ``/dev/zero`` or a FIFO is refused outright."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -63,9 +69,12 @@ class Secret:
                 raise InputError(f"environment variable {self.ref} is not set")
             return value
         try:
-            text = Path(self.ref).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise InputError(f"secret file {self.ref}: {exc.strerror or exc}") from None
+            data = read_source(self.ref, limit=MAX_SECRET_BYTES, what="a secret file")
+            text = data.decode("utf-8").strip()
+        except BundleError as exc:
+            raise InputError(f"secret file {self.ref}: {exc.reason}") from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"secret file {self.ref}: not UTF-8 text ({exc.reason})") from None
         if not text:
             raise InputError(f"secret file {self.ref} is empty")
         return text

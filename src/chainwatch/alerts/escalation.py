@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 
 from chainwatch.alerts.config import Action, AlertsConfig, AlertStep, BrokenRule, ShortLivedStep
 from chainwatch.model.alerts import Event, StepId, StepKind
+from chainwatch.model.names import printable
 from chainwatch.model.times import iso
 
 __all__ = ["Event", "StepId", "StepKind"]  # re-exported: the escalation's vocabulary
@@ -331,6 +332,12 @@ def _delivery(
 
 
 def _message(step: Step, sit: Situation, at: dt.datetime) -> str:
+    """The alert's one line of text (non-printable characters of names taken from
+    certificates escaped: a line break in a SAN must not forge a line of the alert)."""
+    return printable(_text(step, sit, at))
+
+
+def _text(step: Step, sit: Situation, at: dt.datetime) -> str:
     if sit.broken:
         return f"{sit.key} is broken now: {sit.summary}"
     if sit.breaks_at is None:

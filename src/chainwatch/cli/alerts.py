@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from chainwatch.model.names import printable
 from chainwatch.model.times import iso
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def list_command(
         if a.breaks_at:
             typer.echo(f"  trust breaks: {a.breaks_at} ({a.days_left} days left)")
         if a.message:
-            typer.echo(f"  {a.message}")
+            typer.echo(f"  {printable(a.message)}")
         if a.ack is not None:
             typer.echo(f"  acknowledged by {a.ack.by} until {_z(a.ack.until)}: {a.ack.why}")
 

@@ -26,6 +26,7 @@ from chainwatch.cli import advise, check, lab, monitor, stores
 from chainwatch.cli.alerts import alerts_app
 from chainwatch.cli.discover import discover_app
 from chainwatch.errors import EXIT_UNKNOWN, ChainwatchError, StorageError
+from chainwatch.model.names import printable
 
 app = typer.Typer(
     name="chainwatch",
@@ -70,8 +71,8 @@ def version() -> None:
 
 
 def _fail(message: str) -> int:
-    Console(stderr=True).print(f"chainwatch: error: {message}", style="red", highlight=False,
-                               soft_wrap=True)
+    Console(stderr=True).print(printable(f"chainwatch: error: {message}"), style="red",
+                               highlight=False, soft_wrap=True, markup=False)
     return EXIT_UNKNOWN
 
 

@@ -30,7 +30,7 @@ from chainwatch.cli.common import (
 )
 from chainwatch.errors import InputError
 from chainwatch.model.bundle import load_bundle_file, load_private_key
-from chainwatch.model.names import to_ascii
+from chainwatch.model.names import printable, to_ascii
 from chainwatch.render.codec import dumps, report_json
 from chainwatch.render.text import render_text
 
@@ -166,7 +166,7 @@ def check_endpoint(
             from chainwatch.render.text import summary_line
 
             console.print(summary_line(worst, warn_days, crit_days), highlight=False,
-                          soft_wrap=True)
+                          soft_wrap=True, markup=False)
         for n, (report, obs) in enumerate(zip(reports, observations, strict=True)):
             if len(reports) > 1:
                 console.print(f"\n-- address {n + 1} of {len(reports)}: {obs.target.ip}",
@@ -176,7 +176,8 @@ def check_endpoint(
                 staple = "stapled OCSP response" if obs.ocsp_staple else "no OCSP staple"
                 console.print(f"{obs.tls_version}, {obs.cipher}, {staple}", highlight=False)
                 for line in _network_lines(inputs[n]):
-                    console.print(line, highlight=False, soft_wrap=True)
+                    console.print(printable(line), highlight=False, soft_wrap=True,
+                                  markup=False)
     raise typer.Exit(worst.status.exit_code)
 
 

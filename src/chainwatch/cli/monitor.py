@@ -11,7 +11,7 @@ from rich.console import Console
 
 from chainwatch.cli.common import DbOpt, Format, FormatOpt, LogFormat, LogFormatOpt, parse_when
 from chainwatch.errors import InputError
-from chainwatch.model.names import split_host_port
+from chainwatch.model.names import printable, split_host_port
 from chainwatch.model.times import iso
 from chainwatch.render.codec import dumps
 
@@ -49,8 +49,8 @@ def scan_command(
             outcome = cycle.batch(inv, at=when)
     result = outcome.result
     for line in outcome.warnings:
-        Console(stderr=True).print(f"chainwatch: warning: {line}", style="yellow",
-                                   highlight=False, soft_wrap=True)
+        Console(stderr=True).print(printable(f"chainwatch: warning: {line}"), style="yellow",
+                                   highlight=False, soft_wrap=True, markup=False)
     rehearsed = when is not None and inv.alerts is not None
     if output is Format.json:
         data = scan_json(result)
@@ -71,8 +71,9 @@ def scan_command(
                 console.print(f"Alert rehearsal as of {iso(when)} (nothing sent, "
                               "nothing stored):", highlight=False)
                 for d in outcome.rehearsal:
-                    console.print(f"  would {d.event} ({d.step}) {d.target}: {d.message}",
-                                  highlight=False, soft_wrap=True)
+                    console.print(printable(f"  would {d.event} ({d.step}) {d.target}: "
+                                            f"{d.message}"),
+                                  highlight=False, soft_wrap=True, markup=False)
                 if not outcome.rehearsal:
                     console.print("  nothing would fire", highlight=False)
     raise typer.Exit(result.status.exit_code)

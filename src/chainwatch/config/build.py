@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -67,9 +68,10 @@ from chainwatch.config.values import (
     Inventory,
 )
 from chainwatch.config.yaml import _Document, _field_name, _read_yaml
-from chainwatch.errors import InputError, InventoryError, ProfileError
+from chainwatch.errors import BundleError, InputError, InventoryError, ProfileError
 from chainwatch.model import Profile, RenewalPolicy, Store, Target
 from chainwatch.model.behaviours import BEHAVIOURS
+from chainwatch.model.bundle import read_source
 from chainwatch.model.names import StartTLS, shown, to_ascii
 from chainwatch.probe.http import IPNetwork, allow_networks
 from chainwatch.stores import resolve_profile, resolve_store
@@ -316,7 +318,17 @@ class _Builder:
             return Secret.env(env)
         file = getattr(model, f"{stem}_file", None)
         if file is not None:
-            return Secret.file(self.path_of(file, (*where, f"{stem}_file")))
+            field = (*where, f"{stem}_file")
+            path = self.path_of(file, field)
+            try:
+                mode = path.stat().st_mode
+            except OSError:
+                mode = None  # missing or unreadable now: named when a delivery needs it
+            if mode is not None and not stat.S_ISREG(mode):
+                kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+                raise self.fail(field, f"{path}: {kind}; a secret file must be a "
+                                       "regular file")
+            return Secret.file(path)
         return Secret.inline(getattr(model, stem))
 
     def channel(self, name: str, model: BaseModel) -> Channel:
@@ -498,16 +510,10 @@ def load_inventory(path: str | os.PathLike[str]) -> Inventory:
     source = os.fspath(path)
     file = Path(source).expanduser()
     try:
-        if file.stat().st_size > MAX_INVENTORY_BYTES:
-            raise InventoryError(source, None, None,
-                                 f"larger than {MAX_INVENTORY_BYTES} bytes")
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InventoryError(source, None, None, "no such file") from None
-    except IsADirectoryError:
-        raise InventoryError(source, None, None, "is a directory, not an inventory") from None
+        data = read_source(file, limit=MAX_INVENTORY_BYTES, what="an inventory")
+        text = data.decode("utf-8")
+    except BundleError as exc:
+        raise InventoryError(source, None, None, exc.reason) from None
     except UnicodeDecodeError as exc:
         raise InventoryError(source, None, None, f"not UTF-8 text ({exc.reason})") from None
-    except OSError as exc:
-        raise InventoryError(source, None, None, exc.strerror or str(exc)) from None
     return parse_inventory(text, path=file, source=source)

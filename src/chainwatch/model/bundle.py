@@ -60,19 +60,22 @@ _OPEN_FLAGS = (
 _READ_CHUNK = 1 << 20
 
 
-def _refuse_special(p: Path, mode: int) -> None:
+def _refuse_special(p: Path, mode: int, what: str) -> None:
     """Raise ``BundleError`` unless ``mode`` is a regular file's."""
     if stat.S_ISREG(mode):
         return
     if stat.S_ISDIR(mode):
-        raise BundleError(str(p), "is a directory, not a certificate file")
+        raise BundleError(str(p), f"is a directory, not {what}")
     kind = next((name for test, name in _FILE_KINDS if test(mode)), "an unknown kind of file")
     raise BundleError(str(p), f"not a regular file ({kind})")
 
 
-def read_source(path: str | Path, *, limit: int = MAX_BUNDLE_BYTES) -> bytes:
+def read_source(path: str | Path, *, limit: int = MAX_BUNDLE_BYTES,
+                what: str = "a certificate file") -> bytes:
     """Read a regular file of at most ``limit`` bytes for parsing, mapping every problem
-    (missing, unreadable, not a regular file, too large) to a one-line ``BundleError``.
+    (missing, unreadable, not a regular file, too large) to a one-line ``BundleError``
+    (``what`` the file should have been, for the directory case). Every file chainwatch
+    reads is read through here: bundles, keys and stores, the inventory, secret files.
 
     A FIFO, a device or a socket is refused: checked with ``stat`` before it is opened
     (opening a device can have effects), opened without blocking (``O_NONBLOCK``: a FIFO
@@ -83,13 +86,13 @@ def read_source(path: str | Path, *, limit: int = MAX_BUNDLE_BYTES) -> bytes:
     too_large = f"file is larger than {limit} bytes"
     try:
         info = p.stat()
-        _refuse_special(p, info.st_mode)
+        _refuse_special(p, info.st_mode, what)
         if info.st_size > limit:
             raise BundleError(str(p), too_large)
         fd = os.open(p, _OPEN_FLAGS)
         try:
             info = os.fstat(fd)
-            _refuse_special(p, info.st_mode)
+            _refuse_special(p, info.st_mode, what)
             if info.st_size > limit:
                 raise BundleError(str(p), too_large)
             chunks: list[bytes] = []
@@ -105,7 +108,7 @@ def read_source(path: str | Path, *, limit: int = MAX_BUNDLE_BYTES) -> bytes:
     except FileNotFoundError:
         raise BundleError(str(p), "no such file") from None
     except IsADirectoryError:
-        raise BundleError(str(p), "is a directory, not a certificate file") from None
+        raise BundleError(str(p), f"is a directory, not {what}") from None
     except PermissionError:
         raise BundleError(str(p), "permission denied") from None
     except OSError as exc:

@@ -71,6 +71,18 @@ def is_ip(text: str) -> bool:
     return parse_ip(text) is not None
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable shown as its escape
+    (``\\n``, ``\\x1b``, ``\\u202e``): control characters, line and paragraph
+    separators, bidirectional and other format characters. For names and messages that
+    come from certificates and servers: a subject or a SAN with a line break in it must
+    not forge a line of text output, a log line, or a line of an alert."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
 def shown(text: str, limit: int = MAX_NAME_SHOWN) -> str:
     """``text`` quoted for a one-line message, cut at ``limit`` characters."""
     return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"

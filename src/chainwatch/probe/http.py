@@ -504,6 +504,11 @@ class _Decoder:
 
 _ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
 
+# For the alert channels' response bodies (chainwatch.alerts.channels): the same bounds.
+BoundedDecoder = _Decoder
+DecodedTooLarge = _TooLarge
+DECODABLE = _ENCODINGS
+
 
 # -- the cache -----------------------------------------------------------------------------
 

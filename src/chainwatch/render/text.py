@@ -6,13 +6,25 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from chainwatch.model import Report, Severity, Status
+from chainwatch.model.names import printable
 from chainwatch.model.times import iso_or_none as iso
 from chainwatch.render.codec import target_text
 
 # -- text ------------------------------------------------------------------------------
+#
+# Names and messages come from certificates and servers: a subject, an issuer or a SAN
+# may hold line breaks, terminal escapes or Rich markup (``[/]`` used to crash the
+# render). Every such string goes through :func:`cell` into a table, and whole lines are
+# printed with ``markup=False`` after :func:`printable`.
+
+
+def cell(text: str) -> str:
+    """``text`` for a Rich table cell: non-printable characters escaped, markup inert."""
+    return escape(printable(text))
 
 _STYLE = {
     Status.OK: "green",
@@ -50,7 +62,7 @@ def summary_line(report: Report, warn_days: int, crit_days: int) -> str:
         text += f": {report.findings[0].message}"
     if report.days_left is not None:
         text += f" | days_left={report.days_left};{warn_days};{crit_days}"
-    return text
+    return printable(text)
 
 
 def _short(dn: str) -> str:
@@ -60,7 +72,7 @@ def _short(dn: str) -> str:
 
 def render_text(report: Report, console: Console, warn_days: int, crit_days: int) -> None:
     console.print(summary_line(report, warn_days, crit_days), style=_STYLE[report.status],
-                  highlight=False, soft_wrap=True)
+                  highlight=False, soft_wrap=True, markup=False)
     if report.chain:
         chain = Table(title="Served chain", title_justify="left", expand=False)
         for col in ("#", "subject", "issuer", "not after", "sha256"):
@@ -68,7 +80,7 @@ def render_text(report: Report, console: Console, warn_days: int, crit_days: int
         for i, c in enumerate(report.chain):
             expired = report.evaluated_at > c.not_after
             chain.add_row(
-                str(i), c.short_name, _short(c.issuer),
+                str(i), cell(c.short_name), cell(_short(c.issuer)),
                 f"[red]{iso(c.not_after)}[/red]" if expired else str(iso(c.not_after)),
                 c.sha256[:16],
             )
@@ -81,7 +93,7 @@ def render_text(report: Report, console: Console, warn_days: int, crit_days: int
             error = r.error.value if r.error else "?"
             verdict = "[green]yes[/green]" if r.trusted else f"[red]no ({error})[/red]"
             detail = r.reason or " → ".join(p[:8] for p in r.path)
-            prof.add_row(r.profile, verdict, iso(r.breaks_at) or "-", detail)
+            prof.add_row(cell(r.profile), verdict, iso(r.breaks_at) or "-", cell(detail))
         console.print(prof)
     if report.findings:
         fnd = Table(title="Findings", title_justify="left")
@@ -89,7 +101,7 @@ def render_text(report: Report, console: Console, warn_days: int, crit_days: int
             fnd.add_column(col, overflow="fold")
         for f in sorted(report.findings, key=lambda f: -f.severity.rank):
             style = _STYLE[f.severity]
-            fnd.add_row(f"[{style}]{f.severity.value}[/{style}]", f.code.value, f.message)
+            fnd.add_row(f"[{style}]{f.severity.value}[/{style}]", f.code.value, cell(f.message))
         console.print(fnd)
 
 
@@ -113,7 +125,8 @@ def scan_text(result: ScanLike, console: Console) -> None:
     line = f"CHAINWATCH {result.status.value.upper()} - {len(result.reports)} targets: {parts}"
     if soonest is not None:
         line += f"; first break {iso(soonest)}"
-    console.print(line, style=_STYLE[result.status], highlight=False, soft_wrap=True)
+    console.print(line, style=_STYLE[result.status], highlight=False, soft_wrap=True,
+                  markup=False)
     table = Table(title="Targets by urgency", title_justify="left")
     for col in ("status", "target", "breaks at", "days", "findings"):
         table.add_column(col, overflow="fold")
@@ -124,20 +137,22 @@ def scan_text(result: ScanLike, console: Console) -> None:
         ))
         if r.status is Status.UNKNOWN and r.findings:
             codes = r.findings[0].message
-        table.add_row(f"[{style}]{r.status.value}[/{style}]", target_text(r),
+        table.add_row(f"[{style}]{r.status.value}[/{style}]", cell(target_text(r)),
                       iso(r.breaks_at) or "-", "-" if r.days_left is None else str(r.days_left),
-                      codes or "-")
+                      cell(codes or "-"))
     console.print(table)
     if result.renewals:
-        console.print("Renewals seen: " + ", ".join(
+        console.print(printable("Renewals seen: " + ", ".join(
             f"{r.target.host}:{r.target.port} [{r.target.ip}] {r.old_leaf[:12]} → "
-            f"{r.new_leaf[:12]}" for r in result.renewals), highlight=False, soft_wrap=True)
+            f"{r.new_leaf[:12]}" for r in result.renewals)), highlight=False, soft_wrap=True,
+            markup=False)
     for note in result.notes:
-        console.print(f"note: {note}", style="cyan", highlight=False, soft_wrap=True)
+        console.print(printable(f"note: {note}"), style="cyan", highlight=False,
+                      soft_wrap=True, markup=False)
     if result.uncovered:
-        console.print("Names on served certificates that no endpoint watches: "
-                      + ", ".join(result.uncovered), style="yellow", highlight=False,
-                      soft_wrap=True)
+        console.print(printable("Names on served certificates that no endpoint watches: "
+                                + ", ".join(result.uncovered)), style="yellow",
+                      highlight=False, soft_wrap=True, markup=False)
 
 
 def history_text(rows: Sequence[HistoryRow], console: Console) -> None:
@@ -155,7 +170,7 @@ def history_text(rows: Sequence[HistoryRow], console: Console) -> None:
             event = f"probe failed: {r.failure}"
         last_leaf[addr] = r.leaf_sha256 or last_leaf.get(addr)
         style = _STYLE[r.status]
-        table.add_row(iso(r.observed_at) or "-", f"{r.target.ip or r.target.host}",
+        table.add_row(iso(r.observed_at) or "-", cell(f"{r.target.ip or r.target.host}"),
                       f"[{style}]{r.status.value}[/{style}]", (r.leaf_sha256 or "-")[:16],
-                      iso(r.breaks_at) or "-", event)
+                      iso(r.breaks_at) or "-", cell(event))
     console.print(table)

@@ -189,6 +189,10 @@ def collect(
     elsewhere = _served_elsewhere(db, last_served, inventory, chosen)
     t3 = clock()
     policies, notes = renewal_policies([i for i, _ in items], reports, allow_private)
+    # What each AIA fetch gave, or why nothing (a URL refused as private, a failure):
+    # there is a fetch only for a chain that stops short of an anchor.
+    notes = list(dict.fromkeys([f"{item.key}: AIA: {note}" for (item, _), inp in zip(
+        items, inputs, strict=True) for note in inp.notes] + notes))
     reports, renewals = track([i for i, _ in items], reports, previous, when, policies,
                               elsewhere=elsewhere)
     t4 = clock()

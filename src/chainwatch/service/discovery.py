@@ -14,7 +14,8 @@ from pathlib import Path
 
 from chainwatch.analysis.hostname import dns_pattern_matches, normalize_dns
 from chainwatch.config.inventory import Inventory
-from chainwatch.errors import InputError
+from chainwatch.errors import BundleError, InputError
+from chainwatch.model.bundle import read_source
 
 MAX_EXPORT_BYTES = 256 * 1024 * 1024
 
@@ -23,13 +24,12 @@ def load_ct_export(path: str | Path) -> list[str]:
     """Every name in a crt.sh JSON export, lower-case, in first-seen order."""
     p = Path(path)
     try:
-        if p.stat().st_size > MAX_EXPORT_BYTES:
-            raise InputError(f"{p}: larger than {MAX_EXPORT_BYTES} bytes")
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{p}: {exc}") from None
+        data = json.loads(read_source(p, limit=MAX_EXPORT_BYTES, what="a JSON export")
+                          .decode("utf-8"))
+    except BundleError as exc:
+        raise InputError(f"{p}: {exc.reason}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{p}: not UTF-8 text ({exc.reason})") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{p}:{exc.lineno}: not JSON: {exc.msg}") from None
     if not isinstance(data, list):

@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError
 
 from chainwatch.alerts.outbox import config_secrets
 from chainwatch.config.values import Inventory
+from chainwatch.model.names import printable
 from chainwatch.model.redaction import Redactor
 from chainwatch.model.times import iso
 
@@ -44,11 +45,17 @@ class RedactingFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
+    """One line per record: the message's non-printable characters are escapes
+    (:func:`~chainwatch.model.names.printable`), so a line break in a name taken from a
+    certificate or a server cannot forge a log line. A traceback follows on its own
+    lines, each indented and escaped the same way."""
+
     def format(self, record: logging.LogRecord) -> str:
         when = iso(dt.datetime.fromtimestamp(record.created, dt.UTC))
-        line = f"{when} level={record.levelname.lower()} logger={record.name} {record.getMessage()}"
+        message = printable(record.getMessage())
+        line = f"{when} level={record.levelname.lower()} logger={record.name} {message}"
         if record.exc_text:
-            line += "\n" + record.exc_text
+            line += "".join(f"\n  {printable(text)}" for text in record.exc_text.splitlines())
         return line
 
 

@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -16,9 +17,11 @@ from urllib.parse import urlsplit
 import httpx
 
 from chainwatch.errors import DeliveryError as DeliveryError  # re-exported for the channels
+from chainwatch.model.names import printable
 from chainwatch.model.redaction import MIN_SECRET, forms
 from chainwatch.model.redaction import redact as redact
 from chainwatch.model.times import iso
+from chainwatch.probe.http import DECODABLE, BoundedDecoder, DecodedTooLarge
 
 Payload = Mapping[str, Any]
 """The channel-neutral message: DESIGN.md's webhook payload (``schema``, ``event``,
@@ -28,6 +31,10 @@ Payload = Mapping[str, Any]
 DEFAULT_TIMEOUT = 10.0
 """Seconds allowed for one whole delivery: every HTTP request it makes, from connecting
 to the last byte of the last response (see :class:`Http`)."""
+MAX_RESPONSE_BYTES = 1 << 20
+"""Bytes of a receiver's response body read, after decompression: a JSON answer of an
+issue tracker fits many times over. The rest is not read (the connection is closed), so
+a receiver answering gigabytes, or a small gzip bomb, costs at most this much memory."""
 MAX_ERROR_BODY = 200
 """Characters of a receiver's response body quoted in an error."""
 USER_AGENT = "chainwatch"
@@ -98,6 +105,45 @@ def status_retryable(status: int) -> bool:
     return status in (408, 425, 429) or status >= 500
 
 
+TRUNCATED = "chainwatch.truncated"
+"""Response extension set when the body was cut at :data:`MAX_RESPONSE_BYTES`."""
+
+
+def _capped(response: httpx.Response) -> httpx.Response:
+    """``response`` (opened with ``stream=True``) with at most :data:`MAX_RESPONSE_BYTES`
+    of its body read, raw and decoded (``gzip``/``deflate`` are undone as the bytes
+    arrive, each step bounded, so a compression bomb stops at the cap too): a new, closed
+    response holding those bytes, whose ``extensions`` carry :data:`TRUNCATED` when
+    there was more. The caller closes the streamed one, which drops the connection with
+    the rest unread. An encoding chainwatch does not decode, or a body that does not
+    decode, reads as empty."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    decoder = BoundedDecoder(encoding if encoding in DECODABLE else "identity",
+                             MAX_RESPONSE_BYTES)
+    truncated = False
+    received = 0
+    try:
+        if encoding in DECODABLE:
+            for chunk in response.iter_raw():
+                received += len(chunk)
+                decoder.feed(chunk)
+                if received > MAX_RESPONSE_BYTES:
+                    raise DecodedTooLarge
+        data = bytes(decoder.out)
+    except DecodedTooLarge:
+        truncated = True
+        data = bytes(decoder.out[:MAX_RESPONSE_BYTES])
+    except (zlib.error, ValueError):
+        data = b""
+    headers = [(k, v) for k, v in response.headers.multi_items()
+               if k.lower() not in ("content-encoding", "content-length",
+                                    "transfer-encoding")]
+    return httpx.Response(
+        response.status_code, headers=headers, content=data, request=response.request,
+        extensions={**response.extensions, TRUNCATED: truncated},
+    )
+
+
 _TRACKED = ("connection.connect_tcp.complete", "connection.start_tls.complete")
 """httpx ``trace`` events whose return value is a new network stream (plain, then TLS)."""
 
@@ -143,7 +189,8 @@ class Http:
         self._sockets: list[socket.socket] = []
         self._expired = False
         self._client = httpx.Client(
-            headers={"User-Agent": USER_AGENT, **(headers or {})},
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
+                     **(headers or {})},
             auth=auth,
             timeout=httpx.Timeout(timeout),
             transport=transport,
@@ -214,9 +261,14 @@ class Http:
         timer.daemon = True
         timer.start()
         try:
-            response = self._client.request(method, url, json=json, params=params,
-                                            content=content, timeout=httpx.Timeout(left),
-                                            extensions={"trace": self._trace})
+            request = self._client.build_request(
+                method, url, json=json, params=params, content=content,
+                timeout=httpx.Timeout(left), extensions={"trace": self._trace})
+            response = self._client.send(request, stream=True)
+            try:
+                response = _capped(response)
+            finally:
+                response.close()
         except httpx.TimeoutException:
             raise timed_out from None
         except httpx.InvalidURL:
@@ -245,6 +297,9 @@ class Http:
         )
 
     def json(self, response: httpx.Response, doing: str) -> Any:
+        if response.extensions.get(TRUNCATED):
+            raise self.fail(True, f"{doing}: the response is larger than "
+                                  f"{MAX_RESPONSE_BYTES} bytes")
         try:
             return response.json()
         except ValueError:
@@ -274,11 +329,13 @@ def title(payload: Payload) -> str:
     head = EVENT_TITLES.get(event, event)
     if event in ("watchdog", "test"):
         return f"[chainwatch] {head}"
-    return f"[chainwatch] {head}: {target_label(payload)}"
+    return printable(f"[chainwatch] {head}: {target_label(payload)}")
 
 
 def details(payload: Payload) -> list[str]:
-    """The facts of a message, one per line (for chats, mails and issue bodies)."""
+    """The facts of a message, one per line (for chats, mails and issue bodies); each
+    line's non-printable characters escaped, so a name from a certificate cannot add
+    lines."""
     lines = [str(payload.get("message", ""))]
     if payload.get("event") == "test":
         lines.append("This is a test sent by `chainwatch alerts test`; nothing is wrong.")
@@ -292,7 +349,7 @@ def details(payload: Payload) -> list[str]:
     if findings:
         lines.append(f"Findings: {', '.join(findings)}")
     lines.append(f"Dedup key: {payload.get('dedup_key')}")
-    return lines
+    return [printable(line) for line in lines]
 
 
 def body(payload: Payload) -> str:

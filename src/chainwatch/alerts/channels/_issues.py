@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import httpx
 
 from chainwatch.alerts.channels._base import EVENT_TITLES, Http, Payload, body, target_label
+from chainwatch.model.names import printable
 
 LABEL = "chainwatch"
 """Every issue chainwatch opens carries this label; lookups are limited to it."""
@@ -40,7 +41,8 @@ def issue_title(payload: Payload) -> str:
         return "[chainwatch] TEST issue: safe to ignore, closed right away"
     when = str(payload.get("breaks_at") or "")[:10]
     tail = f" (trust breaks {when})" if when else ""
-    return f"[chainwatch] TLS certificate of {target_label(payload)} needs attention{tail}"
+    return printable(f"[chainwatch] TLS certificate of {target_label(payload)} needs "
+                     f"attention{tail}")
 
 
 def issue_body(payload: Payload) -> str:

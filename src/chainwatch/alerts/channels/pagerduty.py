@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from chainwatch.alerts.channels._base import DEFAULT_TIMEOUT, DeliveryError, Http, Payload, title
+from chainwatch.model.names import printable
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 MAX_DEDUP_KEY = 255
@@ -59,7 +60,7 @@ class PagerDutySender:
         }
         if action == "trigger":
             target = payload.get("target") or {}
-            summary = f"{title(payload)}: {payload.get('message', '')}"
+            summary = printable(f"{title(payload)}: {payload.get('message', '')}")
             body["payload"] = {
                 "summary": summary[:MAX_SUMMARY],
                 "source": str(target.get("key") or "chainwatch"),
