@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -77,22 +78,32 @@ def test_serve_survives_a_reload_of_a_hostile_file(tmp_path: Path) -> None:
                    "endpoints: [{host: nothing.lab.test, port: 1, ip: 127.0.0.1}]\n")
     proc = subprocess.Popen([str(EXE), "serve", str(inv), "--db", str(tmp_path / "cw.sqlite")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    assert proc.stderr is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")),
+                              daemon=True)
+    reader.start()
+
+    def wait_for(text: str, count: int) -> None:
+        deadline = time.monotonic() + 60  # generous: the machine may be loaded
+        while sum(text in line for line in list(lines)) < count:
+            assert proc.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, f"no {text!r} #{count}:\n" + "".join(lines)
+            time.sleep(0.05)
+
+    failed = "inventory reload failed, keeping the previous one"
     try:
-        deadline = time.monotonic() + 60
-        log = tmp_path / "cw.sqlite"
-        while not log.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(2)  # the first sweep
-        for text in ("defaults: {retention: 999999999d}\n", "a: " + "[" * 100_000,
-                     "endpoints: [!foo {host: a}]\n"):
+        wait_for("chainwatch serve: watching", 1)  # the SIGHUP handler is installed
+        for n, text in enumerate(("defaults: {retention: 999999999d}\n", "a: " + "[" * 100_000,
+                                  "endpoints: [!foo {host: a}]\n"), start=1):
             inv.write_text(text)
             proc.send_signal(signal.SIGHUP)
-            time.sleep(1)
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            wait_for(failed, n)  # one reload at a time: two quick SIGHUPs are one reload
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-        err = proc.stderr.read() if proc.stderr else ""
-        assert err.count("inventory reload failed, keeping the previous one") == 3, err
+        reader.join(10)
+        err = "".join(lines)
+        assert err.count(failed) == 3, err
         assert "Traceback" not in err
     finally:
         if proc.poll() is None:
