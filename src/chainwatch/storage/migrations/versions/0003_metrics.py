@@ -32,8 +32,7 @@ def _serial(der: bytes) -> str | None:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("certificates") as batch:
-        batch.add_column(sa.Column("serial", sa.String(64), nullable=True))
+    op.add_column("certificates", sa.Column("serial", sa.String(64), nullable=True))
     op.create_table(
         "monitor_counters",
         sa.Column("name", sa.String(64), primary_key=True),
@@ -62,5 +61,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("monitor_counters")
-    with op.batch_alter_table("certificates") as batch:
-        batch.drop_column("serial")
+    if op.get_bind().dialect.name == "sqlite":
+        # SQLite (3.35+) drops a column in place; alembic's batch mode would copy the
+        # table, which the foreign keys to it forbid.
+        op.execute("ALTER TABLE certificates DROP COLUMN serial")
+    else:
+        op.drop_column("certificates", "serial")
