@@ -28,8 +28,11 @@ answers the same series for a target it has just probed.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -331,9 +334,35 @@ def _policy_key(e: Endpoint) -> tuple[str, int, str, str]:
     return (e.host, e.port, e.sni or "", e.starttls.value if e.starttls else "")
 
 
+_rendered: weakref.WeakKeyDictionary[Database, tuple[tuple[Any, ...], Inventory | None, bytes]]
+_rendered = weakref.WeakKeyDictionary()
+_rendered_lock = threading.Lock()
+
+
 def exposition(db: Database, inventory: Inventory | None = None) -> tuple[bytes, str]:
     """``GET /metrics``: (body, content type) of every ``chainwatch_`` series, from what
-    ``db`` stores (see the module docstring)."""
+    ``db`` stores (see the module docstring).
+
+    No series depends on the clock, only on stored rows: while
+    :meth:`~chainwatch.storage.metrics_repo.MetricsRepo.version` (a one-query fingerprint
+    of those rows) stays the same, the last body rendered for this database and
+    inventory is answered again. Scrapes between two scans cost one query, not a render
+    (a render of a large fleet takes seconds: see the README's figures)."""
+    version = MetricsRepo(db).version()
+    with _rendered_lock:
+        cached = _rendered.get(db)
+    if cached is not None and cached[0] == version and cached[1] is inventory:
+        return cached[2], CONTENT_TYPE
+    # The version is read before the rows: a write during the render makes the stored
+    # version older than the body, so the next scrape renders again (never the reverse).
+    body = render_stored(db, inventory)
+    with _rendered_lock:
+        _rendered[db] = (version, inventory, body)
+    return body, CONTENT_TYPE
+
+
+def render_stored(db: Database, inventory: Inventory | None = None) -> bytes:
+    """Render every series from ``db`` now (what :func:`exposition` caches)."""
     states = stored_states(db, inventory)
     monitor = MetricsRepo(db).monitor()
     per_cert = inventory is not None and inventory.metrics.per_cert
@@ -342,7 +371,7 @@ def exposition(db: Database, inventory: Inventory | None = None) -> tuple[bytes,
         yield from target_families(states, per_cert=per_cert)
         yield from monitor_families(monitor)
 
-    return render(families()), CONTENT_TYPE
+    return render(families())
 
 
 __all__ = [
@@ -351,6 +380,7 @@ __all__ = [
     "exposition",
     "monitor_families",
     "render",
+    "render_stored",
     "states_of_reports",
     "stored_states",
     "target_families",

@@ -167,6 +167,31 @@ class MetricsRepo:
                     leaf_not_before=not_before, leaf_not_after=not_after,
                 )
 
+    def version(self) -> tuple[Any, ...]:
+        """A cheap fingerprint of everything :meth:`latest` and :meth:`monitor` read: it
+        changes whenever an observation, heartbeat, counter, alert state or outbox row
+        is written (one query of aggregates over indexed or small tables)."""
+        def one(*columns: Any) -> Any:
+            return select(*columns).scalar_subquery()
+
+        stmt = select(
+            one(func.max(ObservationRow.id)),
+            one(func.max(HeartbeatRow.last_beat)),
+            one(func.count(HeartbeatRow.component)),
+            one(func.count(MonitorCounterRow.name)),
+            one(func.sum(MonitorCounterRow.value)),
+            one(func.count(AlertStateRow.target_key)),
+            one(func.max(AlertStateRow.updated_at)),
+            one(func.count(OutboxRow.id)),
+            one(func.max(OutboxRow.id)),
+            one(func.sum(OutboxRow.attempts)),
+            one(func.max(OutboxRow.last_attempt_at)),
+            one(func.max(OutboxRow.delivered_at)),
+            one(func.sum(case((OutboxRow.status == OutboxStatus.PENDING.value, 1), else_=0))),
+        )
+        with self.engine.connect() as conn:
+            return tuple(conn.execute(stmt).one())
+
     def monitor(self) -> MonitorState:
         newest = (
             select(OutboxRow.target_key, func.max(OutboxRow.id).label("id"))
