@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import update
 
 from chainwatch.config.exporter import parse_exporter_config
 from chainwatch.config.inventory import load_inventory, parse_inventory
@@ -31,6 +33,8 @@ from chainwatch.service.cycle import scan
 from chainwatch.service.exporter import Exporter, ProbeRequestError, parse_target
 from chainwatch.service.metrics import exposition
 from chainwatch.storage import db as storage_db
+from chainwatch.storage.alerts_repo import AlertsRepo, OutboxRow, OutboxStatus
+from chainwatch.storage.metrics_repo import MetricsRepo
 from chainwatch.storage.repo import Database
 from chainwatch.testing.lab import Lab
 
@@ -504,3 +508,37 @@ def test_the_same_series_from_postgresql(lab: Lab, tmp_path: Path, pg_url: str) 
         str(lab_) for lab_, _ in on_sqlite[name])
     assert only(on_pg, "chainwatch_scan_duration_seconds_count") == 2
     assert len({lab_["target"] for lab_, _ in on_pg["chainwatch_target_status"]}) == 3
+
+
+def test_probes_beyond_the_concurrency_wait_then_give_up(tmp_path: Path) -> None:
+    exporter = Exporter(parse_exporter_config("concurrency: 1\n", path=tmp_path / "e.yaml"))
+    assert exporter._slots.acquire(timeout=1)  # one probe in flight, holding the only slot
+    try:
+        with pytest.raises(ProbeRequestError, match="1 probes in flight") as caught:
+            exporter.probe("127.0.0.1:443", None, "0.5")
+        assert caught.value.status == 503
+    finally:
+        exporter._slots.release()
+
+
+def test_a_cached_render_is_redone_when_the_alert_tables_change(
+    lab: Lab, scanned: tuple[Path, Path], tmp_path: Path,
+) -> None:
+    """Nothing is observed, only an outbox row is delivered and a counter grows: the
+    fingerprint changes and so does the answer."""
+    _, database = scanned
+    copy = tmp_path / "copy.sqlite"
+    shutil.copy(database, copy)
+    with Database(str(copy)) as db:
+        first, _ = exposition(db)
+        assert exposition(db)[0] is first  # unchanged: the same render answered again
+        repo = AlertsRepo(db)
+        [row, *_] = repo.outbox(status=OutboxStatus.DELIVERED)
+        with db._write() as conn:
+            conn.execute(update(OutboxRow).where(OutboxRow.id == row.id)
+                         .values(status=OutboxStatus.PENDING.value))
+        pending, _ = parse(exposition(db)[0])
+        assert only(pending, "chainwatch_outbox_pending") == 1
+        MetricsRepo(db).add({("probe_failures_total", "reason=timeout"): 2.0})
+        counted, _ = parse(exposition(db)[0])
+        assert only(counted, "chainwatch_probe_failures_total", reason="timeout") == 2
