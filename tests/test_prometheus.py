@@ -542,3 +542,16 @@ def test_a_cached_render_is_redone_when_the_alert_tables_change(
         MetricsRepo(db).add({("probe_failures_total", "reason=timeout"): 2.0})
         counted, _ = parse(exposition(db)[0])
         assert only(counted, "chainwatch_probe_failures_total", reason="timeout") == 2
+
+
+def test_an_allowed_target_is_probed_at_its_checked_address(lab: Lab, tmp_path: Path) -> None:
+    healthy = lab.endpoint("healthy")
+    config = exporter_config(lab, tmp_path / "e.yaml", "allow: [127.0.0.0/8]\n")
+    exporter = Exporter(parse_exporter_config(config.read_text(), path=config))
+    found = exporter.probe(f"{healthy.ip}:{healthy.port}", "lab")
+    [observation] = found.observations
+    assert observation.ok and observation.target.ip == healthy.ip
+    refused = Exporter(parse_exporter_config(
+        config.read_text().replace("127.0.0.0/8", "127.0.0.2/32"), path=config))
+    with pytest.raises(ProbeRequestError, match=r"127\.0\.0\.1 not in the exporter's allow list"):
+        refused.probe(f"{healthy.ip}:{healthy.port}", "lab")
