@@ -320,7 +320,7 @@ BAD = [
     pytest.param(
         "defaults: {warn_days: 30}\nendpointz: []\n",
         "inv.yaml:2: endpointz: unknown key; did you mean 'endpoints'? (allowed: defaults, fetch, "
-        "profiles, renewals, endpoints, files, alerts)",
+        "profiles, renewals, endpoints, files, alerts, metrics)",
         id="unknown-top-level-key",
     ),
     pytest.param(
@@ -453,7 +453,7 @@ BAD = [
     pytest.param(
         "- a.example.com\n",
         "inv.yaml:1: expected a mapping (defaults, fetch, profiles, renewals, endpoints, files, "
-        "alerts), got a list",
+        "alerts, metrics), got a list",
         id="not-a-mapping",
     ),
     pytest.param(

@@ -6,7 +6,8 @@ never a traceback: the message names the file, field, host or database at fault.
 ``CHAINWATCH_DEBUG=1`` adds the traceback of an internal error, for bug reports.
 
 Each command group lives in its own module (:mod:`.check`, :mod:`.advise`, :mod:`.stores`,
-:mod:`.monitor`, :mod:`.alerts`, :mod:`.discover`, :mod:`.lab`); this one assembles them.
+:mod:`.monitor`, :mod:`.alerts`, :mod:`.discover`, :mod:`.lab`, :mod:`.exporter`); this
+one assembles them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from rich.console import Console
 from typer.exceptions import Abort, Exit, TyperException
 
 from chainwatch import __version__
-from chainwatch.cli import advise, check, lab, monitor, stores
+from chainwatch.cli import advise, check, exporter, lab, monitor, stores
 from chainwatch.cli.alerts import alerts_app
 from chainwatch.cli.discover import discover_app
 from chainwatch.errors import EXIT_UNKNOWN, ChainwatchError, StorageError
@@ -62,6 +63,7 @@ app.command("history")(monitor.history_command)
 app.add_typer(discover_app, name="discover")
 app.add_typer(alerts_app, name="alerts")
 app.command("lab")(lab.lab_command)
+app.command("exporter")(exporter.exporter_command)
 
 
 @app.command("version")

@@ -66,6 +66,7 @@ from chainwatch.config.values import (
     Endpoint,
     FileSource,
     Inventory,
+    MetricsSettings,
 )
 from chainwatch.config.yaml import _Document, _field_name, _read_yaml
 from chainwatch.errors import BundleError, InputError, InventoryError, ProfileError
@@ -478,6 +479,7 @@ class _Builder:
             files=files,
             alerts=None if model.alerts is None else self.alerts(model.alerts),
             allow_private=tuple(allowed),
+            metrics=MetricsSettings(per_cert=model.metrics.per_cert),
         )
 
 

@@ -51,7 +51,14 @@ from chainwatch.alerts.config import (
 )
 from chainwatch.config.build import load_inventory, parse_inventory
 from chainwatch.config.schema import MAX_INVENTORY_BYTES, parse_duration, renewal_policy
-from chainwatch.config.values import STARTTLS_PORTS, Defaults, Endpoint, FileSource, Inventory
+from chainwatch.config.values import (
+    STARTTLS_PORTS,
+    Defaults,
+    Endpoint,
+    FileSource,
+    Inventory,
+    MetricsSettings,
+)
 from chainwatch.model.names import StartTLS
 
 __all__ = [
@@ -75,6 +82,7 @@ __all__ = [
     "GitLabChannel",
     "Inventory",
     "JiraChannel",
+    "MetricsSettings",
     "PagerDutyChannel",
     "Route",
     "Secret",

@@ -448,6 +448,10 @@ class _FetchModel(_Edge):
     allow_private: list[Text] = []
 
 
+class _MetricsModel(_Edge):
+    per_cert: StrictBool = False
+
+
 class _InventoryModel(_Edge):
     defaults: _DefaultsModel = _DefaultsModel()
     fetch: _FetchModel = _FetchModel()
@@ -456,6 +460,7 @@ class _InventoryModel(_Edge):
     endpoints: list[_EndpointModel] = []
     files: list[_FileModel] = []
     alerts: _AlertsModel | None = None
+    metrics: _MetricsModel = _MetricsModel()
 
     @classmethod
     def _shorthand(cls, data: Any) -> Any:

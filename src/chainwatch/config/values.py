@@ -144,6 +144,18 @@ def _glob(pattern: str) -> Iterator[Path]:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """The ``metrics`` section: what ``/metrics`` adds to its default series.
+
+    Attributes:
+        per_cert: one ``chainwatch_cert_not_after_timestamp_seconds`` series per served
+            certificate position (off by default: it multiplies the series count).
+    """
+
+    per_cert: bool = False
+
+
+@dataclass(frozen=True)
 class Inventory:
     """A validated inventory.
 
@@ -155,6 +167,7 @@ class Inventory:
         alerts: the ``alerts`` section, or ``None`` when the file has none.
         allow_private: ``fetch.allow_private``: non-public networks that URLs taken from
             certificates and ACME answers may be fetched from (none by default).
+        metrics: the ``metrics`` section.
     """
 
     path: Path
@@ -166,6 +179,7 @@ class Inventory:
     files: tuple[FileSource, ...] = ()
     alerts: AlertsConfig | None = None
     allow_private: tuple[IPNetwork, ...] = ()
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def base_dir(self) -> Path:

@@ -790,11 +790,15 @@ class RenewalPolicy:
     window: tuple[dt.datetime, dt.datetime] | None = None
 
     def renew_at(self, leaf: Cert) -> dt.datetime:
+        return self.renew_at_dates(leaf.not_before, leaf.not_after)
+
+    def renew_at_dates(self, not_before: dt.datetime, not_after: dt.datetime) -> dt.datetime:
+        """:meth:`renew_at` of a leaf known by its validity dates only (a stored row)."""
         if self.window is not None:
             return self.window[0]
         if self.before is not None:
-            return leaf.not_after - self.before
-        return leaf.not_before + leaf.lifetime * self.fraction
+            return not_after - self.before
+        return not_before + (not_after - not_before + ONE_SECOND) * self.fraction
 
     def overdue_at(self, leaf: Cert) -> dt.datetime:
         base = self.window[1] if self.window is not None else self.renew_at(leaf)

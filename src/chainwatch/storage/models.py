@@ -80,6 +80,8 @@ class CertificateRow(Base):
     not_before: Mapped[dt.datetime | None]
     not_after: Mapped[dt.datetime | None] = mapped_column(index=True)
     first_seen: Mapped[dt.datetime]
+    serial: Mapped[str | None] = mapped_column(String(64))
+    """The serial number in lower-case hex (migration ``0003``)."""
 
 
 class TargetRow(Base):
@@ -151,3 +153,15 @@ class HeartbeatRow(Base):
     component: Mapped[str] = mapped_column(String(128), primary_key=True)
     last_beat: Mapped[dt.datetime]
     info: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+
+
+class MonitorCounterRow(Base):
+    """A counter of the monitor itself (migration ``0003``), only ever increased:
+    ``scan_duration_seconds`` buckets, sum and count, ``probe_failures`` by reason.
+    ``labels`` is the series' label text (``le=5``, ``reason=timeout``; empty for none)."""
+
+    __tablename__ = "monitor_counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    labels: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)

@@ -177,9 +177,10 @@ def _cert_row(der: bytes, sha256: str, seen: dt.datetime) -> dict[str, Any]:
         cert = Cert.from_der(der)
     except ValueError:
         return {"sha256": sha256, "der": der, "subject": None, "issuer": None,
-                "not_before": None, "not_after": None, "first_seen": seen}
+                "not_before": None, "not_after": None, "first_seen": seen, "serial": None}
     return {"sha256": sha256, "der": der, "subject": cert.subject, "issuer": cert.issuer,
-            "not_before": cert.not_before, "not_after": cert.not_after, "first_seen": seen}
+            "not_before": cert.not_before, "not_after": cert.not_after, "first_seen": seen,
+            "serial": format(cert.parsed.serial_number, "x")}
 
 
 class Database:

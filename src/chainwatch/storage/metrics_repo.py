@@ -1,0 +1,245 @@
+"""What ``/metrics`` reads, and the monitor's own counters (tables of migration ``0003``).
+
+::
+
+    repo = MetricsRepo(db)
+    for row in repo.latest():          # every target's newest observation, streamed
+        ...
+    state = repo.monitor()             # last scan, counters, alerts, outbox, watchdog
+    repo.count_scan(12.5, {"timeout": 3})   # what record() adds after each batch
+
+Everything here is read from stored rows, so a process that only reads the database
+(``chainwatch web``) serves the same numbers as the one that scans. The counters only
+ever grow (Prometheus counter semantics); the outbox is never pruned, so delivery
+counts are derived from its rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import aliased
+
+from chainwatch.model import Target
+from chainwatch.storage.alerts_repo import AlertStateRow, OutboxRow, OutboxStatus
+from chainwatch.storage.models import (
+    CertificateRow,
+    HeartbeatRow,
+    MonitorCounterRow,
+    ObservationRow,
+    TargetRow,
+)
+from chainwatch.storage.repo import Database
+
+SCAN_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
+"""Upper bounds (seconds) of the ``chainwatch_scan_duration_seconds`` histogram."""
+
+SCAN_DURATION = "scan_duration_seconds"
+PROBE_FAILURES = "probe_failures_total"
+WATCHDOG_PREFIX = "watchdog:"
+_STREAM_PAGE = 2000
+
+
+@dataclass(frozen=True)
+class LatestRow:
+    """A target's newest observation as ``/metrics`` needs it.
+
+    Attributes:
+        target: the endpoint (``ip`` the address connected to, if known).
+        observed_at / status / breaks_at / failure: the observation's columns.
+        report: the stored schema-1 report (``profiles``, ``findings``, ``chain``...).
+        leaf_sha256 / leaf_serial / leaf_subject / leaf_issuer / leaf_not_before /
+            leaf_not_after: the served leaf, ``None`` when nothing (parsable) was served.
+    """
+
+    target: Target
+    observed_at: dt.datetime
+    status: str
+    breaks_at: dt.datetime | None
+    failure: str | None
+    report: Mapping[str, Any] = field(repr=False)
+    leaf_sha256: str | None = None
+    leaf_serial: str | None = None
+    leaf_subject: str | None = None
+    leaf_issuer: str | None = None
+    leaf_not_before: dt.datetime | None = None
+    leaf_not_after: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class MonitorState:
+    """The monitor's own health, from stored rows.
+
+    Attributes:
+        last_scan: the last ``scan`` heartbeat (a whole sweep or a batch of due endpoints).
+        counters: ``(name, labels) -> value`` of every stored counter.
+        alerts_open: open alerts by the action they last fired (``ticket``, ``notify``,
+            ``page``, ``watchdog``; ``unknown`` when no message was enqueued).
+        deliveries: ``(channel, result) -> count``; ``delivered`` messages, ``failed``
+            attempts, ``dead`` messages given up on.
+        outbox_pending: messages waiting to be (re)sent.
+        watchdog_firing: watchdog alerts open now (a stalled scan, a failing channel).
+    """
+
+    last_scan: dt.datetime | None
+    counters: Mapping[tuple[str, str], float]
+    alerts_open: Mapping[str, int]
+    deliveries: Mapping[tuple[str, str], int]
+    outbox_pending: int
+    watchdog_firing: int
+
+
+def scan_counters(duration: float, failures: Mapping[str, int]) -> dict[tuple[str, str], float]:
+    """The counter increments of one recorded batch that took ``duration`` seconds."""
+    out: dict[tuple[str, str], float] = {}
+    for bound in SCAN_BUCKETS:
+        if duration <= bound:
+            out[(SCAN_DURATION, f"le={bound:g}")] = 1.0
+    out[(SCAN_DURATION, "le=+Inf")] = 1.0
+    out[(SCAN_DURATION, "sum")] = max(0.0, float(duration))
+    out[(SCAN_DURATION, "count")] = 1.0
+    for reason, n in failures.items():
+        if n:
+            out[(PROBE_FAILURES, f"reason={reason}")] = float(n)
+    return out
+
+
+class MetricsRepo:
+    """The read side of ``/metrics`` over a :class:`~chainwatch.storage.Database`."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.engine = database.engine
+
+    def count_scan(self, duration: float, failures: Mapping[str, int]) -> None:
+        """Add one recorded batch to the counters (one transaction)."""
+        self.add(scan_counters(duration, failures))
+
+    def add(self, increments: Mapping[tuple[str, str], float]) -> None:
+        if not increments:
+            return
+        insert = self.database._insert
+        rows = [{"name": n, "labels": labels, "value": v}
+                for (n, labels), v in sorted(increments.items())]
+        stmt = insert(MonitorCounterRow)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["name", "labels"],
+            set_={"value": MonitorCounterRow.value + stmt.excluded.value},
+        )
+        with self.database._write() as conn:
+            conn.execute(stmt, rows)
+
+    def latest(self, targets: Sequence[Target] | None = None) -> Iterator[LatestRow]:
+        """Every target's newest observation (streamed, in target order); with
+        ``targets``, only rows whose (host, port, sni, starttls) is one of them."""
+        stmt = (
+            select(TargetRow.host, TargetRow.port, TargetRow.ip, TargetRow.sni,
+                   TargetRow.starttls, ObservationRow.observed_at, ObservationRow.status,
+                   ObservationRow.breaks_at, ObservationRow.failure, ObservationRow.report,
+                   ObservationRow.leaf_sha256, CertificateRow.serial, CertificateRow.subject,
+                   CertificateRow.issuer, CertificateRow.not_before, CertificateRow.not_after)
+            .join(ObservationRow, ObservationRow.target_id == TargetRow.id)
+            .outerjoin(CertificateRow, CertificateRow.sha256 == ObservationRow.leaf_sha256)
+            .where(ObservationRow.id.in_(Database._latest_ids()))
+            .order_by(TargetRow.host, TargetRow.port, TargetRow.ip, TargetRow.sni,
+                      TargetRow.starttls)
+        )
+        wanted = None if targets is None else {
+            (t.host.lower(), t.port, t.sni or "", t.starttls or "") for t in targets
+        }
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True,
+                                            yield_per=_STREAM_PAGE).execute(stmt)
+            for (host, port, ip, sni, starttls, observed_at, status, breaks_at, failure,
+                 report, leaf, serial, subject, issuer, not_before, not_after) in result:
+                if wanted is not None and (host, port, sni, starttls) not in wanted:
+                    continue
+                yield LatestRow(
+                    target=Target(host=host, port=port, ip=ip or None, sni=sni or None,
+                                  starttls=starttls or None),
+                    observed_at=observed_at, status=status, breaks_at=breaks_at,
+                    failure=failure, report=report or {}, leaf_sha256=leaf,
+                    leaf_serial=serial, leaf_subject=subject, leaf_issuer=issuer,
+                    leaf_not_before=not_before, leaf_not_after=not_after,
+                )
+
+    def version(self) -> tuple[Any, ...]:
+        """A cheap fingerprint of everything :meth:`latest` and :meth:`monitor` read: it
+        changes whenever an observation, heartbeat, counter, alert state or outbox row
+        is written (one query of aggregates over indexed or small tables)."""
+        def one(*columns: Any) -> Any:
+            return select(*columns).scalar_subquery()
+
+        stmt = select(
+            one(func.max(ObservationRow.id)),
+            one(func.max(HeartbeatRow.last_beat)),
+            one(func.count(HeartbeatRow.component)),
+            one(func.count(MonitorCounterRow.name)),
+            one(func.sum(MonitorCounterRow.value)),
+            one(func.count(AlertStateRow.target_key)),
+            one(func.max(AlertStateRow.updated_at)),
+            one(func.count(OutboxRow.id)),
+            one(func.max(OutboxRow.id)),
+            one(func.sum(OutboxRow.attempts)),
+            one(func.max(OutboxRow.last_attempt_at)),
+            one(func.max(OutboxRow.delivered_at)),
+            one(func.sum(case((OutboxRow.status == OutboxStatus.PENDING.value, 1), else_=0))),
+        )
+        with self.engine.connect() as conn:
+            return tuple(conn.execute(stmt).one())
+
+    def monitor(self) -> MonitorState:
+        newest = (
+            select(OutboxRow.target_key, func.max(OutboxRow.id).label("id"))
+            .where(OutboxRow.event != "resolve")
+            .group_by(OutboxRow.target_key)
+            .subquery()
+        )
+        last_row = aliased(OutboxRow)
+        with self.engine.connect() as conn:
+            beat = conn.execute(
+                select(HeartbeatRow.last_beat).where(HeartbeatRow.component == "scan")
+            ).scalar_one_or_none()
+            counters = {(n, labels): float(v) for n, labels, v in conn.execute(
+                select(MonitorCounterRow.name, MonitorCounterRow.labels,
+                       MonitorCounterRow.value))}
+            opened: dict[str, int] = {}
+            for key, event in conn.execute(
+                select(AlertStateRow.target_key, last_row.event)
+                .outerjoin(newest, newest.c.target_key == AlertStateRow.target_key)
+                .outerjoin(last_row, last_row.id == newest.c.id)
+                .where(AlertStateRow.open.is_(True))
+            ):
+                action = "watchdog" if key.startswith(WATCHDOG_PREFIX) else (event or "unknown")
+                opened[action] = opened.get(action, 0) + 1
+            deliveries: dict[tuple[str, str], int] = {}
+            pending = 0
+            delivered = OutboxStatus.DELIVERED.value
+            for channel, status, n, attempts in conn.execute(
+                select(OutboxRow.channel, OutboxRow.status, func.count(),
+                       func.coalesce(func.sum(OutboxRow.attempts), 0))
+                .group_by(OutboxRow.channel, OutboxRow.status)
+            ):
+                failed = int(attempts) - (int(n) if status == delivered else 0)
+                deliveries[(channel, "failed")] = deliveries.get((channel, "failed"), 0) + failed
+                deliveries.setdefault((channel, "delivered"), 0)
+                deliveries.setdefault((channel, "dead"), 0)
+                if status == delivered:
+                    deliveries[(channel, "delivered")] += int(n)
+                elif status == OutboxStatus.DEAD.value:
+                    deliveries[(channel, "dead")] += int(n)
+                else:
+                    pending += int(n)
+            watchdog = conn.execute(
+                select(func.coalesce(func.sum(case((AlertStateRow.open.is_(True), 1), else_=0)),
+                                     0))
+                .where(AlertStateRow.target_key.startswith(WATCHDOG_PREFIX))
+            ).scalar_one()
+        return MonitorState(
+            last_scan=beat, counters=counters, alerts_open=opened, deliveries=deliveries,
+            outbox_pending=pending, watchdog_firing=int(watchdog),
+        )
