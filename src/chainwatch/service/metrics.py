@@ -44,7 +44,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
-from chainwatch.config.values import Endpoint, Inventory
+from chainwatch.config.values import Inventory
 from chainwatch.model import FindingCode, RenewalPolicy, Report, Target
 from chainwatch.storage.metrics_repo import (
     PROBE_FAILURES,
@@ -96,7 +96,7 @@ class AddressState:
 
 def target_label(target: Target) -> str:
     """``host:port`` (``[v6]:port``), or ``file:PATH`` for a certificate file."""
-    if target.host.startswith("file:"):
+    if target.is_file:
         return target.host
     host = f"[{target.host}]" if ":" in target.host else target.host
     return f"{host}:{target.port}"
@@ -308,30 +308,24 @@ def stored_states(db: Database, inventory: Inventory | None = None) -> list[Addr
     repo = MetricsRepo(db)
     if inventory is None:
         rows: Iterable[LatestRow] = repo.latest()
-        policies: Mapping[tuple[str, int, str, str], RenewalPolicy] = {}
+        policies: Mapping[str, RenewalPolicy] = {}
         default = RenewalPolicy()
     else:
         wanted = [e.target for e in inventory.endpoints]
-        wanted += [Target(host=f"file:{p}", port=0) for f in inventory.files for p in f.paths()]
+        wanted += [Target.file(p) for f in inventory.files for p in f.paths()]
         rows = repo.latest(wanted)
-        policies = {_policy_key(e): e.renewal for e in inventory.endpoints}
+        policies = {e.target.key: e.renewal for e in inventory.endpoints}
         default = inventory.defaults.renewal
     seen: set[tuple[str, str]] = set()
     out = []
     for row in rows:
-        t = row.target
-        state = _state_of_row(row, policies.get(
-            (t.host, t.port, t.sni or "", t.starttls or ""), default))
+        state = _state_of_row(row, policies.get(row.target.key, default))
         key = (state.target, state.address)
         if key in seen:
             continue
         seen.add(key)
         out.append(state)
     return out
-
-
-def _policy_key(e: Endpoint) -> tuple[str, int, str, str]:
-    return (e.host, e.port, e.sni or "", e.starttls.value if e.starttls else "")
 
 
 _rendered: weakref.WeakKeyDictionary[Database, tuple[tuple[Any, ...], Inventory | None, bytes]]
