@@ -244,6 +244,15 @@ class _ProfileModel(_Edge):
     trust: list[Text]
     building: BuildingName = "modern"
     aia: StrictBool = False
+    password_env: EnvName | None = None
+    password_file: Text | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> _ProfileModel:
+        if self.password_env is not None and self.password_file is not None:
+            raise _field_error("password_file", "give the keystore password once: "
+                                                "password_env is given already")
+        return self
 
 
 class _EndpointModel(_Edge):
