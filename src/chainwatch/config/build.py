@@ -68,7 +68,7 @@ from chainwatch.config.values import (
 )
 from chainwatch.config.yaml import _Document, _field_name, _read_yaml
 from chainwatch.errors import BundleError, InputError, InventoryError, ProfileError
-from chainwatch.model import Profile, RenewalPolicy, Store, Target
+from chainwatch.model import ClientHello, Profile, RenewalPolicy, Store, Target
 from chainwatch.model.behaviours import BEHAVIOURS
 from chainwatch.model.bundle import read_source
 from chainwatch.model.names import StartTLS, shown, to_ascii
@@ -135,7 +135,17 @@ class _Builder:
             store=Store(name=name, anchors=anchors, source=source),
             building=BEHAVIOURS[model.building],
             aia=model.aia,
+            client_hello=self.client_hello(model, path),
         )
+
+    def client_hello(self, model: _ProfileModel, path: YamlPath) -> ClientHello | None:
+        hello = model.client_hello
+        if hello is None:
+            return None
+        if hello.max_version is None and hello.signature is None:
+            raise self.fail((*path, "client_hello"),
+                            "give max_version and/or signature (or omit client_hello)")
+        return ClientHello(max_version=hello.max_version, signature=hello.signature)
 
     def store_password(self, model: _ProfileModel, path: YamlPath) -> str | None:
         """The keystore password of a named profile (``password_env``/``password_file``),
