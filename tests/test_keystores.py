@@ -256,3 +256,21 @@ def test_resolve_profile_passes_the_password(files: dict[str, Path], tmp_path: P
     assert resolve_profile(f"java:jks:{store}", password="abc123").building.name == "java"
     with pytest.raises(StoreError, match="wrong password"):
         resolve_profile(f"jks:{store}")
+
+
+def test_fifos_are_refused_without_blocking(files: dict[str, Path], tmp_path: Path,
+                                            hierarchy: tuple[CA, CA, Leaf, CA]) -> None:
+    import os
+
+    fifo = tmp_path / "cacerts"
+    os.mkfifo(fifo)
+    with pytest.raises(StoreError, match=r"not a regular file \(a FIFO\)"):
+        resolve_store(f"jks:{fifo}")
+    with pytest.raises(StoreError, match=r"not a regular file \(a FIFO\)"):
+        resolve_store(f"pkcs12:{fifo}")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    os.mkfifo(certs / "0a1b2c3d.0")  # a FIFO under a hash-link name is skipped
+    shutil.copy(files["root"], certs / "root.pem")
+    assert [a.sha256 for a in resolve_store(f"dir:{certs}").anchors] == [
+        hierarchy[0].cert.sha256]

@@ -51,7 +51,7 @@ _CERT_SUFFIXES = (".pem", ".crt", ".cer", ".der")
 
 @dataclass(frozen=True)
 class _Key:
-    """What a loaded store depends on: the file's identity and the password."""
+    """The identity of a store file (a changed file is read again)."""
 
     path: str
     mtime_ns: int
