@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import socket
 import ssl
 import struct
 import threading
 from collections.abc import Iterator
 from itertools import count
+from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
@@ -234,3 +236,75 @@ class Watch:
             self.closed.set()
             return
         self.closed.set()
+
+
+# -- nginx (a real dual-certificate server) -------------------------------------------------
+
+
+def nginx_binary() -> str | None:
+    """The nginx executable (Debian's ``nginx-light`` installs ``/usr/sbin/nginx``)."""
+    import shutil
+
+    found = shutil.which("nginx")
+    if found:
+        return found
+    for candidate in ("/usr/sbin/nginx", "/usr/local/sbin/nginx"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+@contextlib.contextmanager
+def nginx_server(binary: str, tmp: Path, port: int,
+                 certificates: list[tuple[bytes, bytes]]) -> Iterator[int]:
+    """nginx on 127.0.0.1:``port`` serving every (chain PEM, key PEM) of ``certificates``
+    in one server block (nginx picks one per handshake: by cipher suite in TLS 1.2, by
+    signature algorithm in TLS 1.3); yields the port. One process, no master (no user
+    switching), stopped and waited for on exit; start-up bounded to 30 s."""
+    import subprocess
+    import time
+
+    lines = []
+    for n, (chain, key) in enumerate(certificates):
+        (tmp / f"cert{n}.pem").write_bytes(chain)
+        (tmp / f"cert{n}.key").write_bytes(key)
+        lines.append(f"    ssl_certificate {tmp}/cert{n}.pem;")
+        lines.append(f"    ssl_certificate_key {tmp}/cert{n}.key;")
+    conf = tmp / "nginx.conf"
+    conf.write_text("\n".join([
+        "daemon off;", "master_process off;", f"pid {tmp}/nginx.pid;",
+        f"error_log {tmp}/error.log warn;", "events { worker_connections 64; }",
+        "http {", "  access_log off;",
+        *(f"  {kind}_temp_path {tmp}/{kind};"
+          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
+        "  ssl_protocols TLSv1.2 TLSv1.3;", "  ssl_session_tickets off;",
+        f"  server {{ listen 127.0.0.1:{port} ssl;", *lines, "    return 204; }", "}",
+    ]) + "\n")
+    log = tmp / "error.log"
+    stderr = tmp / "nginx.stderr"
+    with stderr.open("wb") as sink:
+        proc = subprocess.Popen([binary, "-p", f"{tmp}/", "-c", str(conf), "-e", str(log)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=sink)
+    try:
+        deadline = time.monotonic() + 30
+        for _ in range(600):  # bounded: 30 s at most
+            if proc.poll() is not None:
+                err = stderr.read_text(errors="replace")
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                raise RuntimeError(f"nginx exited with status {proc.returncode}: {err}{tail}")
+            with socket.socket() as sock:
+                sock.settimeout(0.5)
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("nginx did not listen within 30 s")
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -355,7 +355,7 @@ BAD = [
         "    profiles:\n      - mozilla\n      - backedn\n",
         "inv.yaml:7: endpoints[0].profiles[1]: unknown profile 'backedn': not a name under "
         "profiles (backend) nor a spec (mozilla, mozilla@YYYY-MM-DD, system, file:PATH, "
-        "legacy:STORE, a preset)",
+        "jks:PATH, pkcs12:PATH, dir:PATH, BEHAVIOUR:STORE, a preset)",
         id="unknown-profile-name",
     ),
     pytest.param(

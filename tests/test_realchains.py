@@ -6,6 +6,7 @@ data, so these tests check the engine and the history data together.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,48 @@ def test_dst_current_store_no_longer_has_dst(cli_json: CliJson, dst_chain: Path)
     assert profiles["mozilla"]["trusted"] is True
     # 1.0.2's alternative chains find ISRG Root X1 when DST is not in the store at all.
     assert profiles["legacy:mozilla"]["trusted"] is True
+
+
+def test_dst_android_kept_working_through_the_cross_sign(cli_json: CliJson,
+                                                         dst_chain: Path) -> None:
+    """2021-10-15, two weeks after DST Root CA X3 expired: Android 7.0, which lacks ISRG
+    Root X1, still trusts the served chain through the DST cross-sign (Android does not
+    check a trust anchor's expiry: Let's Encrypt, 2020-12-21); OpenSSL 1.0.x with the same
+    era's Mozilla store builds the same path and rejects it; a modern client trusts it
+    through ISRG Root X1. The anchors are AOSP's android-7.0.0_r1 store and Mozilla's."""
+    profiles = ("android-7.0", "legacy:mozilla@2021-09-01", "mozilla@2021-09-01",
+                "android-7.1.1")
+    code, report = _check(cli_json, dst_chain, "geoip.elastic.dev", "2021-10-15", profiles)
+    android7, legacy, modern, android711 = (by_profile(report)[p] for p in profiles)
+    dst, x1 = cert("dst_root_ca_x3.pem").sha256, cert("isrg_root_x1.pem").sha256
+    cross = cert("isrg_root_x1_by_dst_root_ca_x3.pem").sha256
+
+    assert android7["trusted"] is True and android7["error"] is None
+    assert android7["path"][-2:] == [cross, dst]  # through the expired anchor
+    assert android7["breaks_at"] == "2021-11-09T09:01:36Z"  # the leaf, not DST, ends it
+
+    assert legacy["trusted"] is False and legacy["error"] == "expired"
+    assert legacy["path"][-1] == dst and "DST Root CA X3" in legacy["reason"]
+
+    assert modern["trusted"] is True and modern["path"][-1] == x1
+    assert cross not in modern["path"]
+    # 7.1.1 has ISRG Root X1 itself; it prefers the path that does not lean on DST
+    assert android711["trusted"] is True and android711["path"][-1] == x1
+    untrusted = {f["profile"] for f in report["findings"] if f["code"] == "UNTRUSTED"}
+    assert untrusted == {"legacy:mozilla@2021-09-01"}
+    assert code == 2
+
+
+def test_dst_android_without_the_anchor_expiry_rule() -> None:
+    """The same store with modern building (anchor dates checked) fails: the verdict
+    above comes from the behaviour, not from the store."""
+    from chainwatch.analysis.profiles import evaluate
+    from chainwatch.stores import resolve_profile
+
+    chain = (cert("leaf_geoip_elastic_dev_2021.pem"), cert("lets_encrypt_r3.pem"),
+             cert("isrg_root_x1_by_dst_root_ca_x3.pem"))
+    at = dt.datetime(2021, 10, 15, tzinfo=dt.UTC)
+    assert evaluate(chain, resolve_profile("android-7.0"), at).trusted is True
+    modern = evaluate(chain, resolve_profile("android@7.0"), at)
+    assert modern.trusted is False and modern.error is not None
+    assert modern.error.value == "expired"

@@ -23,6 +23,8 @@ def test_stores_lists_snapshots_and_presets(cli: Cli) -> None:
     assert dates == sorted(dates)
     assert dates[0] == "2015-04-28"
     assert {p["name"] for p in data["presets"]} == set(PRESETS)
+    assert all(p["source"] for p in data["presets"])
+    assert {"android-7.0", "android-7.1.1", "android-9", "android-10"} <= set(PRESETS)
 
 
 def test_stores_root_history(cli: Cli) -> None:
@@ -60,3 +62,18 @@ def test_historic_store_resolution_and_errors() -> None:
         resolve_profile("mozilla@last-year")
     with pytest.raises(ProfileError, match="given twice"):
         resolve_profile("legacy:legacy:mozilla")
+
+
+def test_android_presets_are_android_behaviour_on_their_release(cli: Cli) -> None:
+    for version in ("7.0", "7.1.1", "9", "10"):
+        profile = resolve_profile(f"android-{version}")
+        assert profile.spec == f"android-{version}"
+        assert profile.building.name == "android"
+        assert not profile.building.anchor_expiry_checked
+        assert profile.store.name == f"android@{version}"
+        assert f"android-{version}" in PRESETS[f"android-{version}"].source
+    code, out, _ = cli("stores")
+    assert code == 0
+    assert "android-7.0    = android:android@7.0" in out
+    assert "source: store: AOSP platform/system/ca-certificates at tag android-7.0.0_r1" in out
+    assert "java:jks:" in out  # Java is documented as the user's own cacerts, not a preset

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from enum import StrEnum
 from typing import Annotated
 
@@ -42,8 +43,14 @@ def parse_when(value: str | None, flag: str = "--at") -> dt.datetime:
         ) from None
 
 
+STORE_PASSWORD_ENV = "CHAINWATCH_STORE_PASSWORD"
+"""The environment variable whose value opens ``jks:``/``pkcs12:`` stores of ``--profile``
+(unset: ``changeit``; an inventory profile says ``password_env``/``password_file``)."""
+
+
 def resolve_profiles(specs: list[str] | None) -> list[Profile]:
-    return [resolve_profile(s) for s in (specs or ["mozilla"])]
+    password = os.environ.get(STORE_PASSWORD_ENV) or None
+    return [resolve_profile(s, password=password) for s in (specs or ["mozilla"])]
 
 
 def check_days(warn_days: int, crit_days: int) -> None:
@@ -58,8 +65,10 @@ ProfileOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--profile",
-        help="Client profile spec (repeatable): mozilla, mozilla@DATE, system, file:PATH, "
-        "legacy:STORE. Default: mozilla.",
+        help="Client profile spec (repeatable): mozilla, mozilla@DATE, android@VERSION, "
+        "system, file:PATH, jks:PATH, pkcs12:PATH, dir:PATH, BEHAVIOUR:STORE, a preset "
+        "(chainwatch stores). Default: mozilla. Keystore password: $CHAINWATCH_STORE_PASSWORD "
+        "(default changeit).",
     ),
 ]
 WarnOpt = Annotated[int, typer.Option("--warn-days", help="Warning when fewer days are left.")]

@@ -82,7 +82,8 @@ def stores(
                 {"version": s.version, "date": s.date.isoformat(), "count": s.count} for s in snaps
             ],
             "presets": [
-                {"name": p.name, "spec": p.spec, "description": p.description}
+                {"name": p.name, "spec": p.spec, "description": p.description,
+                 "source": p.source}
                 for p in PRESETS.values()
             ],
             "android": [
@@ -101,3 +102,12 @@ def stores(
     typer.echo("\nPresets:")
     for p in PRESETS.values():
         typer.echo(f"  {p.name:<14} = {p.spec:<28} {p.description}")
+        if p.source:
+            typer.echo(f"  {'':<14}   source: {p.source}")
+    typer.echo(
+        "\nJava: no preset (a JVM trusts its runtime's own cacerts, which the vendor or the "
+        "distribution makes); use java:jks:$JAVA_HOME/lib/security/cacerts (JDK 8-17) or "
+        "java:pkcs12:... (JDK 18+).\nOther stores: file:PATH (PEM/DER/PKCS#12 bundle), "
+        "jks:PATH, pkcs12:PATH (password: $CHAINWATCH_STORE_PASSWORD, default changeit), "
+        "dir:PATH (OpenSSL CApath, /etc/ssl/certs)."
+    )

@@ -70,7 +70,7 @@ from chainwatch.config.values import (
 )
 from chainwatch.config.yaml import _Document, _field_name, _read_yaml
 from chainwatch.errors import BundleError, InputError, InventoryError, ProfileError
-from chainwatch.model import Profile, RenewalPolicy, Store, Target
+from chainwatch.model import ClientHello, Profile, RenewalPolicy, Store, Target
 from chainwatch.model.behaviours import BEHAVIOURS
 from chainwatch.model.bundle import read_source
 from chainwatch.model.names import StartTLS, shown, to_ascii
@@ -79,6 +79,9 @@ from chainwatch.stores import resolve_profile, resolve_store
 from chainwatch.stores.presets import PRESETS
 
 # -- step 3: edge models to domain values ---------------------------------------------------
+
+
+_MAX_PASSWORD_BYTES = 4096
 
 
 def _is_ip(text: str) -> bool:
@@ -116,6 +119,7 @@ class _Builder:
                                   "choose a name without ':' or '@' that is not a built-in")
         if not model.trust:
             raise self.fail((*path, "trust"), "needs at least one trust store")
+        password = self.store_password(model, path)
         stores: list[Store] = []
         for i, spec in enumerate(model.trust):
             where = (*path, "trust", i)
@@ -123,7 +127,7 @@ class _Builder:
                 raise self.fail(where, "trust lists stores; say building: legacy instead of "
                                        "the legacy: prefix")
             try:
-                stores.append(resolve_store(spec, base_dir=self.base_dir))
+                stores.append(resolve_store(spec, base_dir=self.base_dir, password=password))
             except InputError as exc:
                 raise self.fail(where, str(exc)) from None
         anchors = tuple(dict.fromkeys(a for store in stores for a in store.anchors))
@@ -133,7 +137,42 @@ class _Builder:
             store=Store(name=name, anchors=anchors, source=source),
             building=BEHAVIOURS[model.building],
             aia=model.aia,
+            client_hello=self.client_hello(model, path),
         )
+
+    def client_hello(self, model: _ProfileModel, path: YamlPath) -> ClientHello | None:
+        hello = model.client_hello
+        if hello is None:
+            return None
+        if hello.max_version is None and hello.signature is None:
+            raise self.fail((*path, "client_hello"),
+                            "give max_version and/or signature (or omit client_hello)")
+        return ClientHello(max_version=hello.max_version, signature=hello.signature)
+
+    def store_password(self, model: _ProfileModel, path: YamlPath) -> str | None:
+        """The keystore password of a named profile (``password_env``/``password_file``),
+        or ``None`` for the stores' defaults. Never shown in an error."""
+        if model.password_env is not None:
+            value = os.environ.get(model.password_env)
+            if not value:
+                raise self.fail((*path, "password_env"),
+                                f"environment variable {model.password_env} is not set")
+            return value
+        if model.password_file is not None:
+            where = (*path, "password_file")
+            file = self.path_of(model.password_file, where)
+            try:
+                data = read_source(file, limit=_MAX_PASSWORD_BYTES)
+            except BundleError as exc:
+                raise self.fail(where, f"{file}: {exc.reason}") from None
+            try:
+                text = data.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise self.fail(where, f"{file}: not UTF-8 text") from None
+            if not text:
+                raise self.fail(where, f"{file} is empty")
+            return text
+        return None
 
     def profile(self, ref: str, path: YamlPath) -> Profile:
         if ref in self.named:
@@ -149,7 +188,8 @@ class _Builder:
             raise self.fail(
                 path,
                 f"unknown profile {ref!r}: not a name under profiles ({names}) nor a spec "
-                "(mozilla, mozilla@YYYY-MM-DD, system, file:PATH, legacy:STORE, a preset)",
+                "(mozilla, mozilla@YYYY-MM-DD, system, file:PATH, jks:PATH, pkcs12:PATH, "
+                "dir:PATH, BEHAVIOUR:STORE, a preset)",
             ) from None
         except InputError as exc:
             raise self.fail(path, str(exc)) from None

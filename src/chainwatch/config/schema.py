@@ -28,6 +28,7 @@ from chainwatch.alerts.config import Action
 from chainwatch.model import RenewalPolicy
 from chainwatch.model.behaviours import BEHAVIOURS
 from chainwatch.model.names import StartTLS
+from chainwatch.model.values import SIGNATURE_KINDS, TLS_VERSIONS
 
 YamlPath = tuple[str | int, ...]
 
@@ -184,6 +185,20 @@ EnvName = Annotated[Text, AfterValidator(_check_env)]
 HttpUrl = Annotated[Text, AfterValidator(_check_http_url)]
 StartTLSName = Annotated[StrictStr, AfterValidator(_one_of(StartTLS))]
 BuildingName = Annotated[StrictStr, AfterValidator(_behaviour_name)]
+
+
+def _exact_one_of(options: Sequence[str]) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        for option in options:
+            if value.strip().lower() == option.lower():
+                return option
+        raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
+
+    return check
+
+
+TLSVersionName = Annotated[StrictStr, AfterValidator(_exact_one_of(TLS_VERSIONS))]
+SignatureName = Annotated[StrictStr, AfterValidator(_exact_one_of(SIGNATURE_KINDS))]
 ActionName = Annotated[StrictStr, AfterValidator(_one_of(Action))]
 
 
@@ -240,10 +255,25 @@ class _DefaultsModel(_Edge):
     revocation: StrictBool = False
 
 
+class _ClientHelloModel(_Edge):
+    max_version: TLSVersionName | None = None
+    signature: SignatureName | None = None
+
+
 class _ProfileModel(_Edge):
     trust: list[Text]
     building: BuildingName = "modern"
     aia: StrictBool = False
+    password_env: EnvName | None = None
+    password_file: Text | None = None
+    client_hello: _ClientHelloModel | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> _ProfileModel:
+        if self.password_env is not None and self.password_file is not None:
+            raise _field_error("password_file", "give the keystore password once: "
+                                                "password_env is given already")
+        return self
 
 
 class _EndpointModel(_Edge):

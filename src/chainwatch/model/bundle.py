@@ -233,6 +233,29 @@ def _try_pkcs12(data: bytes, password: bytes | None, source: str) -> tuple[Cert,
     return None
 
 
+def load_pkcs12_certs(
+    data: bytes, source: str, passwords: tuple[bytes | None, ...]
+) -> tuple[Cert, ...]:
+    """Every certificate of a PKCS#12 file (its key's certificate first), opened with the
+    first of ``passwords`` that works. ``BundleError`` when ``data`` is not PKCS#12, is
+    malformed or too costly (see :func:`_pkcs12_affordable`), or no password opens it
+    (the reason then starts with ``wrong password``)."""
+    if not data.strip():
+        raise BundleError(source, "file is empty")
+    if not _pkcs12_affordable(data, source):
+        raise BundleError(source, "not a PKCS#12 file (for a Java JKS keystore say jks:)")
+    for pw in passwords:
+        try:
+            with lenient():
+                key, cert, extra = pkcs12.load_key_and_certificates(data, pw)
+        except (ValueError, TypeError):
+            continue
+        del key
+        ordered = ([cert] if cert is not None else []) + list(extra)
+        return tuple(Cert.from_x509(c) for c in ordered)
+    raise BundleError(source, "wrong password (or a damaged PKCS#12 file)")
+
+
 def load_private_key(path: str | Path, password: bytes | None = None) -> PrivateKeyTypes:
     """A private key from PEM, DER or PKCS#12, for the ``--key`` check."""
     source = str(path)

@@ -109,6 +109,9 @@ class FindingCode(StrEnum):
     CA_CHANGED = "CA_CHANGED"
     PROBE_FAILED = "PROBE_FAILED"
     RENEWAL_OVERDUE = "RENEWAL_OVERDUE"
+    CHAIN_DIVERGES = "CHAIN_DIVERGES"
+    """(info) two handshakes of one target, made with different ClientHellos for different
+    populations, were served different chains."""
     REVOCATION_UNKNOWN = "REVOCATION_UNKNOWN"
     """An extension of the contract (info): revocation was checked, but neither the
     staple, an OCSP responder nor a CRL gave a usable answer (the message says why)."""
@@ -713,6 +716,42 @@ Building = Behaviour
 replaced: ``Building.MODERN`` and ``Building.LEGACY`` are the same values."""
 
 
+TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+"""The protocol versions a ClientHello may be capped at, oldest first."""
+SIGNATURE_KINDS = ("rsa", "ecdsa")
+
+
+@dataclass(frozen=True)
+class ClientHello:
+    """What a population's clients offer in their handshake, as far as it decides which
+    chain a server sends (DESIGN.md "What each population is served").
+
+    Attributes:
+        max_version: the newest protocol version offered (``TLSv1.2``), or ``None``.
+        signature: the only server signature algorithm family accepted, ``rsa`` or
+            ``ecdsa`` (TLS 1.2 cipher suites and signature algorithms restricted to it, so
+            a dual-certificate server picks that certificate), or ``None``.
+    """
+
+    max_version: str | None = None
+    signature: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_version is not None and self.max_version not in TLS_VERSIONS:
+            raise ValueError(f"max_version must be one of {', '.join(TLS_VERSIONS)}")
+        if self.signature is not None and self.signature not in SIGNATURE_KINDS:
+            raise ValueError(f"signature must be one of {', '.join(SIGNATURE_KINDS)}")
+
+    @property
+    def label(self) -> str:
+        """``TLSv1.2/rsa``, ``ecdsa``, ``default`` for people and findings."""
+        parts = [p for p in (self.max_version, self.signature) if p]
+        return "/".join(parts) or "default"
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"max_version": self.max_version, "signature": self.signature}
+
+
 @dataclass(frozen=True)
 class Profile:
     """A client population: trust anchors plus path-building behaviour.
@@ -729,6 +768,10 @@ class Profile:
     store: Store
     building: Behaviour = MODERN
     aia: bool = False
+    client_hello: ClientHello | None = None
+    """The handshake this population makes, when it differs from the probe's default
+    (inventory ``client_hello``): the probe makes one handshake per distinct value and the
+    profile is judged on the chain its own handshake was served."""
 
     @property
     def legacy(self) -> bool:
@@ -772,6 +815,9 @@ class ProfileResult:
     breaks_at: dt.datetime | None
     all_paths: tuple[tuple[str, ...], ...] = ()
     dead_end: str | None = None
+    leaf: str | None = None
+    """SHA-256 of the leaf this profile was judged on, set when the target was probed with
+    more than one ClientHello (the report's ``chain`` is then the default handshake's)."""
 
 
 @dataclass(frozen=True)
@@ -879,6 +925,18 @@ class Target:
 
 
 @dataclass(frozen=True)
+class Handshake:
+    """One of several handshakes of a target: the ClientHello (``None``: the probe's
+    default), the chain it was served (SHA-256, leaf first; empty when it failed), the
+    profiles judged on it, and the failure message when it failed."""
+
+    client_hello: ClientHello | None
+    chain: tuple[str, ...]
+    profiles: tuple[str, ...]
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class Report:
     """The answer for one chain (or one endpoint). Serialised as the schema-1 JSON."""
 
@@ -891,6 +949,8 @@ class Report:
     profiles: tuple[ProfileResult, ...]
     findings: tuple[Finding, ...]
     target: Target | None = None
+    handshakes: tuple[Handshake, ...] = ()
+    """When the target was probed with more than one ClientHello: what each was served."""
 
     def with_target(self, target: Target) -> Report:
         from dataclasses import replace
@@ -910,8 +970,10 @@ __all__ = [
     "Behaviour",
     "Building",
     "Cert",
+    "ClientHello",
     "Finding",
     "FindingCode",
+    "Handshake",
     "PathError",
     "Profile",
     "ProfileResult",

@@ -23,7 +23,7 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
-from chainwatch.model import Target
+from chainwatch.model import ClientHello, Target
 
 
 class FailureReason(StrEnum):
@@ -57,6 +57,7 @@ class Observation:
         failure: ``None`` on success, else why not.
         message: one human line for the failure (names host, port and reason).
         elapsed: seconds from connect to result.
+        client_hello: the ClientHello sent, when not the probe's default.
     """
 
     target: Target
@@ -68,6 +69,7 @@ class Observation:
     failure: FailureReason | None = None
     message: str | None = None
     elapsed: float = 0.0
+    client_hello: ClientHello | None = None
 
     @property
     def ok(self) -> bool:

@@ -60,7 +60,7 @@ from typing import Any
 from OpenSSL import SSL, crypto
 
 from chainwatch.errors import ProbeError
-from chainwatch.model import Target
+from chainwatch.model import ClientHello, Target
 from chainwatch.model.names import shown, to_ascii
 from chainwatch.probe import FailureReason, Observation
 from chainwatch.probe.starttls import DEFAULT_PORTS, Dialogue, Stream, printable, upgrade
@@ -180,13 +180,37 @@ def _on_ocsp(conn: SSL.Connection, data: bytes, _: object) -> bool:
     return True  # record, never judge: an unusable staple is the analysis engine's finding
 
 
+_VERSIONS = {
+    "TLSv1": SSL.TLS1_VERSION,
+    "TLSv1.1": SSL.TLS1_1_VERSION,
+    "TLSv1.2": SSL.TLS1_2_VERSION,
+    "TLSv1.3": SSL.TLS1_3_VERSION,
+}
+
+# A population that accepts one signature family: the TLS 1.2 (and older) cipher suites
+# that authenticate with it, and the signature algorithms (TLS 1.2 and 1.3) of it. A
+# dual-certificate server (nginx, Apache, HAProxy with an RSA and an ECDSA certificate)
+# picks the certificate by these: OpenSSL servers by the suite in TLS 1.2 and by the
+# signature algorithms in TLS 1.3.
+_SIGNATURES = {
+    "rsa": (b"aRSA:@SECLEVEL=0",
+            b"RSA-PSS+SHA256:RSA-PSS+SHA384:RSA-PSS+SHA512:rsa_pss_pss_sha256:"
+            b"rsa_pss_pss_sha384:rsa_pss_pss_sha512:RSA+SHA256:RSA+SHA384:RSA+SHA512:"
+            b"RSA+SHA224:RSA+SHA1"),
+    "ecdsa": (b"aECDSA:@SECLEVEL=0",
+              b"ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512:ECDSA+SHA224:ECDSA+SHA1"),
+}
+
+
 @cache
-def _client_context() -> SSL.Context:
-    """One client context for every probe (SSL_CTX is safe to share across threads).
+def _client_context(hello: ClientHello | None = None) -> SSL.Context:
+    """One client context per ClientHello for every probe (SSL_CTX is safe to share
+    across threads); ``None`` is the default hello.
 
     Old protocol versions and every cipher suite are allowed: a monitor must see the chain
     a legacy server presents. Verification is off, tickets are off (no resumption: every
-    handshake is full and shows the certificates).
+    handshake is full and shows the certificates). A :class:`ClientHello` caps the
+    version and, with ``signature``, restricts the suites and signature algorithms.
     """
     ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
     ctx.set_verify(SSL.VERIFY_NONE)
@@ -195,10 +219,43 @@ def _client_context() -> SSL.Context:
         ctx.set_cipher_list(b"ALL:@SECLEVEL=0")
     except SSL.Error:  # a build without the legacy versions or suites: its defaults, then
         pass
+    if hello is not None:
+        _restrict(ctx, hello)
     ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_LEGACY_SERVER_CONNECT | SSL.OP_NO_RENEGOTIATION)
     ctx.set_ocsp_client_callback(_on_ocsp)
     _offer_one_key_share(ctx)
     return ctx
+
+
+def _restrict(ctx: SSL.Context, hello: ClientHello) -> None:
+    """Make ``ctx`` send ``hello``. A restriction this OpenSSL cannot make is a
+    ``ProbeError`` (the probe of that population fails, saying why), never silently the
+    default hello: the population would be judged on a chain it is not served."""
+    if hello.max_version is not None:
+        try:
+            ctx.set_max_proto_version(_VERSIONS[hello.max_version])
+        except SSL.Error:
+            raise ProbeError(FailureReason.OTHER,
+                             f"this OpenSSL cannot cap the handshake at {hello.max_version}"
+                             ) from None
+    if hello.signature is not None:
+        suites, sigalgs = _SIGNATURES[hello.signature]
+        try:
+            ctx.set_cipher_list(suites)
+        except SSL.Error:
+            raise ProbeError(FailureReason.OTHER,
+                             f"this OpenSSL has no {hello.signature} cipher suites") from None
+        try:
+            from cryptography.hazmat.bindings.openssl.binding import Binding
+
+            lib: Any = Binding.lib
+            ok = lib.SSL_CTX_set1_sigalgs_list(ctx._context, sigalgs)  # no pyOpenSSL API
+            lib.ERR_clear_error()
+        except (ImportError, AttributeError):
+            ok = 0
+        if ok != 1:
+            raise ProbeError(FailureReason.OTHER, "this OpenSSL cannot restrict the signature "
+                             f"algorithms to {hello.signature}")
 
 
 # Every group OpenSSL offers by default, in its order, except that the first (and only)
@@ -400,9 +457,11 @@ class _Handshake:
     :meth:`abandon`, then closes it.
     """
 
-    def __init__(self, target: Target, limits: Limits) -> None:
+    def __init__(self, target: Target, limits: Limits,
+                 hello: ClientHello | None = None) -> None:
         self.target = target
         self.limits = limits
+        self.hello = hello
         self.phase = "connect"
         self.connected: asyncio.Future[None] | None = None
         self.loop = asyncio.get_running_loop()
@@ -455,7 +514,12 @@ class _Handshake:
         self.phase = "handshake"
         self._timer = self.loop.call_at(self.loop.time() + self.limits.handshake, self._expire)
         try:
-            conn = SSL.Connection(_client_context(), None)
+            try:
+                ctx = _client_context(self.hello)
+            except ProbeError as exc:  # a ClientHello this OpenSSL cannot send
+                self._fail(exc)
+                return
+            conn = SSL.Connection(ctx, None)
             conn.set_app_data(self.capture)
             conn.set_connect_state()
             name = server_name(self.target)
@@ -722,7 +786,8 @@ def _client_name(sock: socket.socket) -> str:
     return f"[IPv6:{address}]" if ":" in address else f"[{address}]"
 
 
-async def _attempt(target: Target, limits: Limits) -> _Attempt:
+async def _attempt(target: Target, limits: Limits,
+                   hello: ClientHello | None = None) -> _Attempt:
     assert target.ip is not None
     if not is_ip_literal(target.ip):
         return _Attempt(failure=FailureReason.OTHER, detail=f"{target.ip!r} is not an IP address")
@@ -733,7 +798,7 @@ async def _attempt(target: Target, limits: Limits) -> _Attempt:
         reason = (FailureReason.UNREACHABLE if exc.errno in _UNREACHABLE_ERRNOS
                   else FailureReason.OTHER)
         return _Attempt(failure=reason, detail=f"no socket: {exc.strerror or exc}")
-    handshake = _Handshake(target, limits)
+    handshake = _Handshake(target, limits, hello)
     try:
         sock.setblocking(False)
         handshake.connect(sock)
@@ -775,7 +840,8 @@ def _connect_error(exc: OSError) -> ProbeError:
 
 
 async def probe_endpoint(
-    target: Target, *, limits: Limits | None = None, health: AddressHealth | None = None
+    target: Target, *, limits: Limits | None = None, health: AddressHealth | None = None,
+    hello: ClientHello | None = None,
 ) -> Observation:
     """Probe one address (``target.ip`` must be set) and return what it presented.
 
@@ -783,7 +849,9 @@ async def probe_endpoint(
     :class:`Observation` with ``failure`` and a one-line ``message``. Cancellation
     propagates (and closes the socket). ``health``: the sweep's record of this address
     (IP and port), shared by its probes: each connect is recorded in it, and once it
-    says the address is unresponsive the probe is not tried (nor retried).
+    says the address is unresponsive the probe is not tried (nor retried). ``hello``:
+    the ClientHello to send (default: the probe's own, which offers everything); the
+    observation records it.
     """
     if target.ip is None:
         raise ValueError("probe_endpoint needs target.ip; use resolve() or probe_targets()")
@@ -800,7 +868,7 @@ async def probe_endpoint(
         elif health is not None and health.unresponsive:
             outcome = health.skipped(target)
         else:
-            outcome = await _attempt(target, limits)
+            outcome = await _attempt(target, limits, hello)
             if health is not None:
                 health.record(outcome)
             for _ in range(limits.retries):
@@ -809,7 +877,7 @@ async def probe_endpoint(
                 await asyncio.sleep(limits.retry_delay)
                 if health is not None and health.unresponsive:
                     break  # the other probes of the address timed out meanwhile
-                outcome = await _attempt(target, limits)
+                outcome = await _attempt(target, limits, hello)
                 if health is not None:
                     health.record(outcome)
     except Exception as exc:  # a bug must not take a batch down: it becomes this row
@@ -828,6 +896,7 @@ async def probe_endpoint(
             cipher=facts.cipher,
             ocsp_staple=facts.ocsp,
             elapsed=elapsed,
+            client_hello=hello,
         )
     reason = outcome.failure or FailureReason.OTHER
     return Observation(
@@ -836,6 +905,7 @@ async def probe_endpoint(
         failure=reason,
         message=failure_message(target, reason, outcome.detail),
         elapsed=elapsed,
+        client_hello=hello,
     )
 
 

@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from functools import cache
 from multiprocessing.connection import Connection, wait
 
-from chainwatch.model import Target
+from chainwatch.model import ClientHello, Target
 from chainwatch.probe import FailureReason, Observation
 from chainwatch.probe.handshake import AddressHealth, Limits, failure_message, probe_endpoint
 from chainwatch.probe.targets import Slot, expand
@@ -122,6 +122,37 @@ async def probe_targets(
     return await _probe_slots(
         slots, concurrency=concurrency, per_address=per_address, limits=limits
     )
+
+
+def probe_hellos(
+    requests: Sequence[tuple[Target, ClientHello, Limits]],
+    *,
+    concurrency: int = 64,
+    per_address: int = 4,
+) -> list[Observation]:
+    """One more handshake per ``(address, ClientHello, limits)`` (``target.ip`` set: an
+    address a first probe already found), in input order, synchronously: the handshakes
+    of populations whose ClientHello differs from the probe's default. At most
+    ``concurrency`` at once overall and ``per_address`` per address; every one has its
+    limits' deadlines. Runs its own event loop in a worker thread, so it may be called
+    from any thread."""
+    if not requests:
+        return []
+
+    async def run() -> list[Observation]:
+        gate = asyncio.Semaphore(max(1, concurrency))
+        per_ip: dict[str, asyncio.Semaphore] = {}
+
+        async def one(target: Target, hello: ClientHello, limits: Limits) -> Observation:
+            assert target.ip is not None, "probe_hellos needs addresses (target.ip)"
+            address_gate = per_ip.setdefault(target.ip, asyncio.Semaphore(max(1, per_address)))
+            async with address_gate, gate:
+                return await probe_endpoint(target, limits=limits, hello=hello)
+
+        return list(await asyncio.gather(*(one(t, h, lim) for t, h, lim in requests)))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chainwatch-hellos") as pool:
+        return pool.submit(asyncio.run, run()).result()
 
 
 def _assign_shards(addresses: Sequence[str], shards: int) -> dict[str, int]:
@@ -497,5 +528,6 @@ async def _shard(
 __all__ = [
     "PROCESS_MIN_ADDRESSES",
     "probe_all",
+    "probe_hellos",
     "probe_targets",
 ]

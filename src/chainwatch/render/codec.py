@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from chainwatch.model import Cert, Finding, ProfileResult, Report, Status, Target
+from chainwatch.model import Cert, Finding, Handshake, ProfileResult, Report, Status, Target
 from chainwatch.model.times import iso_or_none as iso
 
 SCHEMA = 1
@@ -84,13 +84,25 @@ def cert_json(index: int, cert: Cert) -> dict[str, Any]:
 
 
 def profile_json(r: ProfileResult) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "profile": r.profile,
         "trusted": r.trusted,
         "error": None if r.error is None else r.error.value,
         "path": list(r.path),
         "breaks_at": iso(r.breaks_at),
         "reason": r.reason,
+    }
+    if r.leaf is not None:  # judged on its own handshake's chain (an extension)
+        out["leaf"] = r.leaf
+    return out
+
+
+def handshake_json(h: Handshake) -> dict[str, Any]:
+    return {
+        "client_hello": None if h.client_hello is None else h.client_hello.as_dict(),
+        "chain": list(h.chain),
+        "profiles": list(h.profiles),
+        "error": h.error,
     }
 
 
@@ -122,6 +134,8 @@ def report_json(report: Report) -> dict[str, Any]:
     }
     if report.target is not None:
         out["target"] = target_json(report.target)
+    if report.handshakes:  # probed with more than one ClientHello (an extension)
+        out["handshakes"] = [handshake_json(h) for h in report.handshakes]
     return out
 
 

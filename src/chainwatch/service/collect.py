@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from chainwatch.alerts.escalation import Situation
+from chainwatch.analysis.populations import hellos_needed
 from chainwatch.analysis.tracking import (
     Before,
     LeafIndex,
@@ -30,13 +31,22 @@ from chainwatch.analysis.tracking import (
 )
 from chainwatch.config.inventory import Endpoint, FileSource, Inventory
 from chainwatch.errors import BundleError
-from chainwatch.model import Cert, FindingCode, RenewalPolicy, Report, Severity, Status, Target
+from chainwatch.model import (
+    Cert,
+    ClientHello,
+    FindingCode,
+    RenewalPolicy,
+    Report,
+    Severity,
+    Status,
+    Target,
+)
 from chainwatch.model.bundle import load_bundle_file
 from chainwatch.probe import FailureReason, Observation
 from chainwatch.probe.ari import RenewalInfo, renewal_info
 from chainwatch.probe.handshake import Limits
 from chainwatch.probe.http import IPNetwork
-from chainwatch.probe.parallel import probe_all
+from chainwatch.probe.parallel import probe_all, probe_hellos
 from chainwatch.render.codec import report_json, worst
 from chainwatch.service.discovery import endpoint_names, is_covered
 from chainwatch.service.netinputs import NetworkInputs, fetch_inputs
@@ -169,6 +179,7 @@ def collect(
     if full:
         items.extend(_read_files(inventory.files, started))
 
+    served = population_handshakes(items)
     inputs = network_inputs(items, allow_private)
     reports: list[Report] = []
     for n, ((item, obs), inp) in enumerate(zip(items, inputs, strict=True), start=1):
@@ -177,6 +188,7 @@ def collect(
         reports.append(known if known is not None else report_for(
             obs, src.profiles, at=when, host=item.host, warn_days=src.warn_days,
             crit_days=src.crit_days, revocation=inp.revocation, fetched=inp.fetched,
+            served=served.get(n - 1, ()),
         ))
         if progress is not None:
             progress(n, len(items))
@@ -234,8 +246,31 @@ def network_inputs(items: Sequence[tuple[Item, Observation]],
 
 
 def _needs_network(endpoint: Endpoint) -> bool:
-    """Whether analysing this endpoint waits for OCSP/CRL or AIA fetches."""
-    return endpoint.revocation or any(p.aia for p in endpoint.profiles)
+    """Whether analysing this endpoint waits for OCSP/CRL or AIA fetches, or for the
+    handshakes of populations with their own ClientHello."""
+    return (endpoint.revocation or any(p.aia for p in endpoint.profiles)
+            or bool(hellos_needed(endpoint.profiles)))
+
+
+def population_handshakes(
+    items: Sequence[tuple[Item, Observation]],
+) -> dict[int, list[Observation]]:
+    """For each probed address whose endpoint has profiles with a ``client_hello``, one
+    more handshake per distinct hello (by position in ``items``); addresses whose first
+    probe failed get none (their report is the failed probe's)."""
+    requests: list[tuple[Target, ClientHello, Limits]] = []
+    owners: list[int] = []
+    for n, (item, obs) in enumerate(items):
+        src = item.source
+        if not isinstance(src, Endpoint) or not obs.ok:
+            continue
+        for hello in hellos_needed(src.profiles):
+            requests.append((obs.target, hello, Limits(timeout=src.timeout.total_seconds())))
+            owners.append(n)
+    out: dict[int, list[Observation]] = {}
+    for n, observation in zip(owners, probe_hellos(requests), strict=True):
+        out.setdefault(n, []).append(observation)
+    return out
 
 
 def _probe(endpoints: Sequence[Endpoint], concurrency: int,

@@ -18,8 +18,9 @@ from chainwatch.analysis.engine import (
     analyze,
     probe_failed_report,
 )
+from chainwatch.analysis.populations import analyze_served
 from chainwatch.analysis.revocation import Revocation
-from chainwatch.model import Cert, Profile, Report
+from chainwatch.model import Cert, ClientHello, Profile, Report
 from chainwatch.model.times import iso_or_none as iso
 from chainwatch.probe import Observation
 from chainwatch.probe.handshake import where
@@ -54,6 +55,7 @@ def report_for(
     required: Sequence[str] | None = None,
     revocation: Revocation | None = None,
     fetched: Sequence[Cert] = (),
+    served: Sequence[Observation] = (),
 ) -> Report:
     """The report of one observation, with ``target`` set to the observed address.
 
@@ -69,6 +71,10 @@ def report_for(
             ``REVOCATION_UNKNOWN``); ``None``: not checked.
         fetched: certificates fetched via AIA for profiles with ``aia`` set.
             Both come from :func:`chainwatch.service.netinputs.gather_inputs`.
+        served: the handshakes of the same address made with the profiles' own
+            ClientHellos (``Observation.client_hello`` set); each profile with a hello
+            is then judged on the chain its handshake got
+            (:func:`chainwatch.analysis.populations.analyze_served`).
     """
     target = observation.target
     if not observation.ok:
@@ -79,6 +85,19 @@ def report_for(
     chain = parse_chain(observation)
     if isinstance(chain, str):
         return probe_failed_report(target, chain, at, host=host)
+    if served:
+        chains: dict[ClientHello | None, tuple[Cert, ...] | str] = {None: chain}
+        for extra in served:
+            if extra.client_hello is None:
+                continue
+            if not extra.ok:
+                chains[extra.client_hello] = extra.message or str(extra.failure)
+            else:
+                chains[extra.client_hello] = parse_chain(extra)
+        return analyze_served(
+            chains, profiles, at=at, host=host, warn_days=warn_days, crit_days=crit_days,
+            required=required, revocation=revocation, fetched=fetched,
+        ).with_target(target)
     report = analyze(
         chain, profiles, at=at, host=host, warn_days=warn_days, crit_days=crit_days,
         required=required, revocation=revocation, fetched=fetched,

@@ -8,6 +8,9 @@ spec                          anchors                                         bu
 ``android@VERSION``           Android's system store in that release          modern
 ``system``                    the OS store of this machine                    modern
 ``file:PATH``                 the certificates in a PEM/DER/PKCS#12 file      modern
+``jks:PATH``                  a Java keystore's trusted entries (pyjks)       modern
+``pkcs12:PATH``               a PKCS#12 truststore's certificates             modern
+``dir:PATH``                  an OpenSSL CApath-style directory               modern
 ``BEHAVIOUR:STORE``           STORE as above                                  BEHAVIOUR
 ``PRESET``                    a named population (see :mod:`.presets`)        (preset)
 ============================  ==============================================  ==========
@@ -36,20 +39,23 @@ from chainwatch.model.bundle import load_bundle_file, parse_bundle, read_source
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-def resolve_profile(spec: str, *, base_dir: Path | None = None) -> Profile:
-    """Turn a profile spec into a :class:`Profile`. Raises ``ProfileError``/``StoreError``."""
+def resolve_profile(
+    spec: str, *, base_dir: Path | None = None, password: str | None = None
+) -> Profile:
+    """Turn a profile spec into a :class:`Profile`. Raises ``ProfileError``/``StoreError``.
+    ``password`` opens a ``jks:``/``pkcs12:`` store (see :func:`resolve_store`)."""
     text = spec.strip()
     if not text:
         raise ProfileError("empty profile spec")
     from chainwatch.stores.presets import PRESETS
 
     if text in PRESETS:
-        target = resolve_profile(PRESETS[text].spec, base_dir=base_dir)
+        target = resolve_profile(PRESETS[text].spec, base_dir=base_dir, password=password)
         return Profile(spec=text, store=target.store, building=target.building, aia=target.aia)
     building, store_spec = split_spec(text)
     return Profile(
         spec=text,
-        store=resolve_store(store_spec, base_dir=base_dir),
+        store=resolve_store(store_spec, base_dir=base_dir, password=password),
         building=building,
         aia=building.aia_fetching,
     )
@@ -70,7 +76,11 @@ def split_spec(spec: str) -> tuple[Behaviour, str]:
     return BEHAVIOURS[head], rest
 
 
-def resolve_store(spec: str, *, base_dir: Path | None = None) -> Store:
+def resolve_store(
+    spec: str, *, base_dir: Path | None = None, password: str | None = None
+) -> Store:
+    """The store a store spec names. ``password`` opens ``jks:``/``pkcs12:`` stores (the
+    defaults are in :mod:`chainwatch.stores.keystores`); other stores ignore it."""
     if spec == "mozilla":
         return mozilla_store()
     if spec.startswith("mozilla@"):
@@ -86,23 +96,48 @@ def resolve_store(spec: str, *, base_dir: Path | None = None) -> Store:
         return android_store(spec[len("android@") :])
     if spec == "system":
         return system_store()
-    if spec.startswith("file:"):
-        raw = spec[len("file:") :]
-        if not raw:
-            raise ProfileError("profile store 'file:' needs a path, e.g. file:ca/backend.pem")
-        try:
-            path = Path(raw).expanduser()
-        except RuntimeError:  # ~name of a user this machine does not have
-            user = raw.split("/", 1)[0]
-            raise StoreError(f"profile store {spec!r}: {raw}: {user} names no user here") from None
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        return file_store(path, display=raw)
+    for prefix in _PATH_STORES:
+        if spec.startswith(prefix + ":"):
+            raw = spec[len(prefix) + 1 :]
+            path = _store_path(spec, prefix, raw, base_dir)
+            if prefix == "file":
+                return file_store(path, display=raw)
+            from chainwatch.stores import keystores
+
+            if prefix == "dir":
+                return keystores.dir_store(path, display=raw)
+            if prefix == "jks":
+                return keystores.jks_store(path, display=raw, password=password)
+            return keystores.pkcs12_store(path, display=raw, password=password)
     raise ProfileError(
         f"unknown profile {spec!r}: expected mozilla, mozilla@YYYY-MM-DD, android@VERSION, "
-        f"system, file:PATH, BEHAVIOUR:STORE ({', '.join(BEHAVIOURS)}) or a preset "
-        "(chainwatch stores)"
+        f"system, file:PATH, jks:PATH, pkcs12:PATH, dir:PATH, BEHAVIOUR:STORE "
+        f"({', '.join(BEHAVIOURS)}) or a preset (chainwatch stores)"
     )
+
+
+_PATH_STORES = {
+    "file": "file:ca/backend.pem",
+    "jks": "jks:/etc/ssl/certs/java/cacerts",
+    "pkcs12": "pkcs12:truststore.p12",
+    "dir": "dir:/etc/ssl/certs",
+}
+"""Store prefixes that take a path, with an example for the error that a bare one gets."""
+
+
+def _store_path(spec: str, prefix: str, raw: str, base_dir: Path | None) -> Path:
+    if not raw:
+        raise ProfileError(
+            f"profile store '{prefix}:' needs a path, e.g. {_PATH_STORES[prefix]}"
+        )
+    try:
+        path = Path(raw).expanduser()
+    except RuntimeError:  # ~name of a user this machine does not have
+        user = raw.split("/", 1)[0]
+        raise StoreError(f"profile store {spec!r}: {raw}: {user} names no user here") from None
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return path
 
 
 @lru_cache(maxsize=1)
