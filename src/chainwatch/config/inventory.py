@@ -49,12 +49,21 @@ from chainwatch.alerts.config import (
     ShortLivedStep,
     WebhookChannel,
 )
-from chainwatch.config.build import load_inventory, parse_inventory
+from chainwatch.config.build import batch_document, load_inventory, parse_inventory
 from chainwatch.config.schema import MAX_INVENTORY_BYTES, parse_duration, renewal_policy
-from chainwatch.config.values import STARTTLS_PORTS, Defaults, Endpoint, FileSource, Inventory
+from chainwatch.config.values import (
+    DEFAULT_ZONE,
+    STARTTLS_PORTS,
+    Defaults,
+    Endpoint,
+    FileSource,
+    Inventory,
+    Zone,
+)
 from chainwatch.model.names import StartTLS
 
 __all__ = [
+    "DEFAULT_ZONE",
     "DEFAULT_BROKEN",
     "DEFAULT_SHORT_LIVED",
     "DEFAULT_STEPS",
@@ -82,6 +91,8 @@ __all__ = [
     "ShortLivedStep",
     "StartTLS",
     "WebhookChannel",
+    "Zone",
+    "batch_document",
     "load_inventory",
     "parse_duration",
     "parse_inventory",
