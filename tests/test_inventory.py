@@ -320,7 +320,7 @@ BAD = [
     pytest.param(
         "defaults: {warn_days: 30}\nendpointz: []\n",
         "inv.yaml:2: endpointz: unknown key; did you mean 'endpoints'? (allowed: defaults, fetch, "
-        "profiles, renewals, endpoints, files, alerts)",
+        "profiles, renewals, endpoints, files, zones, alerts)",
         id="unknown-top-level-key",
     ),
     pytest.param(
