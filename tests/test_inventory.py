@@ -453,7 +453,7 @@ BAD = [
     pytest.param(
         "- a.example.com\n",
         "inv.yaml:1: expected a mapping (defaults, fetch, profiles, renewals, endpoints, files, "
-        "alerts), got a list",
+        "zones, alerts), got a list",
         id="not-a-mapping",
     ),
     pytest.param(
