@@ -7,8 +7,8 @@ import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 from types import MappingProxyType
+from typing import Any
 
 from pydantic import (
     BaseModel,

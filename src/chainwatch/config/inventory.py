@@ -63,10 +63,10 @@ from chainwatch.config.values import (
 from chainwatch.model.names import StartTLS
 
 __all__ = [
-    "DEFAULT_ZONE",
     "DEFAULT_BROKEN",
     "DEFAULT_SHORT_LIVED",
     "DEFAULT_STEPS",
+    "DEFAULT_ZONE",
     "MAX_INVENTORY_BYTES",
     "STARTTLS_PORTS",
     "Action",
