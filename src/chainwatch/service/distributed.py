@@ -117,7 +117,14 @@ def make_app(broker: str, *, deadline: float = BATCH_DEADLINE) -> Celery:
         worker_prefetch_multiplier=1,
         task_create_missing_queues=True,
         task_default_queue="chainwatch.default",
-        broker_transport_options={"visibility_timeout": visibility_timeout(deadline)},
+        # Redis: a task taken by a worker that vanished is put back once it has been
+        # unacknowledged for the visibility timeout; consumers look for such tasks every
+        # few seconds (kombu's default looks every 100 s).
+        broker_transport_options={
+            "visibility_timeout": visibility_timeout(deadline),
+            "unacked_restore_interval": min(10.0, max(1.0, visibility_timeout(deadline) / 5)),
+            "unacked_restore_throttle": 1,
+        },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.5,
