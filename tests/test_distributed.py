@@ -125,7 +125,8 @@ class Broker:
     redis: PrivateRedis | None = None
 
 
-def _rabbitmq_vhost() -> Iterator[str]:
+@pytest.fixture(scope="module")
+def rabbitmq_url() -> Iterator[str]:
     """A vhost of the test's own on the local RabbitMQ (guest gets its permissions),
     deleted afterwards; without rabbitmqctl rights, the default vhost (the queues are
     unique to each test anyway: zone names carry a random suffix)."""
@@ -164,8 +165,7 @@ def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
         with PrivateRedis.create() as redis:
             yield Broker("redis", redis.url, redis)
     else:
-        for url in _rabbitmq_vhost():
-            yield Broker("rabbitmq", url)
+        yield Broker("rabbitmq", request.getfixturevalue("rabbitmq_url"))
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ Guarantees (README, Deployment):
   taken by a worker that vanished is redelivered within minutes;
 * every write of a batch is keyed by (target, address, scan slot): a batch done twice
   stores each observation once;
-* a batch not finished within twice the visibility timeout is sent again by the
-  scheduler (same id and slot, so harmless): a broker that lost its queue loses nothing;
+* a batch not finished within the visibility timeout plus the deadline is sent again by
+  the scheduler (same id and slot, so harmless): a broker that lost its queue loses nothing;
 * a zone whose workers have all been silent for two intervals is reported by the
   watchdog, and its targets are recorded ``PROBE_FAILED`` (``no worker in zone``).
 
@@ -243,11 +243,18 @@ class DistributedCycle(Cycle):
         log.info("batch %s: %d endpoints to zone %s (queue %s, slot %s)", sent.id,
                  len(sent.endpoints), sent.zone.name, sent.zone.queue, sent.message["slot"])
 
+    @property
+    def resend_after(self) -> float:
+        """Seconds after which an unfinished batch is sent again: the visibility timeout
+        (when Redis would have redelivered it) plus the deadline (for that redelivery to
+        finish)."""
+        return visibility_timeout(self.deadline) + self.deadline
+
     def resend_overdue(self, now: dt.datetime) -> int:
-        """Send again the batches not finished within twice the visibility timeout (a
-        broker restarted without its queue, a send that failed). Same id and slot: a
-        batch done twice stores nothing twice."""
-        overdue = now - dt.timedelta(seconds=2 * visibility_timeout(self.deadline))
+        """Send again the batches not finished within :attr:`resend_after` (a broker
+        restarted without its queue, a send that failed). Same id and slot: a batch done
+        twice stores nothing twice."""
+        overdue = now - dt.timedelta(seconds=self.resend_after)
         pending = {b.id for b in self.repo.pending()}
         for batch_id in [k for k in self.sent if k not in pending]:
             del self.sent[batch_id]
@@ -264,7 +271,7 @@ class DistributedCycle(Cycle):
             sent.sent_at = now
             count += 1
             log.warning("batch %s: not finished in %.0f s, sent again to zone %s", sent.id,
-                        2 * visibility_timeout(self.deadline), sent.zone.name)
+                        self.resend_after, sent.zone.name)
         return count
 
     # -- between batches ------------------------------------------------------------------
