@@ -45,8 +45,8 @@ from chainwatch.storage.repo import Database
 
 from . import servers as srv
 from .pki import CA, PKI, Leaf, pem_of
-from .services import PrivateRedis, unavailable
 from .servers import ServerLoop, server_context
+from .services import PrivateRedis, unavailable
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 DEADLINE = 5.0  # --batch-deadline: Redis redelivers a vanished worker's batch after 10 s
@@ -211,7 +211,7 @@ class Workers:
         proc.wait(timeout=30)
 
     def stop_all(self) -> None:
-        for name, proc in list(self.procs.items()):
+        for proc in list(self.procs.values()):
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
