@@ -81,6 +81,8 @@ BATCH_DEADLINE = 120.0
 """Seconds a batch may take on a worker (its hard time limit); batches are sized to it."""
 MAX_VISIBILITY = 300.0
 MAX_BATCH = 500
+EVALUATE_EVERY = 30.0
+"""Seconds between two evaluations across zones while batches are still pending."""
 NO_WORKER = "no worker in zone"
 """The reason a target of a zone without a live worker is ``PROBE_FAILED``."""
 SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
@@ -202,6 +204,7 @@ class DistributedCycle(Cycle):
         self._watch: dict[str, _ZoneWatch] = {}
         self.dispatched = 0
         self.evaluations = 0
+        self._evaluated_at: dt.datetime | None = None
 
     def close(self) -> None:
         super().close()
@@ -281,8 +284,14 @@ class DistributedCycle(Cycle):
         self.resend_overdue(now)
         problems = self.watch_zones(inventory, now)
         done = self.repo.to_evaluate()
-        if done:
+        # Evaluation reads every target's newest report: once the queues are drained, or
+        # every EVALUATE_EVERY while batches keep finishing (a large fleet never drains).
+        due = (self._evaluated_at is None
+               or now - self._evaluated_at >= dt.timedelta(seconds=EVALUATE_EVERY)
+               or not self.repo.pending())
+        if done and due:
             self.evaluate(inventory)
+            self._evaluated_at = now
             self.repo.evaluated([b.id for b in done], self.clock())
         alerts = inventory.alerts
         if alerts is None:
