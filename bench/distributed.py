@@ -18,8 +18,8 @@ Measured, in turns, ``--repeat`` times (the fastest kept: this is a shared machi
                marked done in the database.
 ``workers-2``  the same with two workers (one process each: the two cores).
 
-Reported: endpoints/s of each, their ratio to ``inprocess`` (the issue's target: 2 workers
-≥ 0.9× in-process on 2 cores, i.e. the queue costs at most 10%), the scheduler's own
+Reported: endpoints/s of each, their ratio to ``inprocess`` (target: 2 workers
+>= 0.9x in-process on 2 cores, i.e. the queue costs at most 10%), the scheduler's own
 costs (dispatching, seconds per 1,000 endpoints; the evaluation across zones, seconds per
 1,000 targets) and the message size per endpoint, which feed the README's model for
 1,000,000 endpoints an hour.
