@@ -309,7 +309,10 @@ class DistributedCycle(Cycle):
         health = {h.name: h for h in zone_health(self.db, now=now,
                                                  zones=[z.name for z in inventory.used_zones()])}
         problems: dict[str, str | None] = {}
+        probed = {e.zone for e in inventory.endpoints}
         for zone in inventory.used_zones():
+            if zone.name not in probed:  # listed but empty: nothing to watch for
+                continue
             h = health.get(zone.name)
             interval = min((e.interval for e in inventory.endpoints if e.zone == zone.name),
                            default=inventory.defaults.interval)
