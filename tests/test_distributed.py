@@ -595,3 +595,22 @@ def test_serve_distributed_command_runs_the_scheduler(
             pool.stop_all()
     assert scheduler.returncode == 0, (tmp_path / "serve.log").read_text()
     assert "distributed over zones" in (tmp_path / "serve.log").read_text()
+
+
+def test_batches_are_split_by_zone_and_bounded(tmp_path: Path, world: dict[str, Any]) -> None:
+    east, west = zone_names()
+    endpoints = [{"host": f"h{n}.lab.test", "ip": "127.0.0.1", "zone": east if n % 3 else west}
+                 for n in range(1300)]
+    inv = load_inventory(write_inventory(tmp_path, world, endpoints, zones={
+        east: {"concurrency": 1000}, west: {"concurrency": 2}}))
+    sent = messages(inv, inv.endpoints, "20261202T000000Z", deadline=20.0)
+    by_zone: dict[str, list[int]] = {}
+    for s in sent:
+        by_zone.setdefault(s.zone.name, []).append(len(s.endpoints))
+        assert {e.zone for e in s.endpoints} == {s.zone.name}
+        assert len(s.message["document"]["endpoints"]) == len(s.endpoints)
+    # east: 866 endpoints, at most 500 a batch; west (2 probes in flight, 5 s timeout, a
+    # 20 s deadline: 2 rounds): 4 endpoints a batch.
+    assert by_zone[east] == [500, 366]
+    assert set(by_zone[west][:-1]) == {4} and sum(by_zone[west]) == 434
+    assert len({s.id for s in sent}) == len(sent)

@@ -642,3 +642,21 @@ def test_zone_health_reads_workers_queue_depth_and_last_result(db: Database) -> 
     assert repo.to_evaluate() == []
     repo.give_up(["b2"], now, status="no_worker")
     assert [b.id for b in repo.pending()] == ["b1"]
+
+
+def test_stored_report_decodes_to_the_report(db: Database, lab: Lab) -> None:
+    """What the distributed scheduler reads back to track across zones: the stored
+    schema-1 document gives the same report (paths' candidates aside, not stored)."""
+    from chainwatch.render.codec import report_from_json
+
+    target = Target("d.lab.test", 443, ip="127.0.0.1")
+    observation, report = lab.served(target, NOW)
+    db.record(observation, report)
+    (row,) = db.latest_per_target()
+    decoded = report_from_json(row.report, db.parsed_certificates(row.chain))
+    assert report_json(decoded) == report_json(report)
+    assert decoded.chain == report.chain and decoded.target == target
+    failed_obs, failed = lab.failed(Target("e.lab.test", 443, ip="127.0.0.1"), NOW)
+    db.record(failed_obs, failed)
+    row = next(r for r in db.latest_per_target() if r.target.host == "e.lab.test")
+    assert report_json(report_from_json(row.report, {})) == report_json(failed)

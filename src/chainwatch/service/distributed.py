@@ -40,13 +40,14 @@ import socket
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from celery import Celery, signals
 
+from chainwatch.alerts import outbox
 from chainwatch.analysis.tracking import LeafIndex, stale_deployment, with_findings
 from chainwatch.config.inventory import (
     Endpoint,
@@ -59,7 +60,7 @@ from chainwatch.errors import InputError
 from chainwatch.model import Cert, FindingCode, Report, Target
 from chainwatch.model.times import compact
 from chainwatch.probe import FailureReason, Observation
-from chainwatch.render.codec import report_json, worst
+from chainwatch.render.codec import report_from_json, report_json, worst
 from chainwatch.service.collect import Item, ScanResult, collect, situations
 from chainwatch.service.cycle import Clock, Cycle, CycleResult, _utcnow
 from chainwatch.service.observe import report_for
@@ -296,8 +297,6 @@ class DistributedCycle(Cycle):
         alerts = inventory.alerts
         if alerts is None:
             return
-        from chainwatch.alerts import outbox
-
         outbox.check_watchdog(self.db, alerts, self.clock(), interval=inventory.defaults.interval,
                               zones=problems)
         self.deliver(alerts)
@@ -375,8 +374,6 @@ class DistributedCycle(Cycle):
                     # Newer elsewhere: not overdue (tracking says so within one zone too).
                     kept = tuple(f for f in report.findings
                                  if f.code is not FindingCode.RENEWAL_OVERDUE)
-                    from dataclasses import replace
-
                     report = with_findings(replace(report, findings=kept), [stale])
                     self.repo.rewrite_report(row.id, status=report.status.value,
                                              findings=[f.code.value for f in report.findings],
@@ -404,8 +401,6 @@ class DistributedCycle(Cycle):
 
 
 def replace_endpoints(inventory: Inventory, endpoints: Sequence[Endpoint]) -> Inventory:
-    from dataclasses import replace
-
     return replace(inventory, endpoints=tuple(endpoints))
 
 
@@ -413,8 +408,6 @@ def current_reports(db: Database, inventory: Inventory
                     ) -> tuple[list[Item], list[Report], list[StoredObservation]]:
     """Every inventory endpoint's newest stored report per address (the addresses of
     its newest probe), decoded, with the rows they come from."""
-    from chainwatch.render.codec import report_from_json
-
     wanted = {e.target: e for e in inventory.endpoints}
     per_endpoint: dict[Target, list[StoredObservation]] = {}
     for row in db.latest_per_target():
