@@ -428,6 +428,51 @@ def test_sigkill_mid_batch_then_a_new_worker_stores_each_target_once(
                 (e["host"], e["port"], e["ip"]): 1 for e in endpoints}
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def test_pool_process_killed_mid_batch_is_requeued_by_its_worker(
+    servers: ServerLoop, tmp_path: Path, world: dict[str, Any], pg_url: str, broker: Broker,
+    workers: Workers,
+) -> None:
+    """``reject_on_worker_lost``: the pool process running the batch dies (SIGKILL, as
+    the OOM killer does); the worker's main process puts the task back at once and a
+    fresh pool process does it: each target once."""
+    if not Path("/proc/self/task").is_dir():
+        unavailable("needs /proc to find the worker's pool process")
+    east, _ = zone_names()
+    ca = world["ca"]
+    handlers, endpoints = [], []
+    for n in range(3):
+        handler, port = serve(servers, tmp_path, leaf_of(ca, f"oom{n}.lab.test"), ca,
+                              delay=2.0)
+        handlers.append(handler)
+        endpoints.append({"host": f"oom{n}.lab.test", "port": port, "ip": "127.0.0.1",
+                          "zone": east})
+    inv = load_inventory(write_inventory(tmp_path, world, endpoints, zones={east: None}))
+    with Database(pg_url) as db:
+        proc = workers.start(east, f"{east}-1")
+        wait_for("the worker", lambda: bool(live_workers(db, east)))
+        with DistributedCycle(db, make_app(broker.url, deadline=DEADLINE),
+                              deadline=DEADLINE) as cycle:
+            slot = dispatch(cycle, inv)
+            wait_for("the batch to be mid-probe", lambda: all(h.connections for h in handlers))
+            (child,) = _children(proc.pid)
+            os.kill(child, signal.SIGKILL)
+            repo = BatchesRepo(db)
+            wait_for("the requeued batch", all_done(repo))
+            assert proc.poll() is None  # the worker itself lives on
+            assert per_target_in_slot(db, slot) == {
+                (e["host"], e["port"], e["ip"]): 1 for e in endpoints}
+            assert all(h.connections >= 2 for h in handlers)  # probed again
+            assert "WorkerLostError" in workers.log(f"{east}-1")
+
+
 def test_broker_restart_with_batches_queued_loses_nothing(
     servers: ServerLoop, tmp_path: Path, world: dict[str, Any], pg_url: str,
     private_redis_broker: Broker,
