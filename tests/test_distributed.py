@@ -272,10 +272,11 @@ def per_target_in_slot(db: Database, slot: str) -> dict[tuple[str, int, str], in
     return {(h, p, ip): int(n) for h, p, ip, n in rows}
 
 
-def dispatch(cycle: DistributedCycle, inv: Inventory) -> str:
-    """One sweep's batches on the queues; returns their slot."""
+def dispatch(cycle: DistributedCycle, inv: Inventory, *, sweep: bool = True) -> str:
+    """One sweep's batches on the queues (or, not a sweep, a batch of due endpoints, as
+    ``serve`` sends between sweeps); returns their slot."""
     before = set(cycle.sent)
-    cycle.batch(inv)
+    cycle.batch(inv, endpoints=None if sweep else inv.endpoints, sweep=sweep)
     slots = {cycle.sent[k].message["slot"] for k in cycle.sent if k not in before}
     assert len(slots) == 1
     return slots.pop()
@@ -373,9 +374,11 @@ def test_renewal_seen_from_one_zone_is_stale_deployment_in_the_other(
                        for r in first.reports)
             renewed = leaf_of(ca, "app.lab.test", days=90, issued_days_ago=1)
             h_east.ctx = server_context(renewed.chain(ca), renewed.key, tmp_path)
-            dispatch(cycle, inv)
-            wait_for("the second sweep", all_done(repo))
-            cycle.tick(inv)  # evaluates the finished batches
+            dispatch(cycle, inv, sweep=False)
+            wait_for("the second batch", all_done(repo))
+            evaluations = cycle.evaluations
+            cycle.tick(inv)  # evaluates the finished batches: their targets only
+            assert cycle.evaluations == evaluations + 1
             latest = {o.target.ip: o for o in db.latest_per_target()}
             assert latest["127.0.0.1"].leaf_sha256 == renewed.cert.sha256
             assert "STALE_DEPLOYMENT" not in latest["127.0.0.1"].findings
@@ -557,6 +560,9 @@ def test_zone_without_worker_is_reported_and_its_targets_probe_failed(
         watchdog = [e for e in events if e["event"] == "watchdog"]
         assert any(f"zone {east} has had no worker for 2 intervals" in e["message"]
                    for e in watchdog)
+        # The target pages through the `broken` rule, as any PROBE_FAILED does.
+        broken = [e for e in events if e["event"] == "page"]
+        assert broken and NO_WORKER in broken[0]["message"]
 
 
 def test_a_batch_carries_endpoint_settings_and_no_alerts(tmp_path: Path,

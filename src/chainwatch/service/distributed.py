@@ -48,7 +48,7 @@ from urllib.parse import urlsplit
 from celery import Celery, signals
 
 from chainwatch.alerts import outbox
-from chainwatch.analysis.tracking import LeafIndex, stale_deployment, with_findings
+from chainwatch.analysis.tracking import LeafIndex, name_of, stale_deployment, with_findings
 from chainwatch.config.inventory import (
     Endpoint,
     Inventory,
@@ -206,6 +206,8 @@ class DistributedCycle(Cycle):
         self.dispatched = 0
         self.evaluations = 0
         self._evaluated_at: dt.datetime | None = None
+        self._touched: dict[Target, Endpoint] = {}  # stored since the last evaluation
+        self._full = False  # evaluate every target next time (a sweep, a restart)
 
     def close(self) -> None:
         super().close()
@@ -226,6 +228,8 @@ class DistributedCycle(Cycle):
                 log.error("batch %s: sending to zone %s failed, will send again: %s",
                           sent.id, sent.zone.name, exc)
         full = endpoints is None if sweep is None else sweep
+        if full:
+            self._full = True  # each sweep's evaluation looks at every target
         if full and inventory.files:  # the files are the scheduler's own to read
             local = replace_endpoints(inventory, ())
             super().batch(local, endpoints=(), sweep=True)
@@ -282,17 +286,28 @@ class DistributedCycle(Cycle):
 
     def tick(self, inventory: Inventory) -> None:
         now = self.clock()
+        done = self.repo.to_evaluate()
+        for b in done:  # before resending forgets the finished batches
+            sent = self.sent.get(b.id)
+            if sent is None:  # sent by an earlier scheduler process: look at everything
+                self._full = True
+            else:
+                self._touched.update({e.target: e for e in sent.endpoints})
         self.resend_overdue(now)
         problems = self.watch_zones(inventory, now)
-        done = self.repo.to_evaluate()
-        # Evaluation reads every target's newest report: once the queues are drained, or
-        # every EVALUATE_EVERY while batches keep finishing (a large fleet never drains).
+        # Once the queues are drained, or every EVALUATE_EVERY while batches keep
+        # finishing (a large fleet never drains).
         due = (self._evaluated_at is None
                or now - self._evaluated_at >= dt.timedelta(seconds=EVALUATE_EVERY)
                or not self.repo.pending())
-        if done and due:
-            self.evaluate(inventory)
+        if (self._touched or self._full) and due:
+            wanted = {e.target for e in inventory.endpoints}
+            touched = [e for t, e in self._touched.items() if t in wanted]
+            self.evaluate(inventory, None if self._full else touched)
+            self._touched.clear()
+            self._full = False
             self._evaluated_at = now
+        if done:
             self.repo.evaluated([b.id for b in done], self.clock())
         alerts = inventory.alerts
         if alerts is None:
@@ -356,15 +371,27 @@ class DistributedCycle(Cycle):
                               host=endpoints[o.target].server_name) for o in observations]
         record(self.db, ScanResult(reports=tuple(reports), observations=tuple(observations),
                                    situations=(), sweep=False))
+        self._touched.update(endpoints)
         log.warning("zone %s: %d targets recorded PROBE_FAILED (%s)", zone.name,
                     len(observations), NO_WORKER)
 
-    def evaluate(self, inventory: Inventory) -> ScanResult:
-        """Tracking across zones and the alert policy, from the database: every
-        endpoint's newest stored reports get the findings only the view across zones
-        gives (``STALE_DEPLOYMENT``), stored back; then one situation per target."""
-        items, reports, rows = current_reports(self.db, inventory)
-        index = LeafIndex(r.chain[0] for r in reports if r.chain)
+    def evaluate(self, inventory: Inventory,
+                 endpoints: Sequence[Endpoint] | None = None) -> ScanResult:
+        """Tracking across zones and the alert policy, from the database: the newest
+        stored reports of ``endpoints`` (default: every endpoint of the inventory) get the
+        findings only the view across zones gives (``STALE_DEPLOYMENT``), stored back;
+        then one situation per target for the alert policy.
+
+        With ``endpoints`` (the ones the finished batches probed) the cost follows the
+        batches, not the fleet: they are compared with the newest leaves stored for the
+        same names and their siblings (``*.example.com`` served as ``www.example.com``);
+        a leaf covering a name served under an unrelated one is compared at the next
+        sweep's evaluation, which looks at every target."""
+        items, reports, rows = current_reports(self.db, inventory, endpoints)
+        leaves = [r.chain[0] for r in reports if r.chain]
+        if endpoints is not None:
+            leaves += leaves_near(self.db, inventory, {name_of(i.target) for i in items})
+        index = LeafIndex(leaves)
         tracked: list[Report] = []
         for item, report, row in zip(items, reports, rows, strict=True):
             codes = {f.code for f in report.findings}
@@ -404,13 +431,33 @@ def replace_endpoints(inventory: Inventory, endpoints: Sequence[Endpoint]) -> In
     return replace(inventory, endpoints=tuple(endpoints))
 
 
-def current_reports(db: Database, inventory: Inventory
-                    ) -> tuple[list[Item], list[Report], list[StoredObservation]]:
-    """Every inventory endpoint's newest stored report per address (the addresses of
-    its newest probe), decoded, with the rows they come from."""
+def leaves_near(db: Database, inventory: Inventory, names: set[str]) -> list[Cert]:
+    """The newest stored leaf of every inventory target named one of ``names`` or a
+    sibling of one (same parent domain: where a wildcard covering it may be served)."""
+    parents = {n.split(".", 1)[1] for n in names if "." in n}
     wanted = {e.target: e for e in inventory.endpoints}
+    rows = []
+    for row in db.latest_leaves():
+        if (wanted.get(row.target) or wanted.get(row.target.endpoint)) is None:
+            continue
+        name = name_of(row.target)
+        if name in names or (name.split(".", 1)[1] if "." in name else "") in parents:
+            rows.append(row)
+    parsed = db.parsed_certificates(row.leaf_sha256 for row in rows)
+    return [parsed[row.leaf_sha256] for row in rows if row.leaf_sha256 in parsed]
+
+
+def current_reports(db: Database, inventory: Inventory,
+                    endpoints: Sequence[Endpoint] | None = None,
+                    ) -> tuple[list[Item], list[Report], list[StoredObservation]]:
+    """The newest stored report per address (the addresses of its newest probe) of every
+    inventory endpoint, or of ``endpoints``, decoded, with the rows they come from."""
+    chosen = inventory.endpoints if endpoints is None else endpoints
+    wanted = {e.target: e for e in chosen}
+    latest = (db.latest_per_target() if endpoints is None
+              else BatchesRepo(db).latest_of_hosts({e.host for e in chosen}))
     per_endpoint: dict[Target, list[StoredObservation]] = {}
-    for row in db.latest_per_target():
+    for row in latest:
         t = row.target
         ep = wanted.get(t) or wanted.get(t.endpoint)
         if ep is not None:

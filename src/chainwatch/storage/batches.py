@@ -23,8 +23,8 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from chainwatch.storage.models import BatchRow, HeartbeatRow, ObservationRow
-from chainwatch.storage.repo import Database
+from chainwatch.storage.models import BatchRow, HeartbeatRow, ObservationRow, TargetRow
+from chainwatch.storage.repo import Database, StoredObservation
 
 UTC = dt.UTC
 WORKER_PREFIX = "worker:"
@@ -32,6 +32,7 @@ WORKER_ALIVE = dt.timedelta(seconds=60)
 """A worker that has not beaten for this long is not counted as live (it beats every
 :data:`WORKER_BEAT` seconds while it runs)."""
 WORKER_BEAT = 10.0
+_CHUNK = 500
 
 
 def worker_component(zone: str, worker: str) -> str:
@@ -160,6 +161,21 @@ class BatchesRepo:
         with self.db.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(ObservationRow)
                                     .where(ObservationRow.slot == slot)).scalar_one())
+
+    def latest_of_hosts(self, hosts: Iterable[str]) -> list[StoredObservation]:
+        """The newest observation of every target whose host is one of ``hosts`` (one
+        indexed query per 500 hosts: an evaluation of a finished batch reads its own
+        targets, not the fleet's)."""
+        names = sorted(set(hosts))
+        out: list[StoredObservation] = []
+        for start in range(0, len(names), _CHUNK):
+            chunk = names[start : start + _CHUNK]
+            ids = Database._latest_ids().where(TargetRow.host.in_(chunk))
+            out.extend(self.db._observations(
+                select(ObservationRow).join(ObservationRow.target)
+                .where(ObservationRow.id.in_(ids))
+            ))
+        return out
 
     def rewrite_report(self, observation_id: int, *, status: str,
                        findings: Sequence[str], report: Mapping[str, Any]) -> None:
