@@ -320,7 +320,7 @@ BAD = [
     pytest.param(
         "defaults: {warn_days: 30}\nendpointz: []\n",
         "inv.yaml:2: endpointz: unknown key; did you mean 'endpoints'? (allowed: defaults, fetch, "
-        "profiles, renewals, endpoints, files, alerts, metrics)",
+        "profiles, renewals, endpoints, files, zones, alerts, metrics)",
         id="unknown-top-level-key",
     ),
     pytest.param(
@@ -453,7 +453,7 @@ BAD = [
     pytest.param(
         "- a.example.com\n",
         "inv.yaml:1: expected a mapping (defaults, fetch, profiles, renewals, endpoints, files, "
-        "alerts, metrics), got a list",
+        "zones, alerts, metrics), got a list",
         id="not-a-mapping",
     ),
     pytest.param(
@@ -513,6 +513,33 @@ BAD = [
         "endpoints:\n  - {host: a.example.com, port: 0}\n  - {host: b.example.com, port: -1}\n",
         "inv.yaml:2: endpoints[0].port: must be 1-65535, got 0 (and 1 more problem)",
         id="first-of-several",
+    ),
+    pytest.param(
+        "zones:\n  dc-east: {concurrency: 0}\n",
+        "inv.yaml:2: zones.dc-east.concurrency: must be 1-10000, got 0",
+        id="zone-concurrency",
+    ),
+    pytest.param(
+        "zones:\n  dc-east: {queue: 'has space'}\n",
+        "inv.yaml:2: zones.dc-east.queue: a zone name is letters, digits, '.', '_' and '-' "
+        "(at most 64), got 'has space'",
+        id="zone-queue-name",
+    ),
+    pytest.param(
+        "zones:\n  a: {queue: q}\n  b: {queue: q}\n",
+        "inv.yaml:3: zones.b.queue: queue 'q' is zone 'a''s already",
+        id="zone-queue-shared",
+    ),
+    pytest.param(
+        "zones:\n  dc-east:\nendpoints:\n  - {host: a.example.com, zone: dc-east}\n"
+        "  - {host: b.example.com, zone: dc-west}\n",
+        "inv.yaml:5: endpoints[1].zone: zone 'dc-west' is not in zones (dc-east)",
+        id="zone-not-listed",
+    ),
+    pytest.param(
+        "zones:\n  dc-east:\nendpoints:\n  - b.example.com\n",
+        "inv.yaml:4: endpoints[0]: zone 'default' is not in zones (dc-east)",
+        id="default-zone-not-listed",
     ),
 ]
 
@@ -678,3 +705,18 @@ def test_fetch_allow_private(tmp_path: Path) -> None:
     with pytest.raises(InventoryError) as caught:
         load_inventory(path)
     assert str(caught.value).startswith(f"{path}:2: fetch.allow_private[1]: 'not-a-net' is not")
+
+
+def test_zones_section(tmp_path: Path) -> None:
+    inv = load_inventory(write(tmp_path, (
+        "zones:\n  dc-east: {queue: q-east, concurrency: 8}\n  dc-west:\n  default: {}\n"
+        "endpoints:\n  - {host: a.example.com, zone: dc-east}\n"
+        "  - {host: b.example.com, zone: dc-west}\n  - c.example.com\n")))
+    assert [e.zone for e in inv.endpoints] == ["dc-east", "dc-west", "default"]
+    assert inv.zone("dc-east").queue == "q-east" and inv.zone("dc-east").concurrency == 8
+    assert inv.zone("dc-west").queue == "chainwatch.dc-west"
+    assert [z.name for z in inv.used_zones()] == ["dc-east", "dc-west", "default"]
+    # Without a zones section any zone name is accepted, with the defaults.
+    free = load_inventory(write(tmp_path, "endpoints:\n  - {host: a.example.com, zone: x1}\n",
+                                "free.yaml"))
+    assert free.zone("x1").queue == "chainwatch.x1" and free.zone("x1").concurrency == 64

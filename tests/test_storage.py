@@ -127,7 +127,7 @@ def test_migrations_upgrade_from_empty(db_url: str) -> None:
         tables = set(inspect(database.engine).get_table_names())
         assert tables == {"alembic_version", "certificates", "targets", "observations",
                           "observation_certs", "heartbeats", "alert_state", "outbox", "acks",
-                          "monitor_counters"}
+                          "monitor_counters", "batches"}
         # The migrations build exactly what the ORM models describe.
         with database.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
@@ -585,3 +585,78 @@ def test_killed_writer_leaves_no_half_observation(
         lab = Lab()
         database.record(*lab.served(Target("after.example.com"), NOW))
         assert database.count_observations() == seen + 1
+
+
+# -- distributed mode: idempotent writes per scan slot, batches, zone health -----------------
+
+
+def test_writes_with_a_slot_are_idempotent_per_target(db: Database, lab: Lab) -> None:
+    """A batch redelivered after its worker died is written again: (target, slot) is
+    unique, so each observation is stored once, with its chain rows once."""
+    a, b = Target("a.lab.test", 443, ip="127.0.0.1"), Target("b.lab.test", 443, ip="127.0.0.1")
+    batch = [lab.served(a, NOW), lab.failed(b, NOW)]
+    first = db.record_many(batch, slot="20240301T120000Z")
+    again = db.record_many(batch, slot="20240301T120000Z")
+    assert again == first
+    assert count(db, "observations") == 2 and count(db, "observation_certs") == 2
+    # Half of a batch written before (another writer, or an earlier attempt): the rest
+    # goes in, nothing twice.
+    c = Target("c.lab.test", 443, ip="127.0.0.1")
+    db.record_many([lab.served(c, NOW), *batch], slot="20240301T120000Z")
+    assert count(db, "observations") == 3
+    # Another slot is another observation; without a slot nothing is constrained.
+    db.record_many(batch, slot="20240301T130000Z")
+    db.record_many(batch)
+    db.record_many(batch)
+    assert count(db, "observations") == 3 + 2 + 4
+    assert [len(o.chain) for o in db.latest_per_target()] == [2, 0, 2]
+
+
+def test_zone_health_reads_workers_queue_depth_and_last_result(db: Database) -> None:
+    from chainwatch.storage.batches import BatchesRepo, worker_component, zone_health
+
+    repo = BatchesRepo(db)
+    now = NOW
+    for n, zone in enumerate(["dc-east", "dc-east", "dc-west"]):
+        repo.dispatched(f"b{n}", zone=zone, queue=f"chainwatch.{zone}", slot="s1", targets=10,
+                        at=now)
+    repo.done("b0", worker="east-1", observations=10, status="warning",
+              at=now + dt.timedelta(seconds=5))
+    repo.done("b0", worker="east-2", observations=99, status="ok",  # a redelivery: ignored
+              at=now + dt.timedelta(seconds=9))
+    db.beat(worker_component("dc-east", "east-1"), at=now)
+    db.beat(worker_component("dc-west", "west-1"), at=now - dt.timedelta(minutes=10))
+    health = {h.name: h for h in zone_health(db, now=now + dt.timedelta(seconds=10),
+                                             zones=["dc-north"])}
+    assert set(health) == {"dc-east", "dc-west", "dc-north"}
+    east, west, north = health["dc-east"], health["dc-west"], health["dc-north"]
+    assert east.workers == ("east-1",) and east.queue_depth == 1
+    assert east.last_result is not None
+    assert (east.last_result.worker, east.last_result.observations,
+            east.last_result.status) == ("east-1", 10, "warning")
+    assert west.workers == () and west.queue_depth == 1 and west.oldest_pending == now
+    assert west.last_worker_beat == now - dt.timedelta(minutes=10)
+    assert north.workers == () and north.queue_depth == 0 and north.last_result is None
+    assert [b.id for b in repo.to_evaluate()] == ["b0"]
+    repo.evaluated(["b0"], now)
+    assert repo.to_evaluate() == []
+    repo.give_up(["b2"], now, status="no_worker")
+    assert [b.id for b in repo.pending()] == ["b1"]
+
+
+def test_stored_report_decodes_to_the_report(db: Database, lab: Lab) -> None:
+    """What the distributed scheduler reads back to track across zones: the stored
+    schema-1 document gives the same report (paths' candidates aside, not stored)."""
+    from chainwatch.render.codec import report_from_json
+
+    target = Target("d.lab.test", 443, ip="127.0.0.1")
+    observation, report = lab.served(target, NOW)
+    db.record(observation, report)
+    (row,) = db.latest_per_target()
+    decoded = report_from_json(row.report, db.parsed_certificates(row.chain))
+    assert report_json(decoded) == report_json(report)
+    assert decoded.chain == report.chain and decoded.target == target
+    failed_obs, failed = lab.failed(Target("e.lab.test", 443, ip="127.0.0.1"), NOW)
+    db.record(failed_obs, failed)
+    row = next(r for r in db.latest_per_target() if r.target.host == "e.lab.test")
+    assert report_json(report_from_json(row.report, {})) == report_json(failed)

@@ -125,6 +125,7 @@ MAX_PARALLEL = 8
 WATCHDOG = StepId.WATCHDOG
 SCAN_WATCHDOG = "watchdog:scan"
 CHANNEL_WATCHDOG = "watchdog:channel:"
+ZONE_WATCHDOG = "watchdog:zone:"
 WATCHDOG_REPEAT = dt.timedelta(hours=1)
 STALL_AFTER = dt.timedelta(hours=1)
 """A channel whose failing message has waited this long counts as failing."""
@@ -703,8 +704,12 @@ def check_watchdog(
     interval: dt.timedelta,
     stall_after: dt.timedelta = STALL_AFTER,
     max_failures: int = MAX_FAILURES,
+    zones: Mapping[str, str | None] | None = None,
 ) -> list[Delivery]:
     """Watch the watcher; returns the watchdog deliveries enqueued.
+
+    * ``zones`` (distributed mode): each zone's problem (``"zone dc-east has had no worker
+      for 2 intervals"``) or ``None``: a ``watchdog`` alert on every channel per zone.
 
     * No scan completed (heartbeat ``scan``) for more than ``2 * interval``: a
       ``watchdog`` alert on every channel.
@@ -723,6 +728,10 @@ def check_watchdog(
                         f"{_ago(now - beat.last_beat)} (since {_z(beat.last_beat)}; scans are "
                         f"due every {_ago(interval)}): certificates are not being watched")
     problems[SCAN_WATCHDOG] = (scan_problem, tuple(config.channels))
+    for zone, zone_problem in (zones or {}).items():
+        problems[f"{ZONE_WATCHDOG}{zone}"] = (
+            None if zone_problem is None else f"chainwatch watchdog: {zone_problem}",
+            tuple(config.channels))
     health = AlertsRepo(db).channel_health(now, stall_after=stall_after,
                                            max_failures=max_failures)
     for name in config.channels:

@@ -86,6 +86,11 @@ def serve_command(
         "--max-batches", min=1, help="Stop after this many scan batches (default: run until "
         "SIGTERM).")] = None,
     log_format: LogFormatOpt = LogFormat.text,
+    distributed: Annotated[bool, typer.Option(
+        "--distributed", help="Schedule only: put due batches on each zone's queue for "
+        "`chainwatch worker`s; track, alert and deliver here, from the database.")] = False,
+    broker: BrokerOpt = None,
+    batch_deadline: DeadlineOpt = 120.0,
 ) -> None:
     """Keep scanning the inventory on its intervals, storing results and alerting.
 
@@ -99,16 +104,95 @@ def serve_command(
 
     redactor = logs.configure(secrets=logs.secrets_of(load_inventory(inventory), db),
                               fmt=log_format.value)
-    with Database(db) as database, Cycle(database, background=True) as cycle:
-        scheduler = Scheduler(inventory, database, cycle=cycle, on_reload=lambda inv: (
-            redactor.add(*logs.secrets_of(inv))))
-        scheduler.install_signal_handlers()
-        Console(stderr=True).print(
-            f"chainwatch serve: watching {len(scheduler.inventory.endpoints)} endpoints and "
-            f"{len(scheduler.inventory.files)} file patterns from {inventory}; "
-            "SIGHUP reloads, Ctrl-C stops", highlight=False, soft_wrap=True)
-        sys.stderr.flush()
-        scheduler.run(max_batches=max_batches)
+    cycle: Cycle
+    if distributed:
+        from chainwatch.service.distributed import DistributedCycle, broker_url, make_app
+
+        url = broker_url(broker)
+        redactor.add(*_url_secrets(url))
+        if db is None or not db.startswith("postgresql"):
+            Console(stderr=True).print(
+                "chainwatch: warning: distributed mode shares one database between the "
+                "scheduler and every worker: use PostgreSQL (--db postgresql+psycopg://...)",
+                style="yellow", highlight=False, soft_wrap=True)
+    elif broker is not None:
+        raise InputError("--broker needs --distributed")
+    with Database(db) as database:
+        if distributed:
+            cycle = DistributedCycle(database, make_app(url, deadline=batch_deadline),
+                                     background=True, deadline=batch_deadline)
+        else:
+            cycle = Cycle(database, background=True)
+        with cycle:
+            scheduler = Scheduler(inventory, database, cycle=cycle, on_reload=lambda inv: (
+                redactor.add(*logs.secrets_of(inv))))
+            scheduler.install_signal_handlers()
+            zones = ", ".join(z.name for z in scheduler.inventory.used_zones())
+            Console(stderr=True).print(
+                f"chainwatch serve: watching {len(scheduler.inventory.endpoints)} endpoints and "
+                f"{len(scheduler.inventory.files)} file patterns from {inventory}; "
+                + (f"distributed over zones {zones}; " if distributed else "")
+                + "SIGHUP reloads, Ctrl-C stops", highlight=False, soft_wrap=True)
+            sys.stderr.flush()
+            # Distributed: the tick (results of the workers, zone watch) runs every few
+            # seconds, not only when the next endpoint is due.
+            scheduler.run(max_batches=max_batches, max_sleep=2.0 if distributed else 60.0)
+
+
+BrokerOpt = Annotated[str | None, typer.Option(
+    "--broker", help="Celery broker URL (redis://HOST:6379/0 or amqp://USER:PASS@HOST/VHOST); "
+    "default: $CHAINWATCH_BROKER.", show_default=False)]
+DeadlineOpt = Annotated[float, typer.Option(
+    "--batch-deadline", min=5.0, max=150.0,
+    help="Seconds a batch may run on a worker; Redis redelivers a batch of a vanished "
+    "worker after twice this. Give the scheduler and its workers the same value.")]
+
+
+def _url_secrets(url: str) -> list[str]:
+    from urllib.parse import urlsplit
+
+    password = urlsplit(url).password
+    return [password] if password else []
+
+
+def worker_command(
+    zone: Annotated[str, typer.Option("--zone", help="The zone whose batches to take.")],
+    db: Annotated[str, typer.Option("--db", help="The shared database "
+                                    "(postgresql+psycopg://...).")],
+    broker: BrokerOpt = None,
+    queue: Annotated[str | None, typer.Option(
+        "--queue", help="The zone's queue when the inventory's zones section names one "
+        "(default chainwatch.ZONE).")] = None,
+    processes: Annotated[int, typer.Option(
+        "--processes", min=1, max=256, help="Prefork pool size: batches done at once.")] = 2,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Worker name (default ZONE@HOST-PID).")] = None,
+    batch_deadline: DeadlineOpt = 120.0,
+    log_format: LogFormatOpt = LogFormat.text,
+) -> None:
+    """Take the batches of one zone and probe, analyse and store them (a Celery worker).
+
+    Needs only outbound access to the broker and the database; holds no alert channel
+    secrets. SIGTERM finishes the running batch, then stops.
+    """
+    from chainwatch.config.inventory import Zone
+    from chainwatch.config.schema import ZONE_NAME
+    from chainwatch.service import logs
+    from chainwatch.service.distributed import broker_url, run_worker
+
+    for flag, value in (("--zone", zone), ("--queue", queue)):
+        if value is not None and not ZONE_NAME.fullmatch(value):
+            raise InputError(f"{flag} {value[:80]!r}: letters, digits, '.', '_' and '-' "
+                             "(at most 64)")
+    url = broker_url(broker)
+    redactor = logs.configure(secrets=logs.secrets_of(None, db), fmt=log_format.value)
+    redactor.add(*_url_secrets(url))
+    chosen = Zone.named(zone) if queue is None else Zone(name=zone, queue=queue)
+    Console(stderr=True).print(f"chainwatch worker: zone {zone}, queue {chosen.queue}, "
+                               f"{processes} processes", highlight=False)
+    sys.stderr.flush()
+    run_worker(zone=chosen, db_url=db, broker=url, processes=processes, name=name,
+               deadline=batch_deadline)
 
 
 def history_command(

@@ -9,6 +9,7 @@ import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -41,6 +42,7 @@ from chainwatch.config.errors import _validation_error
 from chainwatch.config.schema import (
     _LABEL,
     MAX_INVENTORY_BYTES,
+    ZONE_NAME,
     YamlPath,
     _AlertsModel,
     _AppriseModel,
@@ -61,12 +63,14 @@ from chainwatch.config.schema import (
     renewal_policy,
 )
 from chainwatch.config.values import (
+    DEFAULT_ZONE,
     STARTTLS_PORTS,
     Defaults,
     Endpoint,
     FileSource,
     Inventory,
     MetricsSettings,
+    Zone,
 )
 from chainwatch.config.yaml import _Document, _field_name, _read_yaml
 from chainwatch.errors import BundleError, InputError, InventoryError, ProfileError
@@ -313,7 +317,7 @@ class _Builder:
             profiles=self.profiles(model.profiles, (*path, "profiles"), defaults.profiles),
             tags=tuple(dict.fromkeys(model.tags)),
             owner=model.owner,
-            zone=model.zone,
+            zone=model.zone or DEFAULT_ZONE,
             interval=model.interval or defaults.interval,
             timeout=model.timeout or defaults.timeout,
             warn_days=warn,
@@ -511,6 +515,8 @@ class _Builder:
                 allowed.extend(allow_networks([spec]))
             except ValueError as exc:
                 raise self.fail(("fetch", "allow_private", i), str(exc)) from None
+        zones = self.zones(model, endpoints)
+        document = {k: v for k, v in (self.doc.data or {}).items() if k != "alerts"}
         return Inventory(
             path=path,
             defaults=defaults,
@@ -520,7 +526,37 @@ class _Builder:
             alerts=None if model.alerts is None else self.alerts(model.alerts),
             allow_private=tuple(allowed),
             metrics=MetricsSettings(per_cert=model.metrics.per_cert),
+            zones=MappingProxyType(zones),
+            document=MappingProxyType(document),
         )
+
+    def zones(self, model: _InventoryModel, endpoints: Sequence[Endpoint]) -> dict[str, Zone]:
+        """The ``zones`` section; when it is given, every endpoint's zone must be in it
+        (a misspelt zone would otherwise be a queue no worker ever reads)."""
+        out: dict[str, Zone] = {}
+        queues: dict[str, str] = {}
+        for name, zm in model.zones.items():
+            where: YamlPath = ("zones", name)
+            if not ZONE_NAME.fullmatch(name):
+                raise self.fail(where, f"a zone name is letters, digits, '.', '_' and '-' "
+                                       f"(at most 64), got {name!r}")
+            zone = Zone.named(name)
+            if zm is not None:
+                zone = Zone(name=name, queue=zm.queue or zone.queue,
+                            concurrency=zm.concurrency or zone.concurrency)
+            if zone.queue in queues:
+                raise self.fail((*where, "queue"), f"queue {zone.queue!r} is zone "
+                                                   f"{queues[zone.queue]!r}'s already")
+            queues[zone.queue] = name
+            out[name] = zone
+        if out:
+            for i, ep in enumerate(endpoints):
+                if ep.zone not in out:
+                    raise self.fail(("endpoints", i, "zone") if model.endpoints[i].zone
+                                    else ("endpoints", i),
+                                    f"zone {ep.zone!r} is not in zones "
+                                    f"({', '.join(out)})")
+        return out
 
 
 # -- entry points ---------------------------------------------------------------------------
@@ -559,3 +595,19 @@ def load_inventory(path: str | os.PathLike[str]) -> Inventory:
     except UnicodeDecodeError as exc:
         raise InventoryError(source, None, None, f"not UTF-8 text ({exc.reason})") from None
     return parse_inventory(text, path=file, source=source)
+
+
+def batch_document(inventory: Inventory, endpoints: Sequence[Endpoint]) -> dict[str, Any]:
+    """What a distributed batch carries to a worker: the inventory's data without its
+    ``alerts`` section (channel secrets stay with the scheduler) and without its
+    ``files`` (read by the scheduler), with only ``endpoints`` of its ``endpoints`` list.
+    :func:`parse_inventory` of it (as JSON) gives the worker the same endpoint values."""
+    wanted = {e.target for e in endpoints}
+    raw = list(inventory.document.get("endpoints") or [])
+    if len(raw) != len(inventory.endpoints):  # pragma: no cover - built together
+        raise ValueError("the inventory's document does not match its endpoints")
+    chosen = [r for r, e in zip(raw, inventory.endpoints, strict=True) if e.target in wanted]
+    doc = {k: v for k, v in inventory.document.items()
+           if k not in {"alerts", "files", "endpoints", "zones"}}
+    doc["endpoints"] = chosen
+    return doc

@@ -49,15 +49,17 @@ from chainwatch.alerts.config import (
     ShortLivedStep,
     WebhookChannel,
 )
-from chainwatch.config.build import load_inventory, parse_inventory
+from chainwatch.config.build import batch_document, load_inventory, parse_inventory
 from chainwatch.config.schema import MAX_INVENTORY_BYTES, parse_duration, renewal_policy
 from chainwatch.config.values import (
+    DEFAULT_ZONE,
     STARTTLS_PORTS,
     Defaults,
     Endpoint,
     FileSource,
     Inventory,
     MetricsSettings,
+    Zone,
 )
 from chainwatch.model.names import StartTLS
 
@@ -65,6 +67,7 @@ __all__ = [
     "DEFAULT_BROKEN",
     "DEFAULT_SHORT_LIVED",
     "DEFAULT_STEPS",
+    "DEFAULT_ZONE",
     "MAX_INVENTORY_BYTES",
     "STARTTLS_PORTS",
     "Action",
@@ -90,6 +93,8 @@ __all__ = [
     "ShortLivedStep",
     "StartTLS",
     "WebhookChannel",
+    "Zone",
+    "batch_document",
     "load_inventory",
     "parse_duration",
     "parse_inventory",

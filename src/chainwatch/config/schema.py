@@ -43,6 +43,8 @@ _DURATION_PART = re.compile(r"(\d+)([wdhms])")
 _DURATION_FULL = re.compile(r"(?:\d+[wdhms])+")
 _UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+ZONE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+"""Zone and queue names: safe as a Celery queue name on Redis and RabbitMQ."""
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
@@ -139,6 +141,19 @@ def _check_days(value: int) -> int:
     return value
 
 
+def _check_concurrency(value: int) -> int:
+    if not 1 <= value <= 10_000:
+        raise ValueError(f"must be 1-10000, got {value}")
+    return value
+
+
+def _check_zone_name(value: str) -> str:
+    if not ZONE_NAME.fullmatch(value):
+        raise ValueError(f"a zone name is letters, digits, '.', '_' and '-' (at most 64), "
+                         f"got {value!r}")
+    return value
+
+
 def _check_text(value: str) -> str:
     value = value.strip()
     if not value:
@@ -181,6 +196,8 @@ RenewAt = Annotated[float | dt.timedelta, BeforeValidator(_parse_renew_at)]
 Port = Annotated[StrictInt, AfterValidator(_check_port)]
 Days = Annotated[StrictInt, AfterValidator(_check_days)]
 Text = Annotated[StrictStr, AfterValidator(_check_text)]
+Concurrency = Annotated[StrictInt, AfterValidator(_check_concurrency)]
+ZoneName = Annotated[StrictStr, AfterValidator(_check_zone_name)]
 EnvName = Annotated[Text, AfterValidator(_check_env)]
 HttpUrl = Annotated[Text, AfterValidator(_check_http_url)]
 StartTLSName = Annotated[StrictStr, AfterValidator(_one_of(StartTLS))]
@@ -285,7 +302,7 @@ class _EndpointModel(_Edge):
     profiles: list[Text] | None = None
     tags: list[Text] = []
     owner: Text | None = None
-    zone: Text | None = None
+    zone: ZoneName | None = None
     interval: Duration | None = None
     timeout: Duration | None = None
     warn_days: Days | None = None
@@ -474,6 +491,11 @@ class _RenewalRuleModel(_Edge):
     grace: Percent | None = None
 
 
+class _ZoneModel(_Edge):
+    queue: ZoneName | None = None
+    concurrency: Concurrency | None = None
+
+
 class _FetchModel(_Edge):
     allow_private: list[Text] = []
 
@@ -489,6 +511,7 @@ class _InventoryModel(_Edge):
     renewals: list[_RenewalRuleModel] = []
     endpoints: list[_EndpointModel] = []
     files: list[_FileModel] = []
+    zones: dict[str, _ZoneModel | None] = {}
     alerts: _AlertsModel | None = None
     metrics: _MetricsModel = _MetricsModel()
 

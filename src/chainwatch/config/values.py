@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from chainwatch.alerts.config import AlertsConfig
 from chainwatch.model import Profile, RenewalPolicy, Target
@@ -60,7 +61,7 @@ class Endpoint:
     starttls: StartTLS | None = None
     tags: tuple[str, ...] = ()
     owner: str | None = None
-    zone: str | None = None
+    zone: str = "default"
     interval: dt.timedelta = dt.timedelta(hours=1)
     timeout: dt.timedelta = dt.timedelta(seconds=10)
     warn_days: int = 30
@@ -143,6 +144,32 @@ def _glob(pattern: str) -> Iterator[Path]:
         return
 
 
+DEFAULT_ZONE = "default"
+"""The zone of an endpoint that names none."""
+DEFAULT_ZONE_CONCURRENCY = 64
+"""Probes in flight per batch in a zone that does not say (``zones.NAME.concurrency``)."""
+QUEUE_PREFIX = "chainwatch."
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A vantage zone of distributed mode (the ``zones`` section; see README, Deployment).
+
+    Attributes:
+        name: what endpoints name in ``zone:``.
+        queue: the broker queue its batches go to (default ``chainwatch.NAME``).
+        concurrency: probes in flight in one batch on a worker of the zone.
+    """
+
+    name: str
+    queue: str
+    concurrency: int = DEFAULT_ZONE_CONCURRENCY
+
+    @classmethod
+    def named(cls, name: str) -> Zone:
+        return cls(name=name, queue=QUEUE_PREFIX + name)
+
+
 @dataclass(frozen=True)
 class MetricsSettings:
     """The ``metrics`` section: what ``/metrics`` adds to its default series.
@@ -168,6 +195,9 @@ class Inventory:
         allow_private: ``fetch.allow_private``: non-public networks that URLs taken from
             certificates and ACME answers may be fetched from (none by default).
         metrics: the ``metrics`` section.
+        zones: the ``zones`` section by name (a zone used but not listed has the defaults).
+        document: the file's data without its ``alerts`` section: what a distributed batch
+            carries to a worker (which holds no channel secrets), with only its endpoints.
     """
 
     path: Path
@@ -180,7 +210,19 @@ class Inventory:
     alerts: AlertsConfig | None = None
     allow_private: tuple[IPNetwork, ...] = ()
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    zones: Mapping[str, Zone] = field(default_factory=lambda: MappingProxyType({}))
+    document: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}),
+                                        repr=False, compare=False)
 
     @property
     def base_dir(self) -> Path:
         return self.path.parent
+
+    def zone(self, name: str) -> Zone:
+        """The zone called ``name``: as configured, else with the defaults."""
+        return self.zones.get(name) or Zone.named(name)
+
+    def used_zones(self) -> tuple[Zone, ...]:
+        """Every zone that some endpoint is in, or that the ``zones`` section lists."""
+        names = dict.fromkeys([*self.zones, *(e.zone for e in self.endpoints)])
+        return tuple(self.zone(n) for n in names)

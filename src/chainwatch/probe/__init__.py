@@ -40,6 +40,7 @@ class FailureReason(StrEnum):
     STARTTLS_REFUSED = "starttls_refused"  # the protocol's upgrade was refused
     STARTTLS_UNSUPPORTED = "starttls_unsupported"  # the server does not offer STARTTLS
     NO_CERTIFICATE = "no_certificate"  # handshake completed without a certificate
+    NO_WORKER = "no_worker"  # distributed mode: no live worker in the endpoint's zone
     OTHER = "other"
 
 

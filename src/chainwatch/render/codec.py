@@ -7,11 +7,23 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from chainwatch.model import Cert, Finding, Handshake, ProfileResult, Report, Status, Target
+from chainwatch.model import (
+    Cert,
+    Finding,
+    FindingCode,
+    Handshake,
+    PathError,
+    ProfileResult,
+    Report,
+    Severity,
+    Status,
+    Target,
+)
 from chainwatch.model.times import iso_or_none as iso
+from chainwatch.model.times import parse_instant
 
 SCHEMA = 1
 
@@ -137,6 +149,43 @@ def report_json(report: Report) -> dict[str, Any]:
     if report.handshakes:  # probed with more than one ClientHello (an extension)
         out["handshakes"] = [handshake_json(h) for h in report.handshakes]
     return out
+
+
+def _instant(value: Any) -> dt.datetime | None:
+    return None if value is None else parse_instant(str(value))
+
+
+def report_from_json(doc: Mapping[str, Any], certs: Mapping[str, Cert]) -> Report:
+    """The :class:`Report` a stored schema-1 document describes, its chain taken from
+    ``certs`` (by SHA-256). Raises ``KeyError``/``ValueError`` on a document that is not
+    one :func:`report_json` wrote (or a chain certificate missing from ``certs``)."""
+    target = doc.get("target")
+    evaluated = _instant(doc["evaluated_at"])
+    if evaluated is None:
+        raise ValueError("a report without evaluated_at")
+    return Report(
+        status=Status(doc["status"]),
+        evaluated_at=evaluated,
+        host=doc.get("host"),
+        breaks_at=_instant(doc.get("breaks_at")),
+        days_left=doc.get("days_left"),
+        chain=tuple(certs[c["sha256"]] for c in doc.get("chain", ())),
+        profiles=tuple(
+            ProfileResult(profile=p["profile"], trusted=bool(p["trusted"]),
+                          error=None if p.get("error") is None else PathError(p["error"]),
+                          reason=p.get("reason"), path=tuple(p.get("path", ())),
+                          breaks_at=_instant(p.get("breaks_at")))
+            for p in doc.get("profiles", ())
+        ),
+        findings=tuple(
+            Finding(FindingCode(f["code"]), Severity(f["severity"]), f["message"],
+                    profile=f.get("profile"), cert=f.get("cert"))
+            for f in doc.get("findings", ())
+        ),
+        target=None if target is None else Target(
+            host=target["host"], port=int(target["port"]), ip=target.get("ip"),
+            sni=target.get("sni"), starttls=target.get("starttls")),
+    )
 
 
 def dumps(obj: Any) -> str:

@@ -20,11 +20,12 @@ from chainwatch.storage.repo import Database
 
 
 def record(db: Database, result: ScanResult, *,
-           retention: dt.timedelta | None = None) -> ScanResult:
+           retention: dt.timedelta | None = None, slot: str | None = None) -> ScanResult:
     """Write ``result``; returns it with the writing time added to its ``store`` and
-    ``total`` timings."""
+    ``total`` timings. ``slot``: the scan slot of a distributed batch, which makes the
+    writes idempotent (a batch delivered twice stores each observation once)."""
     started = time.perf_counter()
-    db.record_many(list(zip(result.observations, result.reports, strict=True)))
+    db.record_many(list(zip(result.observations, result.reports, strict=True)), slot=slot)
     if result.sweep:
         db.beat("scan", {"targets": len(result.reports), "status": result.status.value})
         if retention is not None:

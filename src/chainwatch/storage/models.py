@@ -108,6 +108,7 @@ class ObservationRow(Base):
     __table_args__ = (
         Index("ix_observations_target_time", "target_id", "observed_at", "id"),
         Index("ix_observations_observed_at", "observed_at"),
+        Index("uq_observations_target_slot", "target_id", "slot", unique=True),
     )
 
     id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
@@ -125,6 +126,9 @@ class ObservationRow(Base):
     elapsed: Mapped[float] = mapped_column(Float, default=0.0)
     findings: Mapped[list[str]] = mapped_column(JSONDocument)
     report: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    slot: Mapped[str | None] = mapped_column(String(32), default=None)
+    """The scan slot of a distributed batch (``None`` otherwise): (target, slot) is unique,
+    so a batch delivered twice stores each observation once."""
 
     target: Mapped[TargetRow] = relationship(lazy="joined", innerjoin=True)
     certs: Mapped[list[ObservationCertRow]] = relationship(
@@ -165,3 +169,25 @@ class MonitorCounterRow(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     labels: Mapped[str] = mapped_column(String(255), primary_key=True)
     value: Mapped[float] = mapped_column(Float)
+class BatchRow(Base):
+    """A batch of endpoints the distributed scheduler put on a zone's queue: dispatched,
+    then done (by which worker, how many observations, worst status), then evaluated
+    (cross-zone tracking and alerts, in the scheduler)."""
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        Index("ix_batches_zone_done", "zone", "done_at"),
+        Index("ix_batches_evaluated", "evaluated_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    zone: Mapped[str] = mapped_column(String(64))
+    queue: Mapped[str] = mapped_column(String(128))
+    slot: Mapped[str] = mapped_column(String(32))
+    targets: Mapped[int] = mapped_column(Integer)
+    dispatched_at: Mapped[dt.datetime]
+    done_at: Mapped[dt.datetime | None]
+    worker: Mapped[str | None] = mapped_column(String(255))
+    observations: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str | None] = mapped_column(String(16))
+    evaluated_at: Mapped[dt.datetime | None]

@@ -249,18 +249,25 @@ class Database:
         items: Iterable[tuple[Observation, Report]],
         *,
         batch_size: int = DEFAULT_BATCH,
+        slot: str | None = None,
     ) -> list[int]:
         """Store many observations, one transaction per ``batch_size`` of them; returns
-        their ids in input order. A failure rolls back the batch it happened in only."""
+        their ids in input order. A failure rolls back the batch it happened in only.
+
+        With ``slot`` (a distributed batch's scan slot) the writes are idempotent: an
+        observation of a target that already has one for that slot is not inserted
+        (insert-or-ignore on the unique (target, slot) index; the id returned is the
+        stored one), so a batch redelivered after a worker died duplicates nothing."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         ids: list[int] = []
         iterator = iter(items)
         while batch := list(itertools.islice(iterator, batch_size)):
-            ids.extend(self._write_batch(batch))
+            ids.extend(self._write_batch(batch, slot))
         return ids
 
-    def _write_batch(self, batch: Sequence[tuple[Observation, Report]]) -> list[int]:
+    def _write_batch(self, batch: Sequence[tuple[Observation, Report]],
+                     slot: str | None = None) -> list[int]:
         rows: list[dict[str, Any]] = []
         chains: list[list[str]] = []
         unknown: dict[str, tuple[bytes, dt.datetime]] = {}  # not yet known to be stored
@@ -290,6 +297,7 @@ class Database:
                 "elapsed": float(observation.elapsed),
                 "findings": [f.code.value for f in report.findings],
                 "report": report_json(report),
+                "slot": slot,
             })
         keys = [_target_key(observation.target) for observation, _ in batch]
         with self._write() as conn:
@@ -312,10 +320,14 @@ class Database:
             target_ids = self._target_ids_for(conn, keys)
             for row, key in zip(rows, keys, strict=True):
                 row["target_id"] = target_ids[key]
-            ids = self._insert_observations(conn, rows)
+            if slot is None:
+                ids = self._insert_observations(conn, rows)
+                fresh = [True] * len(ids)
+            else:
+                ids, fresh = self._insert_slotted(conn, rows)
             links = [
                 {"observation_id": oid, "position": pos, "sha256": sha}
-                for oid, shas in zip(ids, chains, strict=True)
+                for oid, shas, new in zip(ids, chains, fresh, strict=True) if new
                 for pos, sha in enumerate(shas)
             ]
             if links:
@@ -358,6 +370,30 @@ class Database:
         conn.execute(self._insert(ObservationRow),
                      [{**row, "id": oid} for row, oid in zip(rows, ids, strict=True)])
         return ids
+
+    def _insert_slotted(self, conn: Connection, rows: list[dict[str, Any]]
+                        ) -> tuple[list[int], list[bool]]:
+        """Insert-or-ignore on (target, slot), one row per statement: the ids of the rows
+        (stored before, or now) and whether each was inserted now. On PostgreSQL a second
+        writer of the same (target, slot) waits on the unique index for the first one's
+        transaction, then inserts nothing."""
+        ids: list[int] = []
+        fresh: list[bool] = []
+        for row in rows:
+            stmt = (self._insert(ObservationRow).values(row)
+                    .on_conflict_do_nothing(index_elements=["target_id", "slot"])
+                    .returning(ObservationRow.id))
+            new = conn.execute(stmt).scalar_one_or_none()
+            if new is None:
+                new = conn.execute(
+                    select(ObservationRow.id).where(ObservationRow.target_id == row["target_id"],
+                                                    ObservationRow.slot == row["slot"])
+                ).scalar_one()
+                fresh.append(False)
+            else:
+                fresh.append(True)
+            ids.append(int(new))
+        return ids, fresh
 
     def _target_ids_for(self, conn: Connection, keys: Sequence[TargetKey]) -> dict[TargetKey, int]:
         found = {k: self._target_ids[k] for k in keys if k in self._target_ids}
