@@ -555,3 +555,36 @@ def test_an_allowed_target_is_probed_at_its_checked_address(lab: Lab, tmp_path: 
         config.read_text().replace("127.0.0.0/8", "127.0.0.2/32"), path=config))
     with pytest.raises(ProbeRequestError, match=r"127\.0\.0\.1 not in the exporter's allow list"):
         refused.probe(f"{healthy.ip}:{healthy.port}", "lab")
+
+
+def test_zone_series_from_batches_and_worker_beats(tmp_path: Path) -> None:
+    """Distributed mode's zones, from stored rows: a finished batch and a new worker beat
+    each change the exposition (the render cache sees batches too)."""
+    import datetime as dt
+
+    from chainwatch.storage.batches import BatchesRepo, worker_component
+
+    now = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+    with Database(f"sqlite:///{tmp_path / 'zones.sqlite'}") as db:
+        repo = BatchesRepo(db)
+        repo.dispatched("b1", zone="dc-east", queue="chainwatch.dc-east", slot="s1", targets=3,
+                        at=now)
+        repo.dispatched("b2", zone="dc-west", queue="chainwatch.dc-west", slot="s1", targets=2,
+                        at=now)
+        db.beat(worker_component("dc-east", "east-1"), at=now)
+        samples, _ = parse(exposition(db)[0])
+        assert only(samples, "chainwatch_zone_queue_depth", zone="dc-east") == 1
+        assert only(samples, "chainwatch_zone_oldest_pending_timestamp_seconds",
+                    zone="dc-west") == now.timestamp()
+        assert only(samples, "chainwatch_zone_last_worker_beat_timestamp_seconds",
+                    zone="dc-east") == now.timestamp()
+        assert not [s for s in samples.get("chainwatch_zone_last_worker_beat_timestamp_seconds",
+                                           []) if s[0].get("zone") == "dc-west"]
+        repo.done("b1", worker="east-1", observations=3, status="ok",
+                  at=now + dt.timedelta(seconds=5))
+        samples, _ = parse(exposition(db)[0])
+        assert only(samples, "chainwatch_zone_queue_depth", zone="dc-east") == 0
+        assert only(samples, "chainwatch_zone_last_result_timestamp_seconds",
+                    zone="dc-east") == (now + dt.timedelta(seconds=5)).timestamp()
+        done = promtool("check", "metrics", stdin=exposition(db)[0].decode())
+        assert done.returncode == 0, done.stdout + done.stderr

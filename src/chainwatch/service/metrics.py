@@ -46,6 +46,7 @@ from prometheus_client.registry import Collector
 
 from chainwatch.config.values import Inventory
 from chainwatch.model import FindingCode, RenewalPolicy, Report, Target
+from chainwatch.storage.batches import ZoneHealth, zone_health
 from chainwatch.storage.metrics_repo import (
     PROBE_FAILURES,
     SCAN_BUCKETS,
@@ -288,6 +289,30 @@ def monitor_families(state: MonitorState) -> Iterator[Metric]:
     yield g
 
 
+def zone_families(zones: Sequence[ZoneHealth]) -> Iterator[Metric]:
+    """Distributed mode's zones (the zones that have batches or workers in the database,
+    and those an inventory's ``zones:`` lists). Times, not "alive now" flags: the series
+    depend on stored rows only, and a rule compares them with ``time()``."""
+    beat = GaugeMetricFamily("chainwatch_zone_last_worker_beat_timestamp_seconds",
+                             "The newest heartbeat of any worker of the zone.", labels=("zone",))
+    depth = GaugeMetricFamily("chainwatch_zone_queue_depth", "Batches put on the zone's "
+                              "queue and not finished yet.", labels=("zone",))
+    oldest = GaugeMetricFamily("chainwatch_zone_oldest_pending_timestamp_seconds",
+                               "When the oldest unfinished batch of the zone was put on its "
+                               "queue.", labels=("zone",))
+    last = GaugeMetricFamily("chainwatch_zone_last_result_timestamp_seconds",
+                             "When a worker of the zone last finished a batch.", labels=("zone",))
+    for z in zones:
+        depth.add_metric((z.name,), z.queue_depth)
+        if z.last_worker_beat is not None:
+            beat.add_metric((z.name,), z.last_worker_beat.timestamp())
+        if z.oldest_pending is not None:
+            oldest.add_metric((z.name,), z.oldest_pending.timestamp())
+        if z.last_result is not None:
+            last.add_metric((z.name,), z.last_result.at.timestamp())
+    yield from (beat, depth, oldest, last)
+
+
 class _Families(Collector):
     def __init__(self, families: Iterable[Metric]) -> None:
         self._families = families
@@ -361,9 +386,12 @@ def render_stored(db: Database, inventory: Inventory | None = None) -> bytes:
     monitor = MetricsRepo(db).monitor()
     per_cert = inventory is not None and inventory.metrics.per_cert
 
+    zones = zone_health(db, zones=() if inventory is None else inventory.zones)
+
     def families() -> Iterator[Metric]:
         yield from target_families(states, per_cert=per_cert)
         yield from monitor_families(monitor)
+        yield from zone_families(zones)
 
     return render(families())
 
@@ -379,4 +407,5 @@ __all__ = [
     "stored_states",
     "target_families",
     "target_label",
+    "zone_families",
 ]

@@ -27,6 +27,7 @@ from sqlalchemy.orm import aliased
 from chainwatch.model import Target
 from chainwatch.storage.alerts_repo import AlertStateRow, OutboxRow, OutboxStatus
 from chainwatch.storage.models import (
+    BatchRow,
     CertificateRow,
     HeartbeatRow,
     MonitorCounterRow,
@@ -169,8 +170,8 @@ class MetricsRepo:
 
     def version(self) -> tuple[Any, ...]:
         """A cheap fingerprint of everything :meth:`latest` and :meth:`monitor` read: it
-        changes whenever an observation, heartbeat, counter, alert state or outbox row
-        is written (one query of aggregates over indexed or small tables)."""
+        changes whenever an observation, heartbeat, counter, alert state, outbox row or
+        distributed batch is written (one query of aggregates over indexed or small tables)."""
         def one(*columns: Any) -> Any:
             return select(*columns).scalar_subquery()
 
@@ -188,6 +189,9 @@ class MetricsRepo:
             one(func.max(OutboxRow.last_attempt_at)),
             one(func.max(OutboxRow.delivered_at)),
             one(func.sum(case((OutboxRow.status == OutboxStatus.PENDING.value, 1), else_=0))),
+            one(func.count(BatchRow.id)),  # distributed mode's zones
+            one(func.max(BatchRow.done_at)),
+            one(func.count(BatchRow.done_at)),
         )
         with self.engine.connect() as conn:
             return tuple(conn.execute(stmt).one())
