@@ -11,7 +11,7 @@ import typer
 
 from chainwatch.errors import InputError
 from chainwatch.model import Profile
-from chainwatch.model.names import StartTLS, parse_ip, parse_port, split_host_port, to_ascii
+from chainwatch.model.names import StartTLS, parse_endpoint, parse_ip
 from chainwatch.model.times import parse_instant
 from chainwatch.stores import resolve_profile
 
@@ -98,23 +98,7 @@ def endpoint_arg(text: str, starttls: str | None) -> tuple[str, int]:
     its A-label form (IDNA 2008)."""
     default = StartTLS(starttls).default_port if starttls is not None else 443
     try:
-        host, port_text = split_host_port(text)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    if not host or any(c.isspace() or c in "/[]" for c in host):
-        raise InputError(f"{text[:80]!r}: expected HOST[:PORT]")
-    address = parse_ip(host)
-    if address is not None:
-        host = str(address)
-    else:
-        try:
-            host = to_ascii(host)
-        except ValueError as exc:
-            raise InputError(f"{text[:80]!r}: {exc}") from None
-    if port_text is None:
-        return host, default
-    try:
-        return host, parse_port(port_text)
+        return parse_endpoint(text, default)
     except ValueError as exc:
         raise InputError(f"{text[:80]!r}: {exc}") from None
 

@@ -127,3 +127,21 @@ def parse_port(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise ValueError("the port must be a number from 1 to 65535")
     return int(text)
+
+
+def parse_endpoint(text: str, default_port: int) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, ``[V6]``, ``[V6]:PORT`` or a bare IPv6 address as (host,
+    port): an address in its canonical form, a name in its A-label form (IDNA 2008),
+    ``default_port`` when none is given. Raises :class:`ValueError` saying what is wrong
+    (callers name the text: a flag, a query parameter)."""
+    try:
+        host, port_text = split_host_port(text)
+    except ValueError:
+        raise ValueError("expected [IPV6]:PORT") from None
+    if not host or any(c.isspace() or c in "/[]" for c in host):
+        raise ValueError("expected HOST[:PORT]")
+    address = parse_ip(host)
+    host = str(address) if address is not None else to_ascii(host)
+    if port_text is None:
+        return host, default_port
+    return host, parse_port(port_text)

@@ -49,7 +49,7 @@ from chainwatch.config.exporter import DEFAULT_MODULE, ExporterConfig, Module
 from chainwatch.config.values import Defaults, Endpoint, Inventory
 from chainwatch.errors import InputError
 from chainwatch.model import FindingCode, RenewalPolicy, Report, Status
-from chainwatch.model.names import parse_ip, parse_port, split_host_port, to_ascii
+from chainwatch.model.names import parse_endpoint, parse_ip
 from chainwatch.probe import Observation
 from chainwatch.service.collect import collect
 from chainwatch.service.metrics import CONTENT_TYPE, render, states_of_reports, target_families
@@ -87,23 +87,7 @@ def parse_target(text: str, module: Module) -> tuple[str, int]:
     if "://" in raw or "/" in raw or any(c.isspace() for c in raw):
         raise ProbeRequestError(f"target {shown!r}: expected HOST:PORT, not a URL")
     try:
-        host, port_text = split_host_port(raw)
-    except ValueError as exc:
-        raise ProbeRequestError(f"target {shown!r}: {exc}") from None
-    if not host or any(c in "[]" for c in host):
-        raise ProbeRequestError(f"target {shown!r}: expected HOST:PORT")
-    address = parse_ip(host)
-    if address is not None:
-        host = str(address)
-    else:
-        try:
-            host = to_ascii(host)
-        except ValueError as exc:
-            raise ProbeRequestError(f"target {shown!r}: {exc}") from None
-    if port_text is None:
-        return host, module.starttls.default_port if module.starttls else 443
-    try:
-        return host, parse_port(port_text)
+        return parse_endpoint(raw, module.starttls.default_port if module.starttls else 443)
     except ValueError as exc:
         raise ProbeRequestError(f"target {shown!r}: {exc}") from None
 
