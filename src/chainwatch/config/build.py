@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -562,19 +562,25 @@ class _Builder:
 # -- entry points ---------------------------------------------------------------------------
 
 
+def read_mapping(text: str, source: str, fields: Iterable[str]) -> _Document:
+    """The YAML document of a configuration file whose top level is a mapping of
+    ``fields`` (an empty file is an empty mapping); raises :class:`InventoryError`."""
+    doc = _read_yaml(text, source)
+    if doc.data is None:
+        doc.data = {}
+    if not isinstance(doc.data, dict):
+        raise InventoryError(source, doc.line(()), None,
+                             f"expected a mapping ({', '.join(fields)}), got {_show(doc.data)}")
+    return doc
+
+
 def parse_inventory(text: str, *, path: Path, source: str | None = None) -> Inventory:
     """Validate inventory ``text`` read from ``path`` (whose directory anchors relative
     paths); ``source`` names it in errors (default: ``path``). Raises
     :class:`InventoryError`."""
     source = str(path) if source is None else source
     path = path.resolve()
-    doc = _read_yaml(text, source)
-    if doc.data is None:
-        doc.data = {}
-    if not isinstance(doc.data, dict):
-        raise InventoryError(source, doc.line(()), None,
-                             f"expected a mapping ({', '.join(_InventoryModel.model_fields)}),"
-                             f" got {_show(doc.data)}")
+    doc = read_mapping(text, source, _InventoryModel.model_fields)
     try:
         model = _InventoryModel.model_validate(doc.data)
     except ValidationError as exc:

@@ -26,7 +26,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, StrictInt, ValidationError
 
-from chainwatch.config.build import _Builder
+from chainwatch.config.build import _Builder, read_mapping
 from chainwatch.config.errors import _validation_error
 from chainwatch.config.schema import (
     MAX_INVENTORY_BYTES,
@@ -37,9 +37,7 @@ from chainwatch.config.schema import (
     YamlPath,
     _Edge,
     _ProfileModel,
-    _show,
 )
-from chainwatch.config.yaml import _read_yaml
 from chainwatch.errors import InventoryError
 from chainwatch.model import Profile
 from chainwatch.model.names import StartTLS
@@ -125,13 +123,7 @@ def parse_exporter_config(text: str, *, path: Path, source: str | None = None) -
     """Validate exporter config ``text`` read from ``path``; raises :class:`InventoryError`."""
     source = str(path) if source is None else source
     path = path.resolve()
-    doc = _read_yaml(text, source)
-    if doc.data is None:
-        doc.data = {}
-    if not isinstance(doc.data, dict):
-        raise InventoryError(source, doc.line(()), None,
-                             f"expected a mapping ({', '.join(_ExporterModel.model_fields)}), "
-                             f"got {_show(doc.data)}")
+    doc = read_mapping(text, source, _ExporterModel.model_fields)
     try:
         model = _ExporterModel.model_validate(
             {k: v for k, v in doc.data.items() if v is not None})
