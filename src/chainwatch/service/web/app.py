@@ -16,10 +16,10 @@ import datetime as dt
 import hmac
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, Form, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -151,8 +151,8 @@ def _add_errors(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> Response:
-        log.error("web request failed path=%s error=%s", request.url.path,
-                  type(exc).__name__)
+        log.error("web request failed path=%s error=%s: %s", request.url.path,
+                  type(exc).__name__, str(exc)[:300])
         return _error(500, "internal", "internal error (see the server's log)")
 
 
@@ -178,17 +178,16 @@ def _session_csrf(app: FastAPI, request: Request) -> str | None:
 
 # -- API ----------------------------------------------------------------------------------
 
-StatusQ = Annotated[list[str] | None, Query(
-    description="Keep these statuses (repeatable).",
-    pattern="^(ok|warning|critical|unknown)$")]
+StatusQ = Annotated[list[Literal["ok", "warning", "critical", "unknown"]] | None, Query(
+    description="Keep these statuses (repeatable).")]
 CodeQ = Annotated[list[str] | None, Query(description="Keep rows with this finding code.",
-                                          pattern="^[A-Z_]{2,40}$")]
+                                          max_length=40)]
 LimitQ = Annotated[int, Query(ge=1, le=1000)]
 OffsetQ = Annotated[int, Query(ge=0, le=10_000_000)]
 TextQ = Annotated[str | None, Query(max_length=200)]
 
 
-def _filters(status: list[str] | None, code: list[str] | None, profile: str | None,
+def _filters(status: Sequence[str] | None, code: list[str] | None, profile: str | None,
              q: str | None, owner: str | None, tag: str | None, zone: str | None,
              limit: int, offset: int) -> views.Filters:
     return views.Filters(status=tuple(status or ()), code=tuple(code or ()), profile=profile,
