@@ -54,7 +54,7 @@ def _record(db: Database, host: str, chain: tuple[Any, ...], ip: str = "127.0.0.
 def stored(tmp_path: Path) -> Iterator[tuple[Database, Path]]:
     pki = PKI(now=NOW)
     root = pki.root("<script>alert('root')</script>")
-    ca = root.intermediate("Web Test CA")
+    ca = root.intermediate("<script>alert('ca')</script>")
     (tmp_path / "root.pem").write_bytes(root.pem)
     _PROFILES[:] = [resolve_profile(f"file:{tmp_path / 'root.pem'}")]
     inv = tmp_path / "inventory.yaml"
@@ -211,7 +211,10 @@ def test_no_secret_in_any_response_and_subjects_are_escaped(
         assert r.status_code in (200, 404), url
         assert SECRET not in r.text, url
         assert "hooks.example.net" not in r.text, url
-    assert "<script>alert" not in client.get("/targets/xss.web.test:443").text
+    page = client.get("/targets/xss.web.test:443").text
+    assert "<script>alert" not in page
+    assert "&lt;script\\&gt;alert(&#39;ca&#39;)" in page  # the chain diagram, as text
+    assert "&lt;script\\&gt;alert(&#39;ca&#39;)" in page.split("<svg", 1)[1]  # the timeline
     discovered = client.get("/api/v1/discovery").json()
     assert [u["name"] for u in discovered["uncovered"]] == ["unwatched.web.test"]
 
@@ -251,7 +254,7 @@ def test_calendar_feed_parses_with_stable_uids_replaced_by_a_renewal(
 
 
 def test_feed_token_guards_the_feed(stored: tuple[Database, Path]) -> None:
-    db, inv = stored
+    db, _ = stored
     client = _serve(WebSettings(db=db, feed_token="feed-0123456789", clock=lambda: NOW))
     assert client.get("/calendar.ics").status_code == 403
     assert client.get("/calendar.ics", params={"token": "feed-0123456789"}).status_code == 200
@@ -326,3 +329,118 @@ def test_serve_answers_api_and_survives_a_failing_request(served: str) -> None:
     assert httpx.get(f"{served}/api/v1/health", timeout=10).json()["last_scan"]
     ics = Calendar.from_ical(httpx.get(f"{served}/calendar.ics", timeout=30).content)
     assert ics.walk("VEVENT")
+
+
+# -- a real browser: Debian's chromium driven by Playwright -----------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(os.environ.get("CHAINWATCH_ARTIFACTS", "build/test-artifacts")) / "web"
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        why = f"{CHROMIUM} is missing (apt-get install chromium)"
+        if os.environ.get("CHAINWATCH_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{why} (CHAINWATCH_REQUIRE_SERVICES=1)", pytrace=False)
+        pytest.skip(why)
+    from playwright.sync_api import sync_playwright
+
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
+            viewport={"width": 1400, "height": 1000})
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def _is_loopback_url(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme in ("data", "about", "blob"):
+        return True
+    host = parts.hostname or ""
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback
+
+
+def test_dashboard_in_a_real_browser(served: str, browser: Any) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    requests: list[str] = []
+    page = browser.new_page()
+    page.on("request", lambda r: requests.append(r.url))
+
+    # Overview: the lab's targets in breaks_at order, with the statuses stored.
+    api = httpx.get(f"{served}/api/v1/targets", params={"limit": 50}, timeout=30).json()
+    page.goto(f"{served}/")
+    rows = page.locator("tr.row")
+    shown = [(rows.nth(i).get_attribute("data-key"), rows.nth(i).get_attribute("data-status"))
+             for i in range(rows.count())]
+    assert shown == [(t["key"], t["status"]) for t in api["targets"]]
+    statuses = dict(shown)
+    assert statuses[next(k for k in statuses if k.startswith("healthy."))] == "ok"
+    assert statuses[next(k for k in statuses if k.startswith("crates."))] == "critical"
+    breaks = [t["breaks_at"] for t in api["targets"] if t["breaks_at"]]
+    assert breaks == sorted(breaks)
+    page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
+
+    # Filtering by status (htmx swaps the table; the URL keeps the filter).
+    page.select_option("#f-status", "ok")
+    page.wait_for_url("**status=ok**")
+    page.wait_for_selector("tr.row")
+    filtered = page.locator("tr.row")
+    assert filtered.count() >= 1
+    assert {filtered.nth(i).get_attribute("data-status") for i in range(filtered.count())} == {
+        "ok"}
+
+    # netPark: the legacy profile breaks before the leaf expires, and the timeline marks it.
+    netpark = next(k for k in statuses if k.startswith("devices.netpark."))
+    page.goto(f"{served}/targets/{netpark}")
+    report = httpx.get(f"{served}/api/v1/reports/{netpark}", timeout=30).json()["reports"][0]
+    leaf_expires = report["chain"][0]["not_after"]
+    legacy = page.locator('section.address tr.profile[data-profile="legacy-clients"]').first
+    legacy_breaks = legacy.get_attribute("data-breaks-at")
+    assert legacy_breaks and legacy_breaks < leaf_expires
+    mark = page.locator('svg.timeline line.break[data-profile="legacy-clients"]').first
+    assert mark.get_attribute("data-at") == legacy_breaks
+    assert page.locator("svg.timeline line.now").count() >= 1
+    assert page.locator("svg.timeline rect.bar").count() == len(report["chain"])
+    page.screenshot(path=str(ARTIFACTS / "target.png"), full_page=True)
+
+    # Ack through the page: refused without the token, done with it.
+    alerts = httpx.get(f"{served}/api/v1/alerts", timeout=30).json()["alerts"]
+    target = next(a for a in alerts if a["step"] and a["ackable"] is not False
+                  and not a["id"].startswith("watchdog:"))
+    row = f'tr.alert-row[data-id="{target["id"]}"]'
+    page.goto(f"{served}/alerts")
+    page.fill(f"{row} input[name=why]", "renewal scheduled")
+    page.fill(f"{row} input[name=by]", "oncall")
+    page.click(f"{row} button")
+    assert "refused" in page.locator("#message").inner_text()
+    page.goto(f"{served}/login")
+    page.fill("#token", TOKEN)
+    page.click("form button")
+    page.wait_for_url("**/alerts")
+    page.fill(f"{row} input[name=why]", "renewal scheduled")
+    page.fill(f"{row} input[name=by]", "oncall")
+    page.click(f"{row} button")
+    assert "acknowledged" in page.locator("#message").inner_text()
+    after = {a["id"]: a for a in httpx.get(f"{served}/api/v1/alerts", timeout=30).json()[
+        "alerts"]}
+    assert after[target["id"]]["ack"]["by"] == "oncall"
+    page.screenshot(path=str(ARTIFACTS / "alerts.png"), full_page=True)
+
+    for name in ("calendar", "discovery"):
+        page.goto(f"{served}/{name}")
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+    assert requests and any(u.endswith("htmx-2.0.4.min.js") for u in requests)
+    outside = [u for u in requests if not _is_loopback_url(u)]
+    assert outside == []

@@ -178,7 +178,7 @@ def _session_csrf(app: FastAPI, request: Request) -> str | None:
 
 # -- API ----------------------------------------------------------------------------------
 
-StatusQ = Annotated[list[Literal["ok", "warning", "critical", "unknown"]] | None, Query(
+StatusQ = Annotated[list[Literal["", "ok", "warning", "critical", "unknown"]] | None, Query(
     description="Keep these statuses (repeatable).")]
 CodeQ = Annotated[list[str] | None, Query(description="Keep rows with this finding code.",
                                           max_length=40)]
@@ -190,8 +190,10 @@ TextQ = Annotated[str | None, Query(max_length=200)]
 def _filters(status: Sequence[str] | None, code: list[str] | None, profile: str | None,
              q: str | None, owner: str | None, tag: str | None, zone: str | None,
              limit: int, offset: int) -> views.Filters:
-    return views.Filters(status=tuple(status or ()), code=tuple(code or ()), profile=profile,
-                         q=q, owner=owner, tag=tag, zone=zone, limit=limit, offset=offset)
+    codes = tuple(c.strip() for text in code or () for c in text.split(",") if c.strip())
+    return views.Filters(status=tuple(s for s in status or () if s), code=codes,
+                         profile=profile or None, q=q or None, owner=owner or None,
+                         tag=tag or None, zone=zone or None, limit=limit, offset=offset)
 
 
 def _add_api(app: FastAPI, settings: WebSettings) -> None:

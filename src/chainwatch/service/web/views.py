@@ -412,7 +412,7 @@ def timeline_svg(chain: Sequence[Mapping[str, Any]], profiles: Sequence[Mapping[
         cls = "break" if trusted else "break broken"
         out.append(f'<line x1="{x(when)}" y1="24" x2="{x(when)}" y2="{y + 12}" class="{cls}" '
                    f'data-profile="{_esc(name)}" data-at="{_esc(z(when))}"/>')
-        out.append(f'<text x="{min(x(when) + 3, width - 160)}" y="{y + 12}" class="mark">'
+        out.append(f'<text x="{min(x(when) + 3, width - 280)}" y="{y + 12}" class="mark">'
                    f'{_esc(name)} breaks {_esc(z(when))}</text>')
         y += 22
     if renew_at is not None:
