@@ -50,8 +50,10 @@ def _record(db: Database, host: str, chain: tuple[Any, ...], ip: str = "127.0.0.
     db.record(obs, report.with_target(target))
 
 
-@pytest.fixture
-def stored(tmp_path: Path) -> Iterator[tuple[Database, Path]]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def stored(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Database, Path]]:
+    """Three stored targets on SQLite and on the local PostgreSQL (every read query runs
+    on both backends)."""
     pki = PKI(now=NOW)
     root = pki.root("<script>alert('root')</script>")
     ca = root.intermediate("<script>alert('ca')</script>")
@@ -66,7 +68,9 @@ def stored(tmp_path: Path) -> Iterator[tuple[Database, Path]]:
         "alerts:\n"
         f"  channels: {{hook: {{type: webhook, url: 'https://hooks.example.net/{SECRET}'}}}}\n",
         encoding="utf-8")
-    db = Database(str(tmp_path / "web.sqlite"))
+    url = (request.getfixturevalue("pg_url") if request.param == "postgresql"
+           else str(tmp_path / "web.sqlite"))
+    db = Database(url)
     _record(db, "soon.web.test", ca.leaf("soon.web.test", expires=NOW + dt.timedelta(days=5))
             .chain(ca))
     _record(db, "later.web.test", ca.leaf("later.web.test", expires=NOW + dt.timedelta(days=60))
