@@ -108,6 +108,7 @@ class ObservationRow(Base):
     __table_args__ = (
         Index("ix_observations_target_time", "target_id", "observed_at", "id"),
         Index("ix_observations_observed_at", "observed_at"),
+        Index("ix_observations_breaks_at", "breaks_at", "id"),  # migration 0004
     )
 
     id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)

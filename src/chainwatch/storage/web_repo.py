@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import String, and_, case, cast, func, or_, select, tuple_
+from sqlalchemy import String, and_, cast, exists, func, or_, select, tuple_
+from sqlalchemy.orm import aliased
 
 from chainwatch.model import Target
 from chainwatch.storage.models import ObservationRow, TargetRow
@@ -74,8 +75,21 @@ class Page:
     total: int
 
 
+_newer = aliased(ObservationRow)
+_CACHE_MAX = 256
+_totals: dict[tuple[str, int | None, Any], Any] = {}
+
+
 def _latest() -> Any:
-    return ObservationRow.id.in_(Database._latest_ids())
+    """The row is its target's newest observation: no newer one exists (one seek on
+    ``ix_observations_target_time`` per candidate row, so a walk of
+    ``ix_observations_breaks_at`` stops after a page)."""
+    return ~exists().where(
+        _newer.target_id == ObservationRow.target_id,
+        or_(_newer.observed_at > ObservationRow.observed_at,
+            and_(_newer.observed_at == ObservationRow.observed_at,
+                 _newer.id > ObservationRow.id)),
+    )
 
 
 class WebRepo:
@@ -109,40 +123,73 @@ class WebRepo:
                 )))
         return where
 
+    def _version(self) -> int | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(func.max(ObservationRow.id))).scalar_one()
+        return None if value is None else int(value)
+
+    def _cached(self, what: str, key: Any, compute: Any) -> Any:
+        """Totals over every newest row change only when an observation is written:
+        kept per (database, newest observation id, filter)."""
+        version = self._version()
+        full = (f"{self.database.url}|{what}", version, key)
+        if full not in _totals:
+            if len(_totals) > _CACHE_MAX:
+                _totals.clear()
+            _totals[full] = compute()
+        return _totals[full]
+
     def page(self, q: Query) -> Page:
-        """One page of newest rows matching ``q``, by ``breaks_at`` (unknown first), then
-        host, port and address; with the number of rows matching in all."""
+        """One page of newest rows matching ``q``, by ``breaks_at`` (rows without one,
+        broken now, first), then row id; with the number of rows matching in all.
+
+        Two index walks: the rows without ``breaks_at``, then those with it in order,
+        each with ``LIMIT``/``OFFSET`` in the database."""
         limit = max(1, min(q.limit, MAX_LIMIT))
+        offset = max(0, q.offset)
         where = self._where(q)
-        stmt = (
-            select(ObservationRow.id, TargetRow.host, TargetRow.port, TargetRow.ip,
+        columns = (ObservationRow.id, TargetRow.host, TargetRow.port, TargetRow.ip,
                    TargetRow.sni, TargetRow.starttls, ObservationRow.observed_at,
                    ObservationRow.status, ObservationRow.breaks_at, ObservationRow.days_left,
                    ObservationRow.leaf_sha256, ObservationRow.findings, ObservationRow.report)
-            .join(TargetRow, ObservationRow.target_id == TargetRow.id)
-            .where(and_(*where))
-            .order_by(case((ObservationRow.breaks_at.is_(None), 0), else_=1),
-                      ObservationRow.breaks_at, TargetRow.host, TargetRow.port, TargetRow.ip)
-            .limit(limit)
-            .offset(max(0, q.offset))
-        )
-        count = (select(func.count()).select_from(ObservationRow)
-                 .join(TargetRow, ObservationRow.target_id == TargetRow.id)
-                 .where(and_(*where)))
-        with self.engine.connect() as conn:
-            rows = tuple(
-                WebRow(
-                    observation_id=oid,
-                    target=Target(host=host, port=port, ip=ip or None, sni=sni or None,
-                                  starttls=starttls or None),
-                    observed_at=observed_at, status=status, breaks_at=breaks_at,
-                    days_left=days_left, leaf_sha256=leaf,
-                    findings=tuple(findings or ()), report=report or {},
-                )
-                for (oid, host, port, ip, sni, starttls, observed_at, status, breaks_at,
-                     days_left, leaf, findings, report) in conn.execute(stmt)
+
+        def rows_of(extra: Any, order: Sequence[Any], lim: int, off: int) -> list[Any]:
+            stmt = (select(*columns).join(TargetRow, ObservationRow.target_id == TargetRow.id)
+                    .where(and_(*where, extra)).order_by(*order).limit(lim).offset(off))
+            with self.engine.connect() as conn:
+                return list(conn.execute(stmt))
+
+        def count(extra: Any) -> int:
+            stmt = (select(func.count()).select_from(ObservationRow)
+                    .join(TargetRow, ObservationRow.target_id == TargetRow.id)
+                    .where(and_(*where, extra)))
+            with self.engine.connect() as conn:
+                return int(conn.execute(stmt).scalar_one())
+
+        filt = replace(q, limit=0, offset=0)
+        unknown = self._cached("unknown", filt,
+                               lambda: count(ObservationRow.breaks_at.is_(None)))
+        total = self._cached("total", filt, lambda: count(True))
+        raw: list[Any] = []
+        if offset < unknown:
+            raw = rows_of(ObservationRow.breaks_at.is_(None), [ObservationRow.id], limit,
+                          offset)
+        if len(raw) < limit:
+            raw += rows_of(ObservationRow.breaks_at.is_not(None),
+                           [ObservationRow.breaks_at, ObservationRow.id], limit - len(raw),
+                           max(0, offset - unknown))
+        rows = tuple(
+            WebRow(
+                observation_id=oid,
+                target=Target(host=host, port=port, ip=ip or None, sni=sni or None,
+                              starttls=starttls or None),
+                observed_at=observed_at, status=status, breaks_at=breaks_at,
+                days_left=days_left, leaf_sha256=leaf,
+                findings=tuple(findings or ()), report=report or {},
             )
-            total = int(conn.execute(count).scalar_one())
+            for (oid, host, port, ip, sni, starttls, observed_at, status, breaks_at,
+                 days_left, leaf, findings, report) in raw
+        )
         return Page(rows=rows, total=total)
 
     def counts(self, keys: Sequence[tuple[str, int]] | None = None) -> dict[str, int]:
@@ -151,8 +198,12 @@ class WebRepo:
         stmt = (select(ObservationRow.status, func.count())
                 .join(TargetRow, ObservationRow.target_id == TargetRow.id)
                 .where(and_(*where)).group_by(ObservationRow.status))
-        with self.engine.connect() as conn:
-            return {status: int(n) for status, n in conn.execute(stmt)}
+
+        def compute() -> dict[str, int]:
+            with self.engine.connect() as conn:
+                return {status: int(n) for status, n in conn.execute(stmt)}
+
+        return dict(self._cached("counts", None if keys is None else tuple(keys), compute))
 
     def last_observed(self) -> dt.datetime | None:
         """When the newest observation was made."""
