@@ -448,3 +448,35 @@ def test_dashboard_in_a_real_browser(served: str, browser: Any) -> None:
     assert requests and any(u.endswith("htmx-2.0.4.min.js") for u in requests)
     outside = [u for u in requests if not _is_loopback_url(u)]
     assert outside == []
+
+
+def test_serve_serves_the_dashboard_beside_the_scheduler(tmp_path: Path) -> None:
+    port = free_port()
+    inv = tmp_path / "inventory.yaml"
+    # Nothing listens on this port: the scheduler records a failed probe, the web answers.
+    inv.write_text(f"endpoints:\n  - {{host: 127.0.0.1, port: {free_port()}, "
+                   "timeout: 1s, interval: 1h}\n", encoding="utf-8")
+    proc = subprocess.Popen([str(EXE), "serve", str(inv), "--db", str(tmp_path / "s.sqlite"),
+                             "--listen", f"127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        data: dict[str, Any] = {}
+        deadline = time.monotonic() + 60
+        for _ in range(240):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                break
+            try:
+                data = httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=2).json()
+                if data.get("total"):
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        assert proc.poll() is None
+        assert data["targets"][0]["status"] == "unknown"
+        assert "PROBE_FAILED" in data["targets"][0]["findings"]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert f"dashboard and API at http://127.0.0.1:{port}/" in err
+    assert "Traceback" not in err
