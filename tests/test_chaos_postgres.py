@@ -105,7 +105,7 @@ def test_serve_rides_out_a_postgresql_restart(
                            connect_args={"connect_timeout": 5})
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            [str(EXE), "serve", str(inventory), "--db", private_postgres.url],
+            [str(EXE), "serve", str(inventory), "--no-web", "--db", private_postgres.url],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
         )
     try:

@@ -621,7 +621,7 @@ def test_serve_distributed_command_runs_the_scheduler(
     pool = Workers(tmp_path, pg_url, private_redis_broker.url)
     with (tmp_path / "serve.log").open("wb") as log:
         scheduler = subprocess.Popen(
-            [CHAINWATCH, "serve", str(path), "--distributed", "--db", pg_url,
+            [CHAINWATCH, "serve", str(path), "--distributed", "--no-web", "--db", pg_url,
              "--batch-deadline", str(DEADLINE)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             start_new_session=True)

@@ -76,7 +76,8 @@ def test_serve_survives_a_reload_of_a_hostile_file(tmp_path: Path) -> None:
     inv = tmp_path / "inv.yaml"
     inv.write_text("defaults: {interval: 1h, timeout: 1s}\n"
                    "endpoints: [{host: nothing.lab.test, port: 1, ip: 127.0.0.1}]\n")
-    proc = subprocess.Popen([str(EXE), "serve", str(inv), "--db", str(tmp_path / "cw.sqlite")],
+    proc = subprocess.Popen([str(EXE), "serve", str(inv), "--no-web",
+                             "--db", str(tmp_path / "cw.sqlite")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     assert proc.stderr is not None

@@ -392,7 +392,7 @@ def test_lab_serve_runs_the_monitor_on_the_lab(tmp_path: Path) -> None:
     """`make run`: the lab and `chainwatch serve` in one process, first sweep shown."""
     exe = Path(sys.executable).with_name("chainwatch")
     proc = subprocess.run(
-        [str(exe), "lab", "--serve", "--dir", str(tmp_path / "lab"), "--port-base", "0",
+        [str(exe), "lab", "--serve", "--no-web", "--dir", str(tmp_path / "lab"), "--port-base", "0",
          "--db", f"sqlite:///{tmp_path / 'lab.sqlite'}", "--max-batches", "1"],
         capture_output=True, text=True, timeout=120, check=False,
     )

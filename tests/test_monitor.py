@@ -286,7 +286,8 @@ def test_kill_9_during_serve_leaves_a_consistent_database(
     exe = Path(sys.executable).with_name("chainwatch")
     for round_ in range(3):
         proc = subprocess.Popen(
-            [str(exe), "serve", str(inv), "--db", f"sqlite:///{db_path}", "--max-batches", "500"],
+            [str(exe), "serve", str(inv), "--no-web", "--db", f"sqlite:///{db_path}",
+             "--max-batches", "500"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30

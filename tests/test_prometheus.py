@@ -588,3 +588,55 @@ def test_zone_series_from_batches_and_worker_beats(tmp_path: Path) -> None:
                     zone="dc-east") == (now + dt.timedelta(seconds=5)).timestamp()
         done = promtool("check", "metrics", stdin=exposition(db)[0].decode())
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_prometheus_scrapes_a_real_serve(lab: Lab, tmp_path: Path) -> None:
+    """``serve``'s own listener answers ``/metrics`` beside the dashboard, and a real
+    Prometheus scraping it sees netPark's legacy profile break before the leaf."""
+    import os
+    import signal
+    import time
+
+    inventory = lab_inventory(lab, tmp_path / "inventory.yaml")
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    with (tmp_path / "serve.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [*CLI, "serve", str(inventory), "--db", str(tmp_path / "serve.sqlite"),
+             "--listen", address], stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env={**os.environ}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        body = b""
+        while b"chainwatch_breaks_at_timestamp_seconds{" not in body:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            try:
+                answer = httpx.get(f"http://{address}/metrics", timeout=10)
+                body = answer.content if answer.status_code == 200 else b""
+            except httpx.HTTPError:
+                body = b""
+            time.sleep(0.25)
+        samples, _ = parse(body)
+        target = netpark_target(lab)
+        legacy = [v for labels, v in samples["chainwatch_breaks_at_timestamp_seconds"]
+                  if labels["target"] == target and labels["profile"].startswith("legacy:")]
+        leaf = [v for labels, v in samples["chainwatch_cert_not_after_timestamp_seconds"]
+                if labels["target"] == target and labels["position"] == "0"]
+        assert legacy and leaf and max(legacy) < min(leaf)
+        with PrometheusServer.start(tmp_path / "prometheus",
+                                    [scrape_job("chainwatch-serve", address)], [RULES]) as prom:
+            prom.wait_for_targets_up(1)
+            found = prom.wait_for(
+                'chainwatch_breaks_at_timestamp_seconds{profile=~"legacy:.*"} '
+                '< on (job, target, address) group_left '
+                'chainwatch_cert_not_after_timestamp_seconds{position="0"}')
+            assert target in {s["metric"]["target"] for s in found}
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)

@@ -101,7 +101,8 @@ def test_serve_logs_no_secret(tmp_path: Path, receiver: Receiver) -> None:
         "alerts:\n"
         f"  channels: {{hook: {{type: webhook, url: '{hook}'}}}}\n"
         f"  deadman: {{url: '{receiver.url}/ping/{PATH_SECRET}x'}}\n")
-    proc = subprocess.run([str(EXE), "serve", str(inv), "--db", str(tmp_path / "cw.sqlite"),
+    proc = subprocess.run([str(EXE), "serve", str(inv), "--no-web",
+                           "--db", str(tmp_path / "cw.sqlite"),
                            "--max-batches", "1"], capture_output=True, text=True, timeout=120,
                           check=False)
     assert proc.returncode == 0, proc.stderr

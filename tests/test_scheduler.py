@@ -534,7 +534,7 @@ def test_serve_process_reloads_on_sighup_and_exits_cleanly_on_sigterm(
     exe = Path(sys.executable).with_name("chainwatch")
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            [str(exe), "serve", str(path), "--db", f"sqlite:///{db_path}"],
+            [str(exe), "serve", str(path), "--no-web", "--db", f"sqlite:///{db_path}"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
         )
     try:

@@ -121,7 +121,7 @@ def test_scan_at_without_alerts_stores_nothing_either(paging: dict[str, Any],
 
 
 def run_serve(inventory: Path, db: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(EXE), "serve", str(inventory), "--db", db, *extra],
+    return subprocess.run([str(EXE), "serve", str(inventory), "--no-web", "--db", db, *extra],
                           capture_output=True, text=True, timeout=120, check=False,
                           env={**os.environ, "CHAINWATCH_DEBUG": "1"})
 
@@ -166,7 +166,7 @@ def test_lab_serve_delivers_the_labs_alerts_to_its_own_file(tmp_path: Path) -> N
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_DATA_HOME",)}
     env["XDG_DATA_HOME"] = str(tmp_path / "home-data")  # where the real default db would go
     proc = subprocess.run(
-        [str(EXE), "lab", "--serve", "--dir", str(directory), "--port-base", "0",
+        [str(EXE), "lab", "--serve", "--no-web", "--dir", str(directory), "--port-base", "0",
          "--max-batches", "1"],
         capture_output=True, text=True, timeout=180, check=False, env=env,
     )

@@ -30,6 +30,14 @@ def lab_command(
     max_batches: Annotated[int | None, typer.Option(
         "--max-batches", min=1, help="With --serve: stop after this many scan batches.")] = None,
     log_format: LogFormatOpt = LogFormat.text,
+    web_listen: Annotated[str, typer.Option(
+        "--web-listen", help="With --serve: the dashboard and API address HOST:PORT.")]
+    = "127.0.0.1:8080",
+    no_web: Annotated[bool, typer.Option("--no-web", help="With --serve: no dashboard.")]
+    = False,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", help="With --serve: file holding the token writes (ack) need "
+        "(default: $CHAINWATCH_WEB_TOKEN).")] = None,
 ) -> None:
     """Serve real incidents' certificate failures on loopback until Ctrl-C, with an
     inventory to try chainwatch and your alert routing on."""
@@ -46,7 +54,11 @@ def lab_command(
             scan_text(result, Console())
             sys.stdout.flush()
 
+        from chainwatch.service.web import read_token
+
         raise typer.Exit(serve_foreground(directory, listen, port_base, db_url=db,
                                           max_batches=max_batches, echo=echo, show=show,
-                                          log_format=log_format.value))
+                                          log_format=log_format.value,
+                                          web_listen=None if no_web else web_listen,
+                                          web_token=read_token(token_file)))
     raise typer.Exit(run_foreground(directory, listen, port_base, echo=echo))

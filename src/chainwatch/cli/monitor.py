@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +16,11 @@ from chainwatch.errors import InputError
 from chainwatch.model.names import printable, split_host_port
 from chainwatch.model.times import iso
 from chainwatch.render.codec import dumps
+
+if TYPE_CHECKING:
+    from chainwatch.config.values import Inventory
+    from chainwatch.service.web import WebServer
+    from chainwatch.storage.repo import Database
 
 
 def scan_command(
@@ -91,6 +98,10 @@ def serve_command(
         "`chainwatch worker`s; track, alert and deliver here, from the database.")] = False,
     broker: BrokerOpt = None,
     batch_deadline: DeadlineOpt = 120.0,
+    listen: ListenOpt = "127.0.0.1:8080",
+    no_web: Annotated[bool, typer.Option("--no-web", help="Do not serve the dashboard and "
+                                         "API.")] = False,
+    token_file: TokenFileOpt = None,
 ) -> None:
     """Keep scanning the inventory on its intervals, storing results and alerting.
 
@@ -117,6 +128,7 @@ def serve_command(
                 style="yellow", highlight=False, soft_wrap=True)
     elif broker is not None:
         raise InputError("--broker needs --distributed")
+    sock = None if no_web else _bind_web(listen, token_file)
     with Database(db) as database:
         if distributed:
             cycle = DistributedCycle(database, make_app(url, deadline=batch_deadline),
@@ -127,6 +139,10 @@ def serve_command(
             scheduler = Scheduler(inventory, database, cycle=cycle, on_reload=lambda inv: (
                 redactor.add(*logs.secrets_of(inv))))
             scheduler.install_signal_handlers()
+            if sock is not None:
+                web = _start_web(database, lambda: scheduler.inventory, sock, token_file)
+                Console(stderr=True).print(f"chainwatch serve: dashboard and API at {web.url}",
+                                           highlight=False, soft_wrap=True)
             zones = ", ".join(z.name for z in scheduler.inventory.used_zones())
             Console(stderr=True).print(
                 f"chainwatch serve: watching {len(scheduler.inventory.endpoints)} endpoints and "
@@ -193,6 +209,60 @@ def worker_command(
     sys.stderr.flush()
     run_worker(zone=chosen, db_url=db, broker=url, processes=processes, name=name,
                deadline=batch_deadline)
+
+
+ListenOpt = Annotated[str, typer.Option(
+    "--listen", help="Dashboard and API address HOST:PORT (non-loopback needs a token).")]
+TokenFileOpt = Annotated[Path | None, typer.Option(
+    "--token-file", help="File whose first line is the token writes (ack) need "
+    "(default: $CHAINWATCH_WEB_TOKEN).")]
+
+
+def _bind_web(listen: str, token_file: Path | None) -> socket.socket:
+    from chainwatch.service.web import bind, read_token
+
+    return bind(listen, token=read_token(token_file))
+
+
+def _start_web(database: Database, inventory: Callable[[], Inventory | None],
+               sock: socket.socket, token_file: Path | None) -> WebServer:
+    import os
+
+    from chainwatch.service.web import FEED_TOKEN_ENV, WebServer, WebSettings, read_token
+
+    settings = WebSettings(db=database, inventory=inventory, token=read_token(token_file),
+                           feed_token=os.environ.get(FEED_TOKEN_ENV) or None)
+    return WebServer(settings, sock).start()
+
+
+def web_command(
+    db: DbOpt = None,
+    inventory: Annotated[Path | None, typer.Option(
+        "--inventory", help="Inventory YAML: owners, tags, zones, thresholds, alert rules.")]
+    = None,
+    listen: ListenOpt = "127.0.0.1:8080",
+    token_file: TokenFileOpt = None,
+) -> None:
+    """Serve the dashboard, JSON API and calendar feed from the database alone."""
+    import signal
+    import threading
+
+    from chainwatch.config.inventory import load_inventory
+    from chainwatch.storage.repo import Database
+
+    inv = load_inventory(inventory) if inventory is not None else None
+    sock = _bind_web(listen, token_file)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with Database(db) as database:
+        web = _start_web(database, lambda: inv, sock, token_file)
+        Console(stderr=True).print(f"chainwatch web: dashboard and API at {web.url}; "
+                                   "Ctrl-C stops", highlight=False, soft_wrap=True)
+        sys.stderr.flush()
+        while not stop.wait(1.0) and web.thread.is_alive():
+            pass
+        web.stop()
 
 
 def history_command(

@@ -109,6 +109,7 @@ class ObservationRow(Base):
         Index("ix_observations_target_time", "target_id", "observed_at", "id"),
         Index("ix_observations_observed_at", "observed_at"),
         Index("uq_observations_target_slot", "target_id", "slot", unique=True),
+        Index("ix_observations_breaks_at", "breaks_at", "id"),  # migration 0005
     )
 
     id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)

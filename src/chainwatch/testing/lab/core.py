@@ -19,6 +19,7 @@ import datetime as dt
 import errno
 import ipaddress
 import json
+import os
 import signal
 import ssl
 import threading
@@ -519,6 +520,8 @@ def serve_foreground(
     echo: Callable[[str], None] = print,
     show: Callable[[ScanResult], None] | None = None,
     log_format: str = "text",
+    web_listen: str | None = "127.0.0.1:8080",
+    web_token: str | None = None,
 ) -> int:
     """``chainwatch lab --serve`` (``make run``): the lab plus the monitor watching it.
 
@@ -541,7 +544,10 @@ def serve_foreground(
             shown.set()
             show(result)
 
+    from chainwatch.service.web import FEED_TOKEN_ENV, WebServer, WebSettings, bind
+
     url = db_url if db_url is not None else str(Path(directory) / "lab.sqlite")
+    sock = None if web_listen is None else bind(web_listen, token=web_token)
     with Lab(directory, listen, port_base) as lab, Database(url) as db, \
             Cycle(db, background=True) as cycle:
         redactor = logs.configure(
@@ -552,8 +558,17 @@ def serve_foreground(
         scheduler = Scheduler(lab.inventory_path, db, cycle=cycle, after_batch=after,
                               on_reload=lambda inv: redactor.add(*logs.secrets_of(inv)))
         scheduler.install_signal_handlers()
+        web = None
+        if sock is not None:
+            web = WebServer(WebSettings(db=db, inventory=lambda: scheduler.inventory,
+                                        token=web_token,
+                                        feed_token=os.environ.get(FEED_TOKEN_ENV) or None),
+                            sock).start()
+            echo(f"Dashboard and API: {web.url}")
         scheduler.run(max_batches=max_batches)
         echo("chainwatch lab: stopping")
+        if web is not None:
+            web.stop()
     return 0
 
 
