@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run examples test lint typecheck layering unit fuzz bench bench-probe bench-scan bench-advise bench-soak clean
+.PHONY: run examples test lint typecheck layering unit fuzz bench bench-probe bench-scan bench-advise bench-soak bench-cli clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,13 @@ bench-probe: $(STAMP)
 # into PostgreSQL (a throwaway database on the local server).
 bench-scan: $(STAMP)
 	$(BIN)/python bench/scan.py
+
+# The chainwatch command as a whole process: `scan` of 1,000 loopback nginx endpoints into a
+# fresh SQLite and PostgreSQL database (first and steady scans) and `check` of one endpoint,
+# against the pyOpenSSL floor timed in the same run. BENCH_CLI_ARGS=--endpoints 10000, --big.
+BENCH_CLI_ARGS ?=
+bench-cli: $(STAMP)
+	$(BIN)/python bench/cli.py $(BENCH_CLI_ARGS)
 
 # `chainwatch advise` over 200 candidate certificates, against one check of the served chain.
 bench-advise: $(STAMP)

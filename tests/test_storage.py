@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
 import signal
 import subprocess
@@ -127,7 +126,7 @@ def test_migrations_upgrade_from_empty(db_url: str) -> None:
         tables = set(inspect(database.engine).get_table_names())
         assert tables == {"alembic_version", "certificates", "targets", "observations",
                           "observation_certs", "heartbeats", "alert_state", "outbox", "acks",
-                          "monitor_counters", "batches"}
+                          "monitor_counters", "batches", "report_documents"}
         # The migrations build exactly what the ORM models describe.
         with database.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
@@ -552,8 +551,10 @@ def assert_whole(database: Database, committed: set[int]) -> int:
     present = {row.id for row in observations}
     assert committed <= present, f"lost committed observations: {sorted(committed - present)}"
     assert set(links) <= present, "chain rows without their observation"
-    for oid, leaf, failure, report in observations:
-        report = report if isinstance(report, dict) else json.loads(report)
+    # The stored report as every reader gets it (its document joined with its row).
+    reports = database.reports_of(present)
+    for oid, leaf, failure, _ in observations:
+        report = reports[oid]
         chain = [sha for _, sha in sorted(links.get(oid, []))]
         assert sorted(pos for pos, _ in links.get(oid, [])) == list(range(len(chain)))
         assert chain == [c["sha256"] for c in report["chain"]], f"observation {oid} is partial"

@@ -11,12 +11,7 @@ tables; :func:`analyze` runs the default one)::
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("chainwatch")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+from typing import Any
 
 from chainwatch.analysis.engine import Analyzer, analyze
 from chainwatch.errors import (
@@ -45,6 +40,22 @@ from chainwatch.model import (
 )
 from chainwatch.model.bundle import load_bundle_file, parse_bundle
 from chainwatch.stores import resolve_profile
+
+__version__: str  # read from the installed metadata when first asked for (importlib.metadata
+# costs a command like ``chainwatch check`` a tenth of its imports)
+
+
+def __getattr__(name: str) -> Any:
+    if name != "__version__":
+        raise AttributeError(f"module 'chainwatch' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("chainwatch")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        found = "0+unknown"
+    globals()["__version__"] = found
+    return found
 
 __all__ = [
     "Analyzer",

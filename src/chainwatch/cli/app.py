@@ -16,35 +16,44 @@ import gc
 import os
 import sys
 import traceback
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from typer.exceptions import Abort, Exit, TyperException
 
-from chainwatch import __version__
-from chainwatch.cli import advise, check, exporter, lab, monitor, stores
-from chainwatch.cli.alerts import alerts_app
-from chainwatch.cli.discover import discover_app
 from chainwatch.errors import EXIT_UNKNOWN, ChainwatchError, StorageError
 from chainwatch.model.names import printable
 
-app = typer.Typer(
-    name="chainwatch",
-    help="Make TLS certificate outages impossible to miss.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+COMMANDS: tuple[tuple[str, str, str, bool], ...] = (
+    # (command, module in chainwatch.cli, attribute, a group of subcommands), in help order
+    ("check-bundle", "check", "check_bundle", False),
+    ("check", "check", "check_endpoint", False),
+    ("advise", "advise", "advise_command", False),
+    ("stores", "stores", "stores", False),
+    ("scan", "monitor", "scan_command", False),
+    ("serve", "monitor", "serve_command", False),
+    ("worker", "monitor", "worker_command", False),
+    ("web", "monitor", "web_command", False),
+    ("history", "monitor", "history_command", False),
+    ("discover", "discover", "discover_app", True),
+    ("alerts", "alerts", "alerts_app", True),
+    ("lab", "lab", "lab_command", False),
+    ("exporter", "exporter", "exporter_command", False),
 )
+"""Every command, imported only when the app is assembled with it: ``chainwatch check``
+(a monitoring plugin, run thousands of times per interval) does not import what
+``scan``, ``serve`` or ``advise`` need."""
 
 
 def _show_version(value: bool) -> None:
     if value:
+        from chainwatch import __version__
+
         typer.echo(f"chainwatch {__version__}")
         raise typer.Exit(0)
 
 
-@app.callback()
 def _main(
     version: Annotated[bool, typer.Option(
         "--version", callback=_show_version, is_eager=True,
@@ -53,25 +62,53 @@ def _main(
     """Make TLS certificate outages impossible to miss."""
 
 
-app.command("check-bundle")(check.check_bundle)
-app.command("check")(check.check_endpoint)
-app.command("advise")(advise.advise_command)
-app.command("stores")(stores.stores)
-app.command("scan")(monitor.scan_command)
-app.command("serve")(monitor.serve_command)
-app.command("worker")(monitor.worker_command)
-app.command("web")(monitor.web_command)
-app.command("history")(monitor.history_command)
-app.add_typer(discover_app, name="discover")
-app.add_typer(alerts_app, name="alerts")
-app.command("lab")(lab.lab_command)
-app.command("exporter")(exporter.exporter_command)
-
-
-@app.command("version")
 def version() -> None:
     """Print the chainwatch version."""
+    from chainwatch import __version__
+
     typer.echo(__version__)
+
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """The ``chainwatch`` Typer app: every command, or only the command ``only`` (the
+    same options, help and errors for it; the others are not imported)."""
+    import importlib
+
+    application = typer.Typer(
+        name="chainwatch",
+        help="Make TLS certificate outages impossible to miss.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    application.callback()(_main)
+    for name, module, attribute, group in COMMANDS:
+        if only is not None and name != only:
+            continue
+        target = getattr(importlib.import_module(f"chainwatch.cli.{module}"), attribute)
+        if group:
+            application.add_typer(target, name=name)
+        else:
+            application.command(name)(target)
+    if only is None or only == "version":
+        application.command("version")(version)
+    return application
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The command ``argv`` names when it names one first, else ``None`` (help, no
+    arguments, an unknown command: the whole app answers)."""
+    known = {name for name, _, _, _ in COMMANDS} | {"version"}
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is None or first not in known or (argv and argv[0] != first):
+        return None
+    return first
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # the whole app, for callers that want the Typer object
+        return build_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _fail(message: str) -> int:
@@ -82,9 +119,11 @@ def _fail(message: str) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit status (for tests and ``main``)."""
+    args = sys.argv[1:] if argv is None else argv
     try:
+        app = build_app(_command_of(args))
         # With standalone_mode=False the command's Exit code is returned, not raised.
-        result = app(args=argv, prog_name="chainwatch", standalone_mode=False)
+        result = app(args=args, prog_name="chainwatch", standalone_mode=False)
     except Exit as exc:
         return exc.exit_code
     except TyperException as exc:

@@ -115,16 +115,21 @@ def check_endpoint(
 
     from chainwatch.model import Target
     from chainwatch.probe.handshake import Limits
-    from chainwatch.probe.http import allow_networks
     from chainwatch.probe.parallel import probe_all
-    from chainwatch.service.netinputs import NetworkInputs, fetch_inputs
     from chainwatch.service.observe import address_summary, report_for
 
+    # The HTTP client (httpx) is imported only when something is fetched: a monitoring
+    # plugin runs this command thousands of times per interval.
+    fetching = revocation or aia
     check_days(warn_days, crit_days)
-    try:
-        allowed = allow_networks(allow_private or ())
-    except ValueError as exc:
-        raise InputError(f"--allow-private: {exc}") from None
+    allowed: list[Any] = []
+    if fetching or allow_private:
+        from chainwatch.probe.http import allow_networks
+
+        try:
+            allowed = list(allow_networks(allow_private or ()))
+        except ValueError as exc:
+            raise InputError(f"--allow-private: {exc}") from None
     when = parse_when(at)
     protocol = starttls_arg(starttls)
     host, port = endpoint_arg(endpoint, protocol)
@@ -141,15 +146,18 @@ def check_endpoint(
             raise InputError(f"--sni: {exc}") from None
     target = Target(host=host, port=port, ip=address, sni=sni or None, starttls=protocol)
     observations = probe_all([target], limits=Limits(timeout=timeout))
-    if revocation or aia:
-        inputs = fetch_inputs([(o, profiles) for o in observations], revocation=revocation,
-                              timeout=timeout, allow_private=allowed)
-    else:
-        inputs = [NetworkInputs() for _ in observations]
+    inputs: list[NetworkInputs | None] = [None] * len(observations)
+    if fetching:
+        from chainwatch.service.netinputs import fetch_inputs
+
+        inputs = list(fetch_inputs([(o, profiles) for o in observations],
+                                   revocation=revocation, timeout=timeout,
+                                   allow_private=allowed))
     name = sni or host
     reports = [
         report_for(o, profiles, at=when, host=name, warn_days=warn_days, crit_days=crit_days,
-                   revocation=i.revocation, fetched=i.fetched)
+                   revocation=None if i is None else i.revocation,
+                   fetched=() if i is None else i.fetched)
         for o, i in zip(observations, inputs, strict=True)
     ]
     worst_n = max(range(len(reports)), key=lambda n: reports[n].status.rank)
@@ -181,13 +189,14 @@ def check_endpoint(
     raise typer.Exit(worst.status.exit_code)
 
 
-def _network_json(inputs: NetworkInputs, *, revocation: bool, aia: bool) -> dict[str, Any]:
+def _network_json(inputs: NetworkInputs | None, *, revocation: bool, aia: bool
+                  ) -> dict[str, Any]:
     """``check``'s additions to the report (schema 1 extended): ``revocation`` with
     ``--revocation``, ``aia_fetched`` (certificates fetched, never presented) with ``--aia``."""
     from chainwatch.model.times import iso_or_none as iso
 
     doc: dict[str, Any] = {}
-    rev = inputs.revocation
+    rev = None if inputs is None else inputs.revocation
     if revocation:
         doc["revocation"] = None if rev is None else {
             "status": rev.status.value,
@@ -201,16 +210,18 @@ def _network_json(inputs: NetworkInputs, *, revocation: bool, aia: bool) -> dict
         doc["aia_fetched"] = [
             {"sha256": c.sha256, "subject": c.subject, "issuer": c.issuer,
              "not_after": iso(c.not_after)}
-            for c in inputs.fetched
+            for c in (() if inputs is None else inputs.fetched)
         ]
     return doc
 
 
-def _network_lines(inputs: NetworkInputs) -> list[str]:
+def _network_lines(inputs: NetworkInputs | None) -> list[str]:
     """Text lines about what was fetched: each AIA fetch, and a good revocation answer
     (revoked and unknown ones are findings already)."""
     from chainwatch.analysis.revocation import RevocationStatus
 
+    if inputs is None:
+        return []
     lines = [f"AIA: {note}" for note in inputs.notes]
     rev = inputs.revocation
     if rev is not None and rev.status is RevocationStatus.GOOD:

@@ -34,6 +34,7 @@ def scan_command(
         "now: rehearse an escalation. Nothing is stored or sent.")] = None,
 ) -> None:
     """Probe every endpoint and file of an inventory, analyse, store, alert and report."""
+    _prestart_probes(inventory)
     from chainwatch.config.inventory import load_inventory
     from chainwatch.render.codec import scan_json
     from chainwatch.render.text import scan_text
@@ -84,6 +85,24 @@ def scan_command(
                 if not outcome.rehearsal:
                     console.print("  nothing would fire", highlight=False)
     raise typer.Exit(result.status.exit_code)
+
+
+PRESTART_BYTES = 8 * 1024
+"""An inventory file this large lists a few hundred endpoints or more: enough for the
+scan to probe in child processes (``probe_all``'s ``PROCESS_MIN_ADDRESSES``)."""
+
+
+def _prestart_probes(inventory: Path) -> None:
+    """Start the probe processes' forkserver while the inventory is parsed and the
+    database opened (on the other core), when the scan will likely use it."""
+    try:
+        large = inventory.stat().st_size >= PRESTART_BYTES
+    except OSError:
+        return  # loading the inventory names the problem
+    if large:
+        from chainwatch.probe.parallel import prestart
+
+        prestart()
 
 
 def serve_command(

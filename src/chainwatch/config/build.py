@@ -86,9 +86,14 @@ from chainwatch.stores.presets import PRESETS
 
 
 _MAX_PASSWORD_BYTES = 4096
+_NOT_IP = frozenset("ghijklmnopqrstuvwxyz_-")
+"""Characters no IPv4 or IPv6 address text holds: a name with one is no address (most
+inventory names), without the cost of ``ipaddress`` refusing it."""
 
 
 def _is_ip(text: str) -> bool:
+    if ":" not in text and not _NOT_IP.isdisjoint(text.lower()):
+        return False
     try:
         ipaddress.ip_address(text)
     except ValueError:

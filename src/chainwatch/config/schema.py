@@ -237,11 +237,11 @@ class _Edge(BaseModel):
     def _known_keys(cls, data: Any) -> Any:
         data = cls._shorthand(data)
         if isinstance(data, dict):
-            allowed = list(cls.model_fields)
+            known = cls.__pydantic_fields__  # the class's fields (model_fields, unwrapped)
             for key in data:
-                if key not in allowed:
+                if key not in known:
                     raise PydanticCustomError(
-                        "unknown_key", "unknown key {key}", {"key": key, "allowed": allowed}
+                        "unknown_key", "unknown key {key}", {"key": key, "allowed": list(known)}
                     )
         return data
 
@@ -300,7 +300,7 @@ class _EndpointModel(_Edge):
     sni: Text | None = None
     starttls: StartTLSName | None = None
     profiles: list[Text] | None = None
-    tags: list[Text] = []
+    tags: list[Text] = Field(default_factory=list)  # not a deep copy per endpoint
     owner: Text | None = None
     zone: ZoneName | None = None
     interval: Duration | None = None
@@ -321,7 +321,7 @@ class _FileModel(_Edge):
     path: Text
     profiles: list[Text] | None = None
     host: Text | None = None
-    tags: list[Text] = []
+    tags: list[Text] = Field(default_factory=list)  # not a deep copy per endpoint
     owner: Text | None = None
     warn_days: Days | None = None
     crit_days: Days | None = None

@@ -345,6 +345,26 @@ def _process_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
+def prestart() -> threading.Thread | None:
+    """Start the forkserver now, in the background, where probe processes come from it:
+    a caller about to parse a large inventory and open its database lets the server
+    import its modules on another core meanwhile, instead of serially before the first
+    probe. Harmless when no process is started later (the server just idles). Returns
+    the thread starting it (``None`` where there is no forkserver to start)."""
+    if not _may_have_children():
+        return None
+    context = _process_context()
+    if context.get_start_method() != "forkserver":
+        return None
+    from multiprocessing import forkserver
+
+    # ensure_running holds the server's lock: a probe_all meanwhile waits for it.
+    thread = threading.Thread(target=forkserver.ensure_running, name="chainwatch-forkserver",
+                              daemon=True)
+    thread.start()
+    return thread
+
+
 def _preload() -> list[str]:
     """What the forkserver imports once for all children: this module, and every
     chainwatch module the program has imported by now.

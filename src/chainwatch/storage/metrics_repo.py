@@ -32,9 +32,10 @@ from chainwatch.storage.models import (
     HeartbeatRow,
     MonitorCounterRow,
     ObservationRow,
+    ReportDocumentRow,
     TargetRow,
 )
-from chainwatch.storage.repo import Database
+from chainwatch.storage.repo import REPORT_COLUMNS, Database, stored_report
 
 SCAN_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 """Upper bounds (seconds) of the ``chainwatch_scan_duration_seconds`` histogram."""
@@ -140,10 +141,12 @@ class MetricsRepo:
         stmt = (
             select(TargetRow.host, TargetRow.port, TargetRow.ip, TargetRow.sni,
                    TargetRow.starttls, ObservationRow.observed_at, ObservationRow.status,
-                   ObservationRow.breaks_at, ObservationRow.failure, ObservationRow.report,
+                   ObservationRow.breaks_at, ObservationRow.failure,
                    ObservationRow.leaf_sha256, CertificateRow.serial, CertificateRow.subject,
-                   CertificateRow.issuer, CertificateRow.not_before, CertificateRow.not_after)
+                   CertificateRow.issuer, CertificateRow.not_before, CertificateRow.not_after,
+                   *REPORT_COLUMNS)
             .join(ObservationRow, ObservationRow.target_id == TargetRow.id)
+            .outerjoin(ReportDocumentRow, ReportDocumentRow.id == ObservationRow.document_id)
             .outerjoin(CertificateRow, CertificateRow.sha256 == ObservationRow.leaf_sha256)
             .where(ObservationRow.id.in_(Database._latest_ids()))
             .order_by(TargetRow.host, TargetRow.port, TargetRow.ip, TargetRow.sni,
@@ -156,14 +159,14 @@ class MetricsRepo:
             result = conn.execution_options(stream_results=True,
                                             yield_per=_STREAM_PAGE).execute(stmt)
             for (host, port, ip, sni, starttls, observed_at, status, breaks_at, failure,
-                 report, leaf, serial, subject, issuer, not_before, not_after) in result:
+                 leaf, serial, subject, issuer, not_before, not_after, *document) in result:
                 if wanted is not None and (host, port, sni, starttls) not in wanted:
                     continue
                 yield LatestRow(
                     target=Target(host=host, port=port, ip=ip or None, sni=sni or None,
                                   starttls=starttls or None),
                     observed_at=observed_at, status=status, breaks_at=breaks_at,
-                    failure=failure, report=report or {}, leaf_sha256=leaf,
+                    failure=failure, report=stored_report(*document), leaf_sha256=leaf,
                     leaf_serial=serial, leaf_subject=subject, leaf_issuer=issuer,
                     leaf_not_before=not_before, leaf_not_after=not_after,
                 )

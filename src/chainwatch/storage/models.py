@@ -100,6 +100,18 @@ class TargetRow(Base):
     starttls: Mapped[str] = mapped_column(String(16), default="")
 
 
+class ReportDocumentRow(Base):
+    """A report document without its per-scan fields (``evaluated_at``, ``days_left``,
+    which stay on the observation), stored once by SHA-256 of its canonical JSON: a
+    steady scan refers to the document its target's previous observation stored."""
+
+    __tablename__ = "report_documents"
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+
+
 class ObservationRow(Base):
     """One probe of one target and its analysis: the raw facts, the verdict columns
     that queries need, and the whole schema-1 report as JSON."""
@@ -127,11 +139,16 @@ class ObservationRow(Base):
     elapsed: Mapped[float] = mapped_column(Float, default=0.0)
     findings: Mapped[list[str]] = mapped_column(JSONDocument)
     report: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    """The whole schema-1 report for rows written before revision 0006; ``{}`` when
+    ``document_id`` refers to it."""
     slot: Mapped[str | None] = mapped_column(String(32), default=None)
     """The scan slot of a distributed batch (``None`` otherwise): (target, slot) is unique,
     so a batch delivered twice stores each observation once."""
+    document_id: Mapped[int | None] = mapped_column(RowId, ForeignKey("report_documents.id"))
+    evaluated_at: Mapped[dt.datetime | None]
 
     target: Mapped[TargetRow] = relationship(lazy="joined", innerjoin=True)
+    document: Mapped[ReportDocumentRow | None] = relationship(lazy="selectin")
     certs: Mapped[list[ObservationCertRow]] = relationship(
         order_by="ObservationCertRow.position", lazy="selectin", passive_deletes=True
     )

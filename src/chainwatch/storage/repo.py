@@ -17,7 +17,9 @@ are frozen dataclasses; timestamps are aware UTC.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import itertools
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from chainwatch.model import Cert, Report, Status, Target, sha256_hex
+from chainwatch.model.times import iso_or_none
 from chainwatch.probe import Observation
 from chainwatch.render.codec import report_json
 from chainwatch.storage.db import (
@@ -45,6 +48,7 @@ from chainwatch.storage.models import (
     HeartbeatRow,
     ObservationCertRow,
     ObservationRow,
+    ReportDocumentRow,
     TargetRow,
 )
 
@@ -145,6 +149,57 @@ def _target(row: TargetRow) -> Target:
     )
 
 
+_PER_SCAN = ("evaluated_at", "days_left")
+"""The report fields that change from scan to scan with nothing served changing: kept on
+the observation row, not in the stored document."""
+_KNOWN_DOCS_MAX = 200_000  # document ids a Database remembers (one per target and change)
+
+
+def _document(report: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(SHA-256 of its canonical JSON, body): the report without its per-scan fields."""
+    body = {k: v for k, v in report.items() if k not in _PER_SCAN}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest(), body
+
+
+def _whole_report(body: Mapping[str, Any], evaluated_at: dt.datetime | None,
+                  days_left: int | None) -> dict[str, Any]:
+    """The schema-1 report a document and its observation's per-scan fields make, in the
+    order :func:`~chainwatch.render.codec.report_json` gives."""
+    whole = {**body, "evaluated_at": iso_or_none(evaluated_at), "days_left": days_left}
+    # PostgreSQL's jsonb keeps keys in its own order: the report's is restored.
+    out = {key: whole.pop(key) for key in _REPORT_KEYS if key in whole}
+    out.update(whole)
+    return out
+
+
+_REPORT_KEYS = ("schema", "status", "evaluated_at", "host", "breaks_at", "days_left", "chain",
+                "profiles", "findings", "target")
+
+
+REPORT_COLUMNS = (ObservationRow.report, ReportDocumentRow.body, ObservationRow.evaluated_at,
+                  ObservationRow.days_left)
+"""What a query selects to read an observation's report back (with
+``.outerjoin(ReportDocumentRow, ReportDocumentRow.id == ObservationRow.document_id)``);
+:func:`stored_report` makes the report of those four values."""
+
+
+def stored_report(report: Mapping[str, Any] | None, body: Mapping[str, Any] | None,
+                  evaluated_at: dt.datetime | None, days_left: int | None) -> Mapping[str, Any]:
+    """The schema-1 report of an observation from its :data:`REPORT_COLUMNS`: its own
+    ``report`` (rows written before report documents) or its document with the per-scan
+    fields."""
+    if body is None:
+        return report or {}
+    return _whole_report(body, evaluated_at, days_left)
+
+
+def _report_of(row: ObservationRow) -> Mapping[str, Any]:
+    if row.document_id is None or row.document is None:
+        return row.report
+    return _whole_report(row.document.body, row.evaluated_at, row.days_left)
+
+
 def _stored(row: ObservationRow) -> StoredObservation:
     return StoredObservation(
         id=row.id,
@@ -161,7 +216,7 @@ def _stored(row: ObservationRow) -> StoredObservation:
         message=row.message,
         elapsed=row.elapsed,
         findings=tuple(row.findings),
-        report=row.report,
+        report=_report_of(row),
         ocsp_staple=row.ocsp_staple,
     )
 
@@ -206,6 +261,7 @@ class Database:
         # Only facts that a rollback cannot undo are cached: rows known to be committed.
         # Certificates and targets are never deleted, so the caches never go stale.
         self._known_certs: set[str] = set()
+        self._known_docs: dict[str, int] = {}  # document sha256 -> id, committed ones only
         self._target_ids: dict[TargetKey, int] = {}
         self._parsed: dict[str, Cert] = {}  # certificates never change: safe to keep
 
@@ -271,6 +327,8 @@ class Database:
         rows: list[dict[str, Any]] = []
         chains: list[list[str]] = []
         unknown: dict[str, tuple[bytes, dt.datetime]] = {}  # not yet known to be stored
+        doc_shas: list[str] = []
+        doc_bodies: dict[str, dict[str, Any]] = {}
         for observation, report in batch:
             observed_at = _aware(observation.observed_at, "observed_at")
             shas: list[str] = []
@@ -296,9 +354,13 @@ class Database:
                 "message": observation.message,
                 "elapsed": float(observation.elapsed),
                 "findings": [f.code.value for f in report.findings],
-                "report": report_json(report),
+                "report": {},
+                "evaluated_at": report.evaluated_at,
                 "slot": slot,
             })
+            sha, body = _document(report_json(report))
+            doc_shas.append(sha)
+            doc_bodies.setdefault(sha, body)
         keys = [_target_key(observation.target) for observation, _ in batch]
         with self._write() as conn:
             # Certificates already stored (by another process, or before this one started)
@@ -318,8 +380,10 @@ class Database:
                     [new_certs[sha] for sha in sorted(new_certs)],
                 )
             target_ids = self._target_ids_for(conn, keys)
-            for row, key in zip(rows, keys, strict=True):
+            doc_ids = self._document_ids_for(conn, doc_bodies)
+            for row, key, sha in zip(rows, keys, doc_shas, strict=True):
                 row["target_id"] = target_ids[key]
+                row["document_id"] = doc_ids[sha]
             if slot is None:
                 ids = self._insert_observations(conn, rows)
                 fresh = [True] * len(ids)
@@ -334,7 +398,36 @@ class Database:
                 conn.execute(self._insert(ObservationCertRow), links)
         self._known_certs.update(unknown)
         self._target_ids.update(target_ids)
+        if len(self._known_docs) + len(doc_ids) > _KNOWN_DOCS_MAX:
+            self._known_docs.clear()
+        self._known_docs.update(doc_ids)
         return ids
+
+    def _document_ids_for(self, conn: Connection, bodies: Mapping[str, dict[str, Any]]
+                          ) -> dict[str, int]:
+        """The id of each document (by sha256), stored now if it was not: a steady scan
+        reads its documents' ids back (one indexed look-up per 500) and writes none."""
+        ids = {sha: self._known_docs[sha] for sha in bodies if sha in self._known_docs}
+        missing = sorted(sha for sha in bodies if sha not in ids)
+        ids.update(self._stored_documents(conn, missing))
+        new = [sha for sha in missing if sha not in ids]
+        if new:
+            conn.execute(
+                self._insert(ReportDocumentRow).on_conflict_do_nothing(
+                    index_elements=["sha256"]),
+                [{"sha256": sha, "body": bodies[sha]} for sha in new],
+            )
+            ids.update(self._stored_documents(conn, new))
+        return ids
+
+    @staticmethod
+    def _stored_documents(conn: Connection, shas: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(shas), _IN_CHUNK):
+            found.update((sha, int(oid)) for sha, oid in conn.execute(
+                select(ReportDocumentRow.sha256, ReportDocumentRow.id)
+                .where(ReportDocumentRow.sha256.in_(shas[start : start + _IN_CHUNK]))))
+        return found
 
     @staticmethod
     def _stored_certs(conn: Connection, shas: Sequence[str]) -> set[str]:
@@ -531,11 +624,13 @@ class Database:
         with self.engine.connect() as conn:
             for start in range(0, len(ids), _IN_CHUNK):
                 chunk = ids[start : start + _IN_CHUNK]
-                for oid, report in conn.execute(
-                    select(ObservationRow.id, ObservationRow.report)
+                for oid, *columns in conn.execute(
+                    select(ObservationRow.id, *REPORT_COLUMNS)
+                    .outerjoin(ReportDocumentRow,
+                               ReportDocumentRow.id == ObservationRow.document_id)
                     .where(ObservationRow.id.in_(chunk))
                 ):
-                    out[oid] = report
+                    out[oid] = stored_report(*columns)
         return out
 
     def history(

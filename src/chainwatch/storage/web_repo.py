@@ -24,8 +24,11 @@ from sqlalchemy import String, and_, cast, exists, func, or_, select, tuple_
 from sqlalchemy.orm import aliased
 
 from chainwatch.model import Target
-from chainwatch.storage.models import ObservationRow, TargetRow
-from chainwatch.storage.repo import Database
+from chainwatch.storage.models import ObservationRow, ReportDocumentRow, TargetRow
+from chainwatch.storage.repo import REPORT_COLUMNS, Database, stored_report
+
+_DOCUMENT = (ReportDocumentRow, ReportDocumentRow.id == ObservationRow.document_id)
+"""The outer join that brings an observation's report document (see REPORT_COLUMNS)."""
 
 MAX_LIMIT = 1000
 _KEYS_CHUNK = 500
@@ -108,7 +111,9 @@ class WebRepo:
             where.append(or_(*(text.like(f'%"{code}"%') for code in q.codes)))
         if q.profile:
             spec = q.profile.replace("\\", "").replace('"', "")
-            where.append(cast(ObservationRow.report, String).like(f'%"profile": "{spec}"%'))
+            needle = f'%"profile": "{spec}"%'
+            where.append(or_(cast(ObservationRow.report, String).like(needle),
+                             cast(ReportDocumentRow.body, String).like(needle)))
         if q.search:
             needle = "%" + q.search.lower().replace("%", "").replace("_", "") + "%"
             where.append(or_(TargetRow.host.like(needle), TargetRow.ip.like(needle)))
@@ -151,17 +156,19 @@ class WebRepo:
         columns = (ObservationRow.id, TargetRow.host, TargetRow.port, TargetRow.ip,
                    TargetRow.sni, TargetRow.starttls, ObservationRow.observed_at,
                    ObservationRow.status, ObservationRow.breaks_at, ObservationRow.days_left,
-                   ObservationRow.leaf_sha256, ObservationRow.findings, ObservationRow.report)
+                   ObservationRow.leaf_sha256, ObservationRow.findings, *REPORT_COLUMNS)
 
         def rows_of(extra: Any, order: Sequence[Any], lim: int, off: int) -> list[Any]:
             stmt = (select(*columns).join(TargetRow, ObservationRow.target_id == TargetRow.id)
-                    .where(and_(*where, extra)).order_by(*order).limit(lim).offset(off))
+                    .outerjoin(*_DOCUMENT).where(and_(*where, extra)).order_by(*order)
+                    .limit(lim).offset(off))
             with self.engine.connect() as conn:
                 return list(conn.execute(stmt))
 
         def count(extra: Any) -> int:
             stmt = (select(func.count()).select_from(ObservationRow)
                     .join(TargetRow, ObservationRow.target_id == TargetRow.id)
+                    .outerjoin(*_DOCUMENT)
                     .where(and_(*where, extra)))
             with self.engine.connect() as conn:
                 return int(conn.execute(stmt).scalar_one())
@@ -185,10 +192,10 @@ class WebRepo:
                               starttls=starttls or None),
                 observed_at=observed_at, status=status, breaks_at=breaks_at,
                 days_left=days_left, leaf_sha256=leaf,
-                findings=tuple(findings or ()), report=report or {},
+                findings=tuple(findings or ()), report=stored_report(*document),
             )
             for (oid, host, port, ip, sni, starttls, observed_at, status, breaks_at,
-                 days_left, leaf, findings, report) in raw
+                 days_left, leaf, findings, *document) in raw
         )
         return Page(rows=rows, total=total)
 
@@ -197,6 +204,7 @@ class WebRepo:
         where = self._where(Query(keys=None if keys is None else tuple(keys)))
         stmt = (select(ObservationRow.status, func.count())
                 .join(TargetRow, ObservationRow.target_id == TargetRow.id)
+                .outerjoin(*_DOCUMENT)
                 .where(and_(*where)).group_by(ObservationRow.status))
 
         def compute() -> dict[str, int]:
