@@ -180,10 +180,13 @@ class BatchesRepo:
     def rewrite_report(self, observation_id: int, *, status: str,
                        findings: Sequence[str], report: Mapping[str, Any]) -> None:
         """Replace an observation's verdict columns and report (the scheduler adds the
-        findings that only the view across zones gives, e.g. ``STALE_DEPLOYMENT``)."""
+        findings that only the view across zones gives, e.g. ``STALE_DEPLOYMENT``). The
+        row then holds its whole report and no longer refers to a shared report document
+        (which other observations may refer to unchanged)."""
         with self.db.engine.begin() as conn:
             conn.execute(update(ObservationRow).where(ObservationRow.id == observation_id)
-                         .values(status=status, findings=list(findings), report=dict(report)))
+                         .values(status=status, findings=list(findings), report=dict(report),
+                                 document_id=None))
 
 
 def zone_health(db: Database, *, now: dt.datetime | None = None,
