@@ -480,3 +480,29 @@ def test_serve_serves_the_dashboard_beside_the_scheduler(tmp_path: Path) -> None
         _, err = proc.communicate(timeout=30)
     assert f"dashboard and API at http://127.0.0.1:{port}/" in err
     assert "Traceback" not in err
+
+
+def test_health_shows_each_zones_workers_queue_and_last_result(
+        stored: tuple[Database, Path]) -> None:
+    """Distributed mode's zones in the header's health (API and page): a zone whose only
+    worker stopped beating says so."""
+    from chainwatch.storage.batches import BatchesRepo, worker_component
+
+    db, inv = stored
+    now = NOW  # the app's clock
+    repo = BatchesRepo(db)
+    repo.dispatched("zb1", zone="dc-east", queue="chainwatch.dc-east", slot="s", targets=2,
+                    at=now)
+    repo.dispatched("zb2", zone="dc-west", queue="chainwatch.dc-west", slot="s", targets=1,
+                    at=now)
+    repo.done("zb1", worker="east-1", observations=2, status="ok", at=now)
+    db.beat(worker_component("dc-east", "east-1"), at=now)
+    db.beat(worker_component("dc-west", "west-1"), at=now - dt.timedelta(hours=1))
+    client = _client(db, inv)
+    zones = {z["zone"]: z for z in client.get("/api/v1/health").json()["zones"]}
+    assert zones["dc-east"]["workers"] == ["east-1"] and zones["dc-east"]["queue_depth"] == 0
+    assert zones["dc-east"]["last_result"]["observations"] == 2
+    assert zones["dc-west"]["workers"] == [] and zones["dc-west"]["queue_depth"] == 1
+    page = client.get("/").text
+    assert "zone dc-west: <b class=\"s-critical\">no worker</b>, 1 queued" in page
+    assert "zone dc-east: 1 worker(s), 0 queued" in page

@@ -226,6 +226,15 @@ def health(db: Database, inventory: Inventory | None, now: dt.datetime) -> dict[
         if h.failing:
             failing.append({"channel": name, "since": z(h.failing_since), "reason": h.reason})
     age = None if beat is None else (now - beat.last_beat).total_seconds()
+    from chainwatch.storage.batches import zone_health
+
+    zones = [{
+        "zone": h.name, "workers": list(h.workers), "queue_depth": h.queue_depth,
+        "last_worker_beat": z(h.last_worker_beat), "oldest_pending": z(h.oldest_pending),
+        "last_result": None if h.last_result is None else {
+            "at": z(h.last_result.at), "worker": h.last_result.worker,
+            "observations": h.last_result.observations, "status": h.last_result.status},
+    } for h in zone_health(db, now=now, zones=() if inventory is None else inventory.zones)]
     return {
         "schema": 1,
         "now": z(now),
@@ -234,6 +243,7 @@ def health(db: Database, inventory: Inventory | None, now: dt.datetime) -> dict[
         "watchdog_firing": state.watchdog_firing,
         "outbox_pending": state.outbox_pending,
         "failing_channels": failing,
+        "zones": zones,
         "inventory": inventory is not None,
     }
 
