@@ -302,6 +302,37 @@ def test_latest_leaves_skip_failed_probes(db: Database, lab: Lab) -> None:
     assert db.reports_of([served_a.id, 10**9]) == {served_a.id: served_a.report}
 
 
+def test_retention_takes_the_report_documents_only_old_observations_used(
+        db: Database, db_url: str, lab: Lab) -> None:
+    """A renewal stores a new report document; once retention has deleted every observation
+    of the old one, the old document goes too (growth stays bounded by retention). A writer
+    that still remembers the pruned document's id (another process) stores its next
+    observation all the same."""
+    t = Target("renewed.example.com")
+    old_chain, new_chain = lab.chain(t.host), lab.chain(t.host)
+    other = Database(db_url)
+    try:
+        other.record(*lab.served(t, NOW - dt.timedelta(days=100), old_chain))
+        assert count(db, "report_documents") == 1
+        db.record(*lab.served(t, NOW, new_chain))
+        assert count(db, "report_documents") == 2
+        assert db.prune(dt.timedelta(days=30), now=NOW) == 1
+        assert count(db, "report_documents") == 1  # the old chain's document is gone
+        (latest,) = db.latest_per_target()
+        assert latest.leaf_sha256 == new_chain[0].sha256
+        # ``other`` remembers the old document's id: the server went back to the old chain.
+        then = NOW - dt.timedelta(days=100)
+        observation, report = lab.served(t, then, old_chain)  # the very document pruned
+        later = dataclasses.replace(observation, observed_at=NOW + dt.timedelta(hours=1))
+        other.record(later, report)
+        assert count(db, "report_documents") == 2
+        (back,) = db.latest_per_target()
+        assert back.leaf_sha256 == old_chain[0].sha256
+        assert back.report["chain"][0]["sha256"] == old_chain[0].sha256
+    finally:
+        other.close()
+
+
 def test_retention_keeps_the_latest(db: Database, lab: Lab) -> None:
     quiet, busy = Target("quiet.example.com"), Target("busy.example.com")
     for day in range(5):  # quiet: observed only long ago

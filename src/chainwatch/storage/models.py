@@ -122,6 +122,7 @@ class ObservationRow(Base):
         Index("ix_observations_observed_at", "observed_at"),
         Index("uq_observations_target_slot", "target_id", "slot", unique=True),
         Index("ix_observations_breaks_at", "breaks_at", "id"),  # migration 0005
+        Index("ix_observations_document", "document_id"),  # migration 0007
     )
 
     id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)

@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, and_, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from chainwatch.model import Cert, Report, Status, Target, sha256_hex
@@ -319,7 +319,13 @@ class Database:
         ids: list[int] = []
         iterator = iter(items)
         while batch := list(itertools.islice(iterator, batch_size)):
-            ids.extend(self._write_batch(batch, slot))
+            try:
+                ids.extend(self._write_batch(batch, slot))
+            except IntegrityError:
+                # A document id remembered from an earlier batch may have been pruned since
+                # (by this or another process): forget them all and look them up again.
+                self._known_docs.clear()
+                ids.extend(self._write_batch(batch, slot))
         return ids
 
     def _write_batch(self, batch: Sequence[tuple[Observation, Report]],
@@ -540,7 +546,8 @@ class Database:
 
     def prune(self, older_than: dt.timedelta, *, now: dt.datetime | None = None) -> int:
         """Delete observations older than ``older_than`` (before ``now``), except each
-        target's latest one. Certificates and targets are kept. Returns rows deleted."""
+        target's latest one, and the report documents only they referred to.
+        Certificates and targets are kept. Returns the observations deleted."""
         if older_than < dt.timedelta(0):
             raise ValueError("older_than must not be negative")
         cutoff = (dt.datetime.now(UTC) if now is None else _aware(now, "now")) - older_than
@@ -548,8 +555,14 @@ class Database:
             ObservationRow.observed_at < cutoff,
             ObservationRow.id.not_in(self._latest_ids()),
         )
+        referred = select(ObservationRow.id).where(
+            ObservationRow.document_id == ReportDocumentRow.id).exists()
         with self._write() as conn:
             result = conn.execute(stmt)
+            # Report documents no observation refers to any more go with them (the
+            # observations kept, each target's latest among them, keep theirs).
+            conn.execute(delete(ReportDocumentRow).where(~referred))
+        self._known_docs.clear()
         return int(result.rowcount)
 
     # -- reading ----------------------------------------------------------------------------
