@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import os
 import shutil
@@ -53,6 +52,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from _sibling import sibling
+
 HERE = Path(__file__).resolve()
 TARGETS = {1_000: 0.6, 10_000: 0.8}
 TARGET_CHECK_SECONDS = 0.25
@@ -61,26 +62,16 @@ TARGET_BIG_RSS_MIB = 1024.0
 SCAN_TIMEOUT = 1800.0
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"chainwatch_bench_{name}",
-                                                  HERE.parent / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @functools.cache
 def _probe() -> ModuleType:
     """``bench/probe.py``: the nginx farm, the floor session, the worker protocol."""
-    return _load("probe")
+    return sibling("probe")
 
 
 @functools.cache
 def _scan() -> ModuleType:
     """``bench/scan.py``: the inventory and the throwaway PostgreSQL database."""
-    return _load("scan")
+    return sibling("scan")
 
 
 def chainwatch_command() -> list[str]:

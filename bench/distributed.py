@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import os
 import shutil
@@ -48,30 +47,22 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from _sibling import sibling
+
 HERE = Path(__file__).resolve()
 ZONE = "bench"
 DEADLINE = 120.0
 WAIT = 900.0  # the longest a run may take before the bench gives up on it
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"chainwatch_bench_{name}",
-                                                  HERE.parent / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @functools.cache
 def _farm() -> ModuleType:
-    return _load("probe")
+    return sibling("probe")
 
 
 @functools.cache
 def _scan() -> ModuleType:
-    return _load("scan")
+    return sibling("scan")
 
 
 def write_inventory(path: Path, root: Path, targets: list[tuple[str, int, str]],

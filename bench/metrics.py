@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import functools
-import importlib.util
 import json
 import resource
 import statistics
@@ -43,6 +42,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from _sibling import sibling
+
 HERE = Path(__file__).resolve()
 TARGET_RENDER_SECONDS = 1.0
 TARGET_RENDER_MIB = 200.0
@@ -53,13 +54,7 @@ DISTINCT_LEAVES = 1000
 @functools.cache
 def _farm() -> ModuleType:
     """``bench/probe.py``'s nginx farm and certificate helpers (one source of truth)."""
-    spec = importlib.util.spec_from_file_location("chainwatch_bench_probe",
-                                                  HERE.parent / "probe.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return sibling("probe")
 
 
 def _rss_mib() -> float:

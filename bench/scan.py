@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import os
 import sys
@@ -51,6 +50,8 @@ import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from _sibling import sibling
 
 HERE = Path(__file__).resolve()
 TARGET_STORAGE_COST = 0.20
@@ -62,13 +63,7 @@ WORKLOADS = ("none", "sqlite", "postgresql")
 @functools.cache
 def _farm() -> ModuleType:
     """``bench/probe.py``'s nginx farm and certificate helpers (one source of truth)."""
-    spec = importlib.util.spec_from_file_location("chainwatch_bench_probe",
-                                                  HERE.parent / "probe.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return sibling("probe")
 
 
 def write_inventory(path: Path, root: Path, targets: list[tuple[str, int, str]]) -> None:
