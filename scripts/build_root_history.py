@@ -60,7 +60,8 @@ _PEM_BLOCK = re.compile(
     rb"-----BEGIN CERTIFICATE-----\s*(.*?)\s*-----END CERTIFICATE-----", re.DOTALL
 )
 _ARTIFACT = re.compile(
-    r"^certifi-(?P<version>\d+(?:\.\d+)*)(?:-.+\.whl|\.tar\.gz|\.zip)$", re.IGNORECASE
+    r"^certifi-(?P<version>\d+(?:\.\d+)*(?:\.post\d+)?)(?:-.+\.whl|\.tar\.gz|\.zip)$",
+    re.IGNORECASE,
 )
 # Wheels first: a release with both gives the same cacert.pem; prefer the wheel for
 # a stable choice of artifact.
@@ -73,18 +74,27 @@ class ReleaseError(Exception):
 
 @dataclasses.dataclass(frozen=True, order=True)
 class Version:
+    """A certifi release: a numeric dotted version, optionally a PEP 440 post-release
+    (``2026.10.19.post1``, a re-packaging whose ``certifi.__version__`` says
+    ``2026.10.19``). A post-release sorts after its base release and names its date."""
+
     parts: tuple[int, ...]
+    post: int = -1
 
     @classmethod
     def parse(cls, text: str) -> Version:
-        """Parse a purely numeric dotted version, normalising ``2015.04.28`` to 2015.4.28."""
+        """Parse ``2015.04.28`` (normalised to 2015.4.28) or ``2026.10.19.post1``."""
         pieces = text.strip().split(".")
+        post = -1
+        if len(pieces) > 1 and pieces[-1].startswith("post") and pieces[-1][4:].isdigit():
+            post = int(pieces.pop()[4:])
         if not pieces or not all(p.isdigit() for p in pieces):
             raise ValueError(f"not a numeric version: {text!r}")
-        return cls(tuple(int(p) for p in pieces))
+        return cls(tuple(int(p) for p in pieces), post)
 
     def __str__(self) -> str:
-        return ".".join(str(p) for p in self.parts)
+        base = ".".join(str(p) for p in self.parts)
+        return base if self.post < 0 else f"{base}.post{self.post}"
 
     def date(self) -> dt.date:
         """The release date a certifi version names: its first three components."""
@@ -148,7 +158,7 @@ def list_remote_versions() -> list[Version]:
         try:
             versions.add(Version.parse(raw))
         except ValueError:
-            continue  # pre-releases and the like: certifi has none, ignore if it ever does
+            continue  # pre-releases and the like: not a published Mozilla store
     return sorted(versions)
 
 

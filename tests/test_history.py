@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import gzip
 import hashlib
+import importlib.metadata
 import importlib.util
 import io
 import json
@@ -63,7 +64,11 @@ def raw_roots() -> dict[str, bytes]:
 
 
 def version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in version.split("."))
+    """``2020.4.5.1`` -> (2020, 4, 5, 1, -1); a post-release ``2026.10.19.post1`` sorts
+    after its base release: (2026, 10, 19, 1) with the post number last."""
+    base, _, post = version.partition(".post")
+    parts = tuple(int(p) for p in base.split("."))
+    return (*parts, *(0,) * (4 - len(parts)), int(post) if post else -1)
 
 
 def snap(version: str) -> Snapshot:
@@ -197,7 +202,9 @@ def test_latest_snapshot_is_today() -> None:
 def test_latest_matches_installed_certifi_when_same_release() -> None:
     import certifi
 
-    installed = str(getattr(certifi, "__version__", ""))
+    # The distribution's version: a post-release (2026.10.19.post1) keeps its base
+    # release's __version__ (2026.10.19).
+    installed = importlib.metadata.version("certifi")
     versions = {s.version: s for s in history.snapshots()}
     if installed not in versions:
         pytest.skip(f"installed certifi {installed} is not in the shipped history")
@@ -324,6 +331,8 @@ def test_builder_offline_from_cache(builder: ModuleType, tmp_path: Path) -> None
     # Both a wheel and an sdist: the wheel is the one read.
     _wheel(cache_dir / "certifi-2020.3.3.1-py3-none-any.whl", a.pem + b.pem)
     _sdist_tar(cache_dir / "certifi-2020.3.3.1.tar.gz", b.pem, "certifi-2020.3.3.1")
+    # A post-release (certifi 2026.10.19.post1 exists): kept, dated by its base release.
+    _wheel(cache_dir / "certifi-2020.3.5.post1-py3-none-any.whl", b.pem)
     (cache_dir / "certifi-2020.4.4.tar.gz").write_bytes(b"not a tarball")
     (cache_dir / "unrelated.txt").write_text("ignored")
 
@@ -339,6 +348,7 @@ def test_builder_offline_from_cache(builder: ModuleType, tmp_path: Path) -> None
         ("2020.2.2", "2020-02-02", 1, "certifi-2020.2.2.tar.gz"),
         ("2020.3.3", "2020-03-03", 2, "certifi-2020.3.3.zip"),
         ("2020.3.3.1", "2020-03-03", 2, "certifi-2020.3.3.1-py3-none-any.whl"),
+        ("2020.3.5.post1", "2020-03-05", 1, "certifi-2020.3.5.post1-py3-none-any.whl"),
     ]
     assert [s["version"] for s in index["skipped"]] == ["2020.4.4"]
     sha_a = hashlib.sha256(a.cert.der).hexdigest()
@@ -346,7 +356,7 @@ def test_builder_offline_from_cache(builder: ModuleType, tmp_path: Path) -> None
     ranges = {r["sha256"]: r["ranges"] for r in index["roots"]}
     assert ranges == {
         sha_a: [["2020.1.1", "2020.1.1"], ["2020.3.3", "2020.3.3.1"]],
-        sha_b: [["2020.1.1", "2020.3.3.1"]],
+        sha_b: [["2020.1.1", "2020.3.5.post1"]],
     }
     packed = gzip.decompress((out / "roots.der.gz").read_bytes())
     assert packed.count(a.cert.der) == 1 and packed.count(b.cert.der) == 1
