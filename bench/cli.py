@@ -203,6 +203,24 @@ def compile_tree(src: Path) -> None:
                    check=True, capture_output=True, timeout=600)
 
 
+def _timed(command: list[str], env: dict[str, str]) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (user + system, from the kernel's accounting of the
+    child) and exit status of one run of ``command``, its output discarded; killed after
+    two minutes."""
+    start = time.perf_counter()
+    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env)
+    killer = threading.Timer(120.0, child.kill)
+    killer.start()
+    try:
+        _, wait_status, usage = os.wait4(child.pid, 0)
+    finally:
+        killer.cancel()
+    child.returncode = os.waitstatus_to_exitcode(wait_status)
+    return (time.perf_counter() - start, usage.ru_utime + usage.ru_stime,
+            child.returncode)
+
+
 def measure_check(target: tuple[str, int, str], root: Path, runs: int,
                   baseline: Path | None = None) -> dict[str, Any]:
     """``check`` of one endpoint ``runs`` times, and with ``baseline`` (the ``src/`` of
@@ -215,14 +233,15 @@ def measure_check(target: tuple[str, int, str], root: Path, runs: int,
         compile_tree(baseline)
         trees["baseline"] = {**os.environ, "PYTHONPATH": str(baseline)}
     times: dict[str, list[float]] = {name: [] for name in trees}
+    cpu: dict[str, list[float]] = {name: [] for name in trees}
     status: dict[str, int] = dict.fromkeys(trees, 0)
     for n in range(runs):
         order = list(trees) if n % 2 == 0 else list(reversed(trees))
         for name in order:
-            start = time.perf_counter()
-            done = subprocess.run(command, capture_output=True, timeout=120, env=trees[name])
-            times[name].append(time.perf_counter() - start)
-            status[name] = status[name] or done.returncode
+            wall, used, code = _timed(command, trees[name])
+            times[name].append(wall)
+            cpu[name].append(used)
+            status[name] = status[name] or code
     openssl = shutil.which("openssl")
     floor: list[float] = []
     if openssl is not None:
@@ -244,7 +263,8 @@ def measure_check(target: tuple[str, int, str], root: Path, runs: int,
         imports[name] = (import_total(traced.stderr), import_modules(traced.stderr))
     result: dict[str, Any] = {
         "best": min(times["this"]), "median": statistics.median(times["this"]),
-        "runs": times["this"], "status": status["this"],
+        "runs": times["this"], "status": status["this"], "cpu": cpu["this"],
+        "cpu_median": statistics.median(cpu["this"]),
         "openssl_best": min(floor) if floor else None,
         "openssl_median": statistics.median(floor) if floor else None,
         "import_us": imports["this"][0], "modules": imports["this"][1],
@@ -252,7 +272,8 @@ def measure_check(target: tuple[str, int, str], root: Path, runs: int,
     if baseline is not None:
         result["baseline"] = {
             "best": min(times["baseline"]), "median": statistics.median(times["baseline"]),
-            "runs": times["baseline"], "status": status["baseline"],
+            "runs": times["baseline"], "status": status["baseline"], "cpu": cpu["baseline"],
+            "cpu_median": statistics.median(cpu["baseline"]),
             "import_us": imports["baseline"][0], "modules": imports["baseline"][1],
         }
     return result
@@ -331,6 +352,8 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
                    f"{check['median']:.3f} s over {len(check['runs'])} runs (exit "
                    f"{check['status']}){floor_text}; target <= {TARGET_CHECK_SECONDS} s: {met}")
         out.append("  runs: " + ", ".join(f"{x:.3f}" for x in check["runs"]))
+        out.append(f"  CPU (user + system): median {check['cpu_median']:.3f} s; "
+                   + ", ".join(f"{x:.3f}" for x in check["cpu"]))
         out.append(f"check imports: {check['import_us'] / 1000:.0f} ms (python -X importtime, "
                    f"self times summed); heavy packages imported: "
                    f"{', '.join(check['modules']) or 'none'}")
@@ -342,6 +365,8 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
                        f"{base['import_us'] / 1000:.0f} ms; heavy packages: "
                        f"{', '.join(base['modules']) or 'none'}")
             out.append("  runs: " + ", ".join(f"{x:.3f}" for x in base["runs"]))
+            out.append(f"  CPU (user + system): median {base['cpu_median']:.3f} s; "
+                       + ", ".join(f"{x:.3f}" for x in base["cpu"]))
     big = results.get("big")
     if big:
         out.append("")
