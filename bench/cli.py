@@ -31,7 +31,12 @@ Targets (issue 17): scans >= 0.6x the floor at 1,000 endpoints, >= 0.8x at 10,00
 <= 0.25 s wall. ``--big``: 100,000 endpoints, one SQLite scan, < 150 s end to end and peak
 RSS (all processes summed, sampled from ``/proc``) < 1 GiB.
 
-Usage: ``python bench/cli.py [--endpoints N] [--repeat T] [--skip pg,check] [--json]``
+``--check-baseline REV`` also times ``check`` with ``src/`` of git revision REV (put first
+on ``PYTHONPATH``), alternating run by run with this tree, and its import time. Both trees
+are byte-compiled first, as an installed package is.
+
+Usage: ``python bench/cli.py [--endpoints N] [--repeat T] [--skip pg,check]
+[--check-baseline REV] [--json]``
 (``make bench-cli``). Without an ``nginx`` binary it says how to install one and exits 0.
 """
 
@@ -190,15 +195,53 @@ def check_command(target: tuple[str, int, str], root: Path) -> list[str]:
             "--profile", f"file:{root}"]
 
 
-def measure_check(target: tuple[str, int, str], root: Path, runs: int) -> dict[str, Any]:
+def compile_tree(src: Path) -> None:
+    """Byte-compile the ``chainwatch`` package under ``src`` (as installing it does), so
+    that no timed run compiles sources (``PYTHONDONTWRITEBYTECODE`` would make every run
+    of a source checkout compile them)."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(src / "chainwatch")],
+                   check=True, capture_output=True, timeout=600)
+
+
+def _timed(command: list[str], env: dict[str, str]) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (user + system, from the kernel's accounting of the
+    child) and exit status of one run of ``command``, its output discarded; killed after
+    two minutes."""
+    start = time.perf_counter()
+    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env)
+    killer = threading.Timer(120.0, child.kill)
+    killer.start()
+    try:
+        _, wait_status, usage = os.wait4(child.pid, 0)
+    finally:
+        killer.cancel()
+    child.returncode = os.waitstatus_to_exitcode(wait_status)
+    return (time.perf_counter() - start, usage.ru_utime + usage.ru_stime,
+            child.returncode)
+
+
+def measure_check(target: tuple[str, int, str], root: Path, runs: int,
+                  baseline: Path | None = None) -> dict[str, Any]:
+    """``check`` of one endpoint ``runs`` times, and with ``baseline`` (the ``src/`` of
+    another revision, put first on ``PYTHONPATH``) as many times, alternating run by run;
+    then ``openssl s_client`` of the same endpoint; then ``-X importtime`` of each."""
     command = check_command(target, root)
-    times: list[float] = []
-    status = 0
-    for _ in range(runs):
-        start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, timeout=120)
-        times.append(time.perf_counter() - start)
-        status = status or done.returncode
+    trees: dict[str, dict[str, str]] = {"this": dict(os.environ)}
+    compile_tree(HERE.parent.parent / "src")
+    if baseline is not None:
+        compile_tree(baseline)
+        trees["baseline"] = {**os.environ, "PYTHONPATH": str(baseline)}
+    times: dict[str, list[float]] = {name: [] for name in trees}
+    cpu: dict[str, list[float]] = {name: [] for name in trees}
+    status: dict[str, int] = dict.fromkeys(trees, 0)
+    for n in range(runs):
+        order = list(trees) if n % 2 == 0 else list(reversed(trees))
+        for name in order:
+            wall, used, code = _timed(command, trees[name])
+            times[name].append(wall)
+            cpu[name].append(used)
+            status[name] = status[name] or code
     openssl = shutil.which("openssl")
     floor: list[float] = []
     if openssl is not None:
@@ -211,15 +254,29 @@ def measure_check(target: tuple[str, int, str], root: Path, runs: int) -> dict[s
             floor.append(time.perf_counter() - start)
     script = Path(command[0]).read_text().splitlines()
     python = script[0][2:].strip() if script and script[0].startswith("#!") else sys.executable
-    traced = subprocess.run(
-        [python, "-X", "importtime", "-c",
-         "import sys; from chainwatch.cli import main; sys.argv[0] = 'chainwatch'; main()",
-         *command[1:]], capture_output=True, text=True, timeout=120)
-    return {
-        "best": min(times), "median": statistics.median(times), "runs": times,
-        "status": status, "openssl_best": min(floor) if floor else None,
-        "import_us": import_total(traced.stderr), "modules": import_modules(traced.stderr),
+    imports: dict[str, tuple[int, list[str]]] = {}
+    for name, env in trees.items():
+        traced = subprocess.run(
+            [python, "-X", "importtime", "-c",
+             "import sys; from chainwatch.cli import main; sys.argv[0] = 'chainwatch'; main()",
+             *command[1:]], capture_output=True, text=True, timeout=120, env=env)
+        imports[name] = (import_total(traced.stderr), import_modules(traced.stderr))
+    result: dict[str, Any] = {
+        "best": min(times["this"]), "median": statistics.median(times["this"]),
+        "runs": times["this"], "status": status["this"], "cpu": cpu["this"],
+        "cpu_median": statistics.median(cpu["this"]),
+        "openssl_best": min(floor) if floor else None,
+        "openssl_median": statistics.median(floor) if floor else None,
+        "import_us": imports["this"][0], "modules": imports["this"][1],
     }
+    if baseline is not None:
+        result["baseline"] = {
+            "best": min(times["baseline"]), "median": statistics.median(times["baseline"]),
+            "runs": times["baseline"], "status": status["baseline"], "cpu": cpu["baseline"],
+            "cpu_median": statistics.median(cpu["baseline"]),
+            "import_us": imports["baseline"][0], "modules": imports["baseline"][1],
+        }
+    return result
 
 
 def _import_lines(stderr: str) -> list[tuple[int, int, str]]:
@@ -289,14 +346,27 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     if check:
         out.append("")
         met = "met" if check["best"] <= TARGET_CHECK_SECONDS else "NOT met"
-        floor_text = (f"; openssl s_client {check['openssl_best']:.3f} s"
-                      if check.get("openssl_best") else "")
+        floor_text = (f"; openssl s_client best {check['openssl_best']:.3f} s, median "
+                      f"{check['openssl_median']:.3f} s" if check.get("openssl_best") else "")
         out.append(f"check (one endpoint, whole process): best {check['best']:.3f} s, median "
                    f"{check['median']:.3f} s over {len(check['runs'])} runs (exit "
                    f"{check['status']}){floor_text}; target <= {TARGET_CHECK_SECONDS} s: {met}")
+        out.append("  runs: " + ", ".join(f"{x:.3f}" for x in check["runs"]))
+        out.append(f"  CPU (user + system): median {check['cpu_median']:.3f} s; "
+                   + ", ".join(f"{x:.3f}" for x in check["cpu"]))
         out.append(f"check imports: {check['import_us'] / 1000:.0f} ms (python -X importtime, "
                    f"self times summed); heavy packages imported: "
                    f"{', '.join(check['modules']) or 'none'}")
+        base = check.get("baseline")
+        if base:
+            out.append(f"check of {meta.get('check_baseline', 'the baseline')}, alternating "
+                       f"run by run with this tree: best {base['best']:.3f} s, median "
+                       f"{base['median']:.3f} s (exit {base['status']}); imports "
+                       f"{base['import_us'] / 1000:.0f} ms; heavy packages: "
+                       f"{', '.join(base['modules']) or 'none'}")
+            out.append("  runs: " + ", ".join(f"{x:.3f}" for x in base["runs"]))
+            out.append(f"  CPU (user + system): median {base['cpu_median']:.3f} s; "
+                       + ", ".join(f"{x:.3f}" for x in base["cpu"]))
     big = results.get("big")
     if big:
         out.append("")
@@ -330,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floor-threads", default="16,32,64",
                         help="thread pool sizes the floor is swept over (best kept)")
     parser.add_argument("--check-runs", type=int, default=10)
+    parser.add_argument("--check-baseline", metavar="REV",
+                        help="also time check with src/ of this git revision, alternating")
     parser.add_argument("--nginx", help="nginx binary (default: found on PATH or in sbin)")
     parser.add_argument("--nginx-workers", default="auto")
     parser.add_argument("--pg-url", default=os.environ.get("CHAINWATCH_BENCH_PG",
@@ -399,7 +471,13 @@ def main(argv: list[str] | None = None) -> int:
                 floor.close()
             if "check" not in skip:
                 print("measuring chainwatch check...", file=sys.stderr)
-                results["check"] = measure_check(main_set[0], root, args.check_runs)
+                baseline = None
+                if args.check_baseline:
+                    baseline = sibling("inventory").export_tree(args.check_baseline,
+                                                                tmp / "baseline")
+                    meta["check_baseline"] = args.check_baseline
+                results["check"] = measure_check(main_set[0], root, args.check_runs,
+                                                 baseline)
             if args.big:
                 big_inventory = tmp / "big.yaml"
                 scan.write_inventory(big_inventory, root, targets[: args.big_endpoints])

@@ -6,16 +6,24 @@ The inventory is ``bench/scan.py``'s (one flow mapping per endpoint: host, port,
 order reversed every other turn), the median kept:
 
 ``baseline``  ``load_inventory`` from ``src/`` of ``--baseline`` (a git revision, default
-              ``main``: exported with ``git archive`` into a temporary directory).
+              :data:`BEFORE_LIBYAML`, the tree the issue measured: PyYAML's pure-Python
+              composer; exported with ``git archive`` into a temporary directory).
 ``this``      ``load_inventory`` from this tree.
-``yaml``      this tree's step 1 alone (YAML to data and the line map).
+``yaml``      each tree's step 1 alone (YAML to data and the line map).
+``compose``   libyaml composing the document into nodes and nothing else
+              (``yaml.compose`` with ``CSafeLoader``): the least any loader that keeps
+              lines from libyaml's nodes pays. ``baseline / compose`` bounds the speed-up
+              such a loader can reach.
+
+Wall and CPU time (``time.process_time``) of each are reported: on a shared machine the
+CPU times move less.
 
 Also checked, with this tree: an error deep in the file still names its exact line and
 field (``endpoints[N-1].port`` on the last line), as the pure-Python composer gave it.
 
 Target (issue 17): this >= 20x the baseline at 10,000 endpoints.
 
-Usage: ``python bench/inventory.py [--endpoints N] [--baseline REV] [--json]``.
+Usage: ``python bench/inventory.py [--endpoints N] [--baseline REV] [--repeat T] [--json]``.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from typing import Any
 HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
 TARGET = 20.0
+BEFORE_LIBYAML = "85a630cbe2b3567164f8c53f162608e450a10859"
+"""The last revision whose inventory loading used PyYAML's pure-Python composer."""
 
 WORKER = r"""
 import gc, json, sys, time
@@ -44,16 +54,23 @@ gc.freeze(); gc.set_threshold(50_000, 20, 20)  # the chainwatch command's collec
 sys.path.insert(0, sys.argv[1])
 from chainwatch.config.inventory import load_inventory
 from chainwatch.config import yaml as step1
+import yaml
 path = Path(sys.argv[2])
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 inv = load_inventory(path)
-seconds = time.perf_counter() - start
+seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
 text = path.read_text()
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 step1._read_yaml(text, str(path))
-yaml_seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "yaml_seconds": yaml_seconds,
-                  "endpoints": len(inv.endpoints)}))
+yaml_seconds, yaml_cpu = time.perf_counter() - start, time.process_time() - cpu
+compose_seconds = compose_cpu = None
+if getattr(yaml, "__with_libyaml__", False):
+    start, cpu = time.perf_counter(), time.process_time()
+    yaml.compose(text, Loader=yaml.CSafeLoader)
+    compose_seconds, compose_cpu = time.perf_counter() - start, time.process_time() - cpu
+print(json.dumps({"seconds": seconds, "cpu": cpu_seconds, "yaml_seconds": yaml_seconds,
+                  "yaml_cpu": yaml_cpu, "compose_seconds": compose_seconds,
+                  "compose_cpu": compose_cpu, "endpoints": len(inv.endpoints)}))
 """
 
 
@@ -108,7 +125,9 @@ def exact_error(tmp: Path, root: Path, count: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--endpoints", type=int, default=10_000)
-    parser.add_argument("--baseline", default="main", help="git revision to compare with")
+    parser.add_argument("--baseline", default=BEFORE_LIBYAML,
+                        help="git revision to compare with (default: the last one before "
+                             "libyaml loading)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -133,28 +152,51 @@ def main(argv: list[str] | None = None) -> int:
     this = [r["seconds"] for r in runs["this"]]
     ratios = [b / t for b, t in zip(base, this, strict=True)]
     ratio = statistics.median(ratios)
+    cpu_ratios = [b["cpu"] / t["cpu"] for b, t in zip(runs["baseline"], runs["this"],
+                                                      strict=True)]
+    composes = [r["compose_cpu"] for r in runs["this"] if r["compose_cpu"] is not None]
+    bounds = [b["cpu"] / t["compose_cpu"] for b, t in zip(runs["baseline"], runs["this"],
+                                                          strict=True)
+              if t["compose_cpu"]]
     result = {
         "endpoints": args.endpoints, "baseline": args.baseline, "load_before": load,
+        "load_after": os.getloadavg(),
         "baseline_seconds": base, "this_seconds": this,
+        "baseline_cpu": [r["cpu"] for r in runs["baseline"]],
+        "this_cpu": [r["cpu"] for r in runs["this"]],
         "this_yaml_seconds": [r["yaml_seconds"] for r in runs["this"]],
         "baseline_yaml_seconds": [r["yaml_seconds"] for r in runs["baseline"]],
-        "ratios": ratios, "ratio": ratio, "exact_error": wrong or "ok",
+        "compose_cpu": composes,
+        "ratios": ratios, "ratio": ratio, "cpu_ratios": cpu_ratios,
+        "cpu_ratio": statistics.median(cpu_ratios),
+        "compose_bounds": bounds, "compose_bound": statistics.median(bounds) if bounds else None,
+        "exact_error": wrong or "ok",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        def listed(values: list[float]) -> str:
+            return ", ".join(f"{x:.3f}" for x in values)
+
         print(f"bench/inventory.py: load_inventory of {args.endpoints} endpoints, "
               f"{os.cpu_count()} CPUs, {result['date']}, load average "
-              f"{' '.join(f'{x:.1f}' for x in load)}")
-        print(f"baseline ({args.baseline}): " + ", ".join(f"{x:.3f}" for x in base)
-              + " s (YAML step: " + ", ".join(f"{x:.3f}" for x in
-                                              result["baseline_yaml_seconds"]) + ")")
-        print("this tree:      " + ", ".join(f"{x:.3f}" for x in this) + " s (YAML step: "
-              + ", ".join(f"{x:.3f}" for x in result["this_yaml_seconds"]) + ")")
+              f"{' '.join(f'{x:.1f}' for x in load)} before, "
+              f"{' '.join(f'{x:.1f}' for x in result['load_after'])} after")
+        print(f"baseline ({args.baseline[:12]}): wall {listed(base)} s, CPU "
+              f"{listed(result['baseline_cpu'])} s (YAML step wall: "
+              f"{listed(result['baseline_yaml_seconds'])})")
+        print(f"this tree:      wall {listed(this)} s, CPU {listed(result['this_cpu'])} s "
+              f"(YAML step wall: {listed(result['this_yaml_seconds'])})")
+        if composes:
+            print(f"libyaml compose alone: CPU {listed(composes)} s; baseline CPU / compose "
+                  f"CPU: " + ", ".join(f"{b:.1f}" for b in bounds)
+                  + "x (no loader built on libyaml's nodes can beat this)")
         met = "met" if ratio >= TARGET else "NOT met"
-        print(f"speed-up: {ratio:.1f}x (median of turns: "
-              + ", ".join(f"{r:.1f}" for r in ratios) + f"); target >= {TARGET:g}x: {met}")
+        print(f"speed-up, wall: {ratio:.1f}x (median of turns: "
+              + ", ".join(f"{r:.1f}" for r in ratios) + f"); CPU: "
+              f"{result['cpu_ratio']:.1f}x (" + ", ".join(f"{r:.1f}" for r in cpu_ratios)
+              + f"); target >= {TARGET:g}x: {met}")
         print(f"exact error on the last line: {result['exact_error']}")
     return 0 if not wrong else 1
 

@@ -1,5 +1,6 @@
 """``chainwatch check`` imports only what it uses (a monitoring plugin runs it thousands of
 times per interval): not the database, migration, HTTP, notification or YAML libraries,
+nor Typer and pydantic (its arguments are read without them) or rich (for JSON output),
 nor the other commands' modules."""
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from .pki import PKI, at, pem_of
 from .servers import ServerLoop, server_context, tls_handler
 
 NOW = at("2026-03-01T12:00:00Z")
-NOT_FOR_CHECK = ("sqlalchemy", "alembic", "httpx", "httpcore", "apprise", "yaml",
+NOT_FOR_CHECK = ("sqlalchemy", "alembic", "httpx", "httpcore", "apprise", "yaml", "typer",
+                 "pydantic", "rich",
                  "chainwatch.storage", "chainwatch.config", "chainwatch.cli.monitor",
                  "chainwatch.cli.advise", "chainwatch.service.netinputs")
 

@@ -1,4 +1,5 @@
-"""The ``chainwatch`` command line (Typer). Thin: parses flags, calls the rooms, renders.
+"""The ``chainwatch`` command line (Typer; ``check`` also without it, see :func:`run`). Thin:
+parses flags, calls the rooms, renders.
 
 Exit statuses follow the Nagios/Icinga plugin convention: 0 ok, 1 warning,
 2 critical, 3 unknown. Usage errors and bad input are *unknown* (3), never 2, and
@@ -12,18 +13,18 @@ one assembles them.
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import sys
 import traceback
-from typing import Annotated, Any
-
-import typer
-from rich.console import Console
-from typer.exceptions import Abort, Exit, TyperException
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from chainwatch.errors import EXIT_UNKNOWN, ChainwatchError, StorageError
-from chainwatch.model.names import printable
+
+if TYPE_CHECKING:
+    import typer
 
 COMMANDS: tuple[tuple[str, str, str, bool], ...] = (
     # (command, module in chainwatch.cli, attribute, a group of subcommands), in help order
@@ -46,53 +47,12 @@ COMMANDS: tuple[tuple[str, str, str, bool], ...] = (
 ``scan``, ``serve`` or ``advise`` need."""
 
 
-def _show_version(value: bool) -> None:
-    if value:
-        from chainwatch import __version__
-
-        typer.echo(f"chainwatch {__version__}")
-        raise typer.Exit(0)
-
-
-def _main(
-    version: Annotated[bool, typer.Option(
-        "--version", callback=_show_version, is_eager=True,
-        help="Print the chainwatch version and exit.")] = False,
-) -> None:
-    """Make TLS certificate outages impossible to miss."""
-
-
-def version() -> None:
-    """Print the chainwatch version."""
-    from chainwatch import __version__
-
-    typer.echo(__version__)
-
-
 def build_app(only: str | None = None) -> typer.Typer:
     """The ``chainwatch`` Typer app: every command, or only the command ``only`` (the
     same options, help and errors for it; the others are not imported)."""
-    import importlib
+    from chainwatch.cli.root import build_app as assemble
 
-    application = typer.Typer(
-        name="chainwatch",
-        help="Make TLS certificate outages impossible to miss.",
-        no_args_is_help=True,
-        add_completion=False,
-        pretty_exceptions_enable=False,
-    )
-    application.callback()(_main)
-    for name, module, attribute, group in COMMANDS:
-        if only is not None and name != only:
-            continue
-        target = getattr(importlib.import_module(f"chainwatch.cli.{module}"), attribute)
-        if group:
-            application.add_typer(target, name=name)
-        else:
-            application.command(name)(target)
-    if only is None or only == "version":
-        application.command("version")(version)
-    return application
+    return assemble(only)
 
 
 def _command_of(argv: list[str]) -> str | None:
@@ -112,14 +72,37 @@ def __getattr__(name: str) -> Any:
 
 
 def _fail(message: str) -> int:
+    from rich.console import Console
+
+    from chainwatch.model.names import printable
+
     Console(stderr=True).print(printable(f"chainwatch: error: {message}"), style="red",
                                highlight=False, soft_wrap=True, markup=False)
     return EXIT_UNKNOWN
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit status (for tests and ``main``)."""
+def run(argv: list[str] | None = None, *, fast_check: bool = True) -> int:
+    """Run the CLI and return its exit status (for tests and ``main``).
+
+    ``chainwatch check`` with arguments :func:`chainwatch.cli.endpoint.parse_check` reads
+    runs without Typer (a monitoring plugin runs it thousands of times per interval, and
+    Typer with pydantic is most of its imports); every other command line, ``check``'s help
+    and errors included, goes to the Typer app (``fast_check=False``: every one, for tests
+    that hold the two to each other)."""
     args = sys.argv[1:] if argv is None else argv
+    if fast_check and args[:1] == ["check"]:
+        from chainwatch.cli.endpoint import check_endpoint, parse_check
+
+        parsed = parse_check(args[1:])
+        if parsed is not None:
+            return _guarded(lambda: _plain(lambda: check_endpoint(**parsed)))
+    return _guarded(lambda: _typer(args))
+
+
+def _typer(args: list[str]) -> int:
+    """``args`` run by the Typer app, with Typer's exceptions turned into exit statuses."""
+    from typer.exceptions import Abort, Exit, TyperException
+
     try:
         app = build_app(_command_of(args))
         # With standalone_mode=False the command's Exit code is returned, not raised.
@@ -133,6 +116,42 @@ def run(argv: list[str] | None = None) -> int:
         return _fail(exc.format_message())
     except Abort:
         return _fail("aborted")
+    return result if isinstance(result, int) else 0
+
+
+def _plain(command: Callable[[], int]) -> int:
+    """A command run without Typer, answering as Typer's invocation of it would: an
+    interrupt exits 130, the end of input is "aborted", a closed output pipe exits 1."""
+    try:
+        return command()
+    except EOFError:
+        sys.stderr.write("\n")
+        return _fail("aborted")
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+        _quiet_broken_pipe()
+        sys.exit(1)
+
+
+def _quiet_broken_pipe() -> None:
+    """After a closed output pipe, what is still buffered goes nowhere, quietly, at exit."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
+
+
+def _guarded(command: Callable[[], int]) -> int:
+    """``command``'s exit status, with chainwatch's errors as one line on stderr and exit
+    status 3 (unknown), never a traceback."""
+    try:
+        return command()
     except StorageError as exc:
         return _fail(f"--db {exc.url}: {exc.reason}")
     except ChainwatchError as exc:
@@ -145,7 +164,6 @@ def run(argv: list[str] | None = None) -> int:
         first = " ".join(str(exc).split())[:300]
         return _fail(f"internal error: {type(exc).__name__}: {first} (CHAINWATCH_DEBUG=1 "
                      "shows the traceback; please report it)")
-    return result if isinstance(result, int) else 0
 
 
 def tune_gc() -> None:

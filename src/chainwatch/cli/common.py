@@ -1,62 +1,33 @@
-"""What every command group shares: output format, option types, ``--at`` parsing, profiles."""
+"""What every command group shares: output format, option types, ``--at`` parsing, profiles.
+
+The plain halves (no Typer) are in :mod:`.inputs`, re-exported here."""
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-from enum import StrEnum
 from typing import Annotated
 
 import typer
 
-from chainwatch.errors import InputError
-from chainwatch.model import Profile
-from chainwatch.model.names import StartTLS, parse_endpoint, parse_ip
-from chainwatch.model.times import parse_instant
-from chainwatch.stores import resolve_profile
+from chainwatch.cli.inputs import (
+    STORE_PASSWORD_ENV,
+    Format,
+    LogFormat,
+    check_days,
+    endpoint_arg,
+    ip_arg,
+    parse_when,
+    resolve_profiles,
+    starttls_arg,
+)
 
-
-class Format(StrEnum):
-    text = "text"
-    json = "json"
-
-
-class LogFormat(StrEnum):
-    text = "text"
-    json = "json"
-
+__all__ = [
+    "STORE_PASSWORD_ENV", "AtOpt", "CritOpt", "DbOpt", "Format", "FormatOpt", "LogFormat",
+    "LogFormatOpt", "ProfileOpt", "WarnOpt", "check_days", "endpoint_arg", "ip_arg",
+    "parse_when", "resolve_profiles", "starttls_arg",
+]
 
 LogFormatOpt = Annotated[LogFormat, typer.Option(
     "--log-format", help="Log lines as key=value text or one JSON object per line.")]
-
-
-def parse_when(value: str | None, flag: str = "--at") -> dt.datetime:
-    """ISO 8601 date or datetime; no offset means UTC; ``None`` means now."""
-    if value is None:
-        return dt.datetime.now(dt.UTC).replace(microsecond=0)
-    try:
-        return parse_instant(value)
-    except (ValueError, OverflowError):
-        raise InputError(
-            f"{flag} {value[:80]!r}: expected an ISO 8601 date or datetime, e.g. 2021-09-30 "
-            "or 2021-09-30T14:01:15Z"
-        ) from None
-
-
-STORE_PASSWORD_ENV = "CHAINWATCH_STORE_PASSWORD"
-"""The environment variable whose value opens ``jks:``/``pkcs12:`` stores of ``--profile``
-(unset: ``changeit``; an inventory profile says ``password_env``/``password_file``)."""
-
-
-def resolve_profiles(specs: list[str] | None) -> list[Profile]:
-    password = os.environ.get(STORE_PASSWORD_ENV) or None
-    return [resolve_profile(s, password=password) for s in (specs or ["mozilla"])]
-
-
-def check_days(warn_days: int, crit_days: int) -> None:
-    if warn_days < 0 or crit_days < 0:
-        raise InputError("--warn-days and --crit-days must not be negative")
-
 
 AtOpt = Annotated[
     str | None, typer.Option("--at", help="Evaluate at this instant (ISO 8601; default now, UTC).")
@@ -80,34 +51,3 @@ DbOpt = Annotated[
     typer.Option("--db", help="Database URL (default: a SQLite file in the user data dir; "
                  "postgresql+psycopg://... for production)."),
 ]
-
-
-def starttls_arg(value: str | None) -> str | None:
-    """``--starttls PROTO``, checked and in lower case."""
-    if value is None:
-        return None
-    protocol = value.strip().lower()
-    if protocol not in {p.value for p in StartTLS}:
-        raise InputError(f"--starttls {value[:40]!r}: expected one of "
-                         f"{', '.join(p.value for p in StartTLS)}")
-    return protocol
-
-
-def endpoint_arg(text: str, starttls: str | None) -> tuple[str, int]:
-    """``HOST``, ``HOST:PORT``, ``[V6]``, ``[V6]:PORT`` or a bare IPv6 address; a name in
-    its A-label form (IDNA 2008)."""
-    default = StartTLS(starttls).default_port if starttls is not None else 443
-    try:
-        return parse_endpoint(text, default)
-    except ValueError as exc:
-        raise InputError(f"{text[:80]!r}: {exc}") from None
-
-
-def ip_arg(value: str | None) -> str | None:
-    """``--ip ADDR``, in its canonical text form."""
-    if value is None:
-        return None
-    address = parse_ip(value)
-    if address is None:
-        raise InputError(f"--ip {value[:80]!r}: not an IPv4 or IPv6 address")
-    return str(address)

@@ -40,7 +40,8 @@ from chainwatch.alerts.config import (
 )
 from chainwatch.config.errors import _validation_error
 from chainwatch.config.schema import (
-    _LABEL,
+    _HOST_NAME,
+    _IPV4,
     MAX_INVENTORY_BYTES,
     ZONE_NAME,
     YamlPath,
@@ -92,6 +93,8 @@ inventory names), without the cost of ``ipaddress`` refusing it."""
 
 
 def _is_ip(text: str) -> bool:
+    if _IPV4.fullmatch(text):
+        return True
     if ":" not in text and not _NOT_IP.isdisjoint(text.lower()):
         return False
     try:
@@ -99,6 +102,14 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _canonical_ip(text: str) -> str:
+    """``str(ipaddress.ip_address(text))`` (``ValueError`` when ``text`` is no address),
+    without ``ipaddress`` for a canonical IPv4 address, which is its own answer."""
+    if _IPV4.fullmatch(text):
+        return text
+    return str(ipaddress.ip_address(text))
 
 
 def _looks_like_spec(ref: str) -> bool:
@@ -273,13 +284,12 @@ class _Builder:
 
     def hostname(self, text: str, path: YamlPath) -> str:
         if _is_ip(text):
-            return str(ipaddress.ip_address(text))
+            return _canonical_ip(text)
         try:
             ascii_name = to_ascii(text)
         except ValueError as exc:
             raise self.fail(path, str(exc)) from None
-        labels = ascii_name.split(".")
-        if len(ascii_name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        if len(ascii_name) > 253 or not _HOST_NAME.fullmatch(ascii_name):
             raise self.fail(path, f"{shown(text)} is not a valid host name")
         return ascii_name
 
@@ -303,7 +313,7 @@ class _Builder:
         ip = None
         if model.ip is not None:
             try:
-                ip = str(ipaddress.ip_address(model.ip))
+                ip = _canonical_ip(model.ip)
             except ValueError:
                 raise self.fail((*path, "ip"), f"must be an IP address, got {model.ip!r}") from None
         sni = None
@@ -504,14 +514,15 @@ class _Builder:
         seen: dict[Target, int] = {}
         for i, em in enumerate(model.endpoints):
             ep = self.endpoint(i, em, defaults)
-            if ep.target in seen:
-                j = seen[ep.target]
+            target = ep.target
+            if target in seen:
+                j = seen[target]
                 raise self.fail(
                     ("endpoints", i),
                     f"duplicate endpoint {ep.host}:{ep.port}: same host, port, ip, sni and "
                     f"starttls as endpoints[{j}] (line {self.doc.line(('endpoints', j))})",
                 )
-            seen[ep.target] = i
+            seen[target] = i
             endpoints.append(ep)
         files = tuple(self.file_source(i, fm, defaults) for i, fm in enumerate(model.files))
         allowed: list[IPNetwork] = []

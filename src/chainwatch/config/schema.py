@@ -48,6 +48,12 @@ ZONE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+_HOST_NAME = re.compile(rf"{_LABEL.pattern}(?:\.{_LABEL.pattern})*")
+"""A name whose every dot-separated label is a :data:`_LABEL` (one match, not one per label)."""
+_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+                   r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")
+"""An IPv4 address in its canonical text (no leading zeros): what ``ipaddress`` would
+give back for it, without its cost (most inventory addresses)."""
 
 
 def _show(value: object) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -78,8 +79,9 @@ class Endpoint:
             return self.sni
         return None if _is_ip(self.host) else self.host
 
-    @property
+    @cached_property
     def target(self) -> Target:
+        """What the probe is given (built once: a scan asks for it at every step)."""
         return Target(
             host=self.host,
             port=self.port,

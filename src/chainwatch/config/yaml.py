@@ -48,6 +48,22 @@ if getattr(yaml, "__with_libyaml__", False):
         """The same, with libyaml's parser and composer (its nodes carry their marks, so
         lines stay exact; about 20 times faster than the pure-Python composer)."""
 
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self._tags: dict[tuple[Any, ...], str] = {}
+
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+            """The resolver's tag, remembered per (kind, text, implicit) for the document:
+            libyaml asks for every scalar, and an inventory repeats its keys and many of
+            its values (a pure function of those three: a safe loader has no path
+            resolvers)."""
+            key = (kind, value, implicit)
+            tag = self._tags.get(key)
+            if tag is None:
+                tag = self._tags[key] = super().resolve(  # type: ignore[no-untyped-call]
+                    kind, value, implicit)
+            return tag
+
     _Fast = _CLoader
 
 
@@ -88,55 +104,89 @@ def _read_with(cls: type[Any], text: str, source: str) -> _Document:
         raise InventoryError(source, _line_of(exc, text), None,
                              f"invalid YAML: {_problem(exc)}") from None
     lines: dict[YamlPath, int] = {}
-    budget = [_MAX_NODES]
+    budget = _MAX_NODES
+    active: set[int] = set()  # the collections being converted: an alias to one recurses
+    constructors: dict[Any, Any] = loader.yaml_constructors
+    scalar_node, mapping_node, sequence_node = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
 
-    def convert(node: yaml.Node, path: YamlPath, stack: tuple[int, ...]) -> Any:
-        lines.setdefault(path, node.start_mark.line + 1)
-        budget[0] -= 1
-        if budget[0] < 0:
+    def scalar(node: yaml.Node, path: YamlPath, depth: int) -> Any:
+        """A scalar's value (``convert`` for a scalar, without its collection checks)."""
+        nonlocal budget
+        budget -= 1
+        if budget < 0:
             raise InventoryError(source, node.start_mark.line + 1, None,
                                  f"document expands to more than {_MAX_NODES} values")
-        if id(node) in stack:
-            raise InventoryError(source, node.start_mark.line + 1, _field_name(path) or None,
-                                 "an alias refers to the value that contains it")
-        stack = (*stack, id(node))
-        if len(stack) > MAX_DEPTH:
+        if depth > MAX_DEPTH:
             raise InventoryError(source, node.start_mark.line + 1, None,
                                  f"nested more than {MAX_DEPTH} levels deep")
-        if isinstance(node, yaml.MappingNode):
+        construct = constructors.get(node.tag)
+        if construct is None:  # an unknown tag: the loader's refusal
+            return loader.construct_object(node, deep=True)
+        return construct(loader, node)
+
+    def convert(node: yaml.Node, path: YamlPath, depth: int) -> Any:
+        """``node``'s data, at ``depth`` (the root is 1), its lines put in ``lines``."""
+        nonlocal budget
+        lines.setdefault(path, node.start_mark.line + 1)
+        if type(node) is scalar_node:
+            return scalar(node, path, depth)
+        budget -= 1
+        if budget < 0:
+            raise InventoryError(source, node.start_mark.line + 1, None,
+                                 f"document expands to more than {_MAX_NODES} values")
+        if id(node) in active:
+            raise InventoryError(source, node.start_mark.line + 1, _field_name(path) or None,
+                                 "an alias refers to the value that contains it")
+        if depth > MAX_DEPTH:
+            raise InventoryError(source, node.start_mark.line + 1, None,
+                                 f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, mapping_node):
             if node.tag not in ("tag:yaml.org,2002:map",):
                 raise InventoryError(source, node.start_mark.line + 1, _field_name(path) or None,
                                      f"unknown YAML tag {node.tag!r}")
-            own: dict[str, int] = {}
+            own: dict[str, yaml.Node] = {}
+            special = False
             for key_node, _ in node.value:
-                key_line = key_node.start_mark.line + 1
-                if not isinstance(key_node, yaml.ScalarNode):
-                    raise InventoryError(source, key_line, _field_name(path) or None,
+                if not isinstance(key_node, scalar_node):
+                    raise InventoryError(source, key_node.start_mark.line + 1,
+                                         _field_name(path) or None,
                                          "mapping keys must be plain names")
                 key = str(key_node.value)
-                if key in own and key_node.tag != "tag:yaml.org,2002:merge":
-                    raise InventoryError(source, key_line, _field_name((*path, key)),
-                                         f"duplicate key (first given on line {own[key]})")
-                own.setdefault(key, key_line)
-            # Resolve ``<<: *anchor`` merge keys: merged pairs come first, so the
-            # mapping's own keys override them, as YAML says.
-            loader.flatten_mapping(node)
+                tag = key_node.tag
+                if key in own and tag != "tag:yaml.org,2002:merge":
+                    raise InventoryError(
+                        source, key_node.start_mark.line + 1, _field_name((*path, key)),
+                        f"duplicate key (first given on line {own[key].start_mark.line + 1})")
+                own.setdefault(key, key_node)
+                special = special or tag in ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")
+            if special:
+                # Resolve ``<<: *anchor`` merge keys: merged pairs come first, so the
+                # mapping's own keys override them, as YAML says.
+                loader.flatten_mapping(node)
+            active.add(id(node))
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
                 key = str(key_node.value)
-                lines[(*path, key)] = key_node.start_mark.line + 1
-                out[key] = convert(value_node, (*path, key), stack)
+                here = (*path, key)
+                lines[here] = key_node.start_mark.line + 1
+                out[key] = (scalar(value_node, here, depth + 1)
+                            if type(value_node) is scalar_node
+                            else convert(value_node, here, depth + 1))
+            active.discard(id(node))
             return out
-        if isinstance(node, yaml.SequenceNode):
+        if isinstance(node, sequence_node):
             if node.tag != "tag:yaml.org,2002:seq":
                 raise InventoryError(source, node.start_mark.line + 1, _field_name(path) or None,
                                      f"unknown YAML tag {node.tag!r}")
-            return [convert(item, (*path, i), stack) for i, item in enumerate(node.value)]
+            active.add(id(node))
+            items = [convert(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+            active.discard(id(node))
+            return items
         return loader.construct_object(node, deep=True)
 
     try:
         root = loader.get_single_node()
-        data = None if root is None else convert(root, (), ())
+        data = None if root is None else convert(root, (), 1)
     except yaml.YAMLError as exc:
         if fast:
             raise _Refused from None
