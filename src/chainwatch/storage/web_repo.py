@@ -16,15 +16,20 @@ page's rows in Python, not 100,000.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import String, and_, cast, exists, func, or_, select, tuple_
+from sqlalchemy import String, and_, cast, exists, func, or_, select, tuple_, type_coerce
 from sqlalchemy.orm import aliased
 
 from chainwatch.model import Target
-from chainwatch.storage.models import ObservationRow, ReportDocumentRow, TargetRow
+from chainwatch.storage.models import (
+    JSONDocument,
+    ObservationRow,
+    ReportDocumentRow,
+    TargetRow,
+)
 from chainwatch.storage.repo import REPORT_COLUMNS, Database, stored_report
 
 _DOCUMENT = (ReportDocumentRow, ReportDocumentRow.id == ObservationRow.document_id)
@@ -70,6 +75,30 @@ class WebRow:
     leaf_sha256: str | None
     findings: tuple[str, ...]
     report: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class CalendarRow:
+    """What the calendar reads of a target's newest observation that breaks.
+
+    ``report`` holds only the parts of the schema-1 report that place its events:
+    ``breaks_at``, ``profiles``, ``findings`` and ``chain`` with the leaf alone
+    (:meth:`Database.reports_of` has the whole report)."""
+
+    observation_id: int
+    target: Target
+    breaks_at: dt.datetime
+    report: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+_PARTS = ("breaks_at", "profiles", "findings")
+
+
+def _report_parts(column: Any) -> tuple[Any, ...]:
+    """The JSON paths the calendar reads of a report (the document's body, or the row's
+    own report where it has no document), extracted by the database: the rest of the
+    document is neither sent nor decoded."""
+    return (*(column[name] for name in _PARTS), column[("chain", 0)])
 
 
 @dataclass(frozen=True)
@@ -199,6 +228,30 @@ class WebRepo:
         )
         return Page(rows=rows, total=total)
 
+    def calendar_rows(self, q: Query) -> Iterator[CalendarRow]:
+        """Every newest row matching ``q`` that has a ``breaks_at``, in ``breaks_at``
+        order: one query (no pages), reading the report parts :class:`CalendarRow`
+        names, streamed from the database."""
+        where = self._where(q)
+        stmt = (select(ObservationRow.id, TargetRow.host, TargetRow.port, TargetRow.ip,
+                       TargetRow.sni, TargetRow.starttls, ObservationRow.breaks_at,
+                       *_report_parts(type_coerce(func.coalesce(
+                           ReportDocumentRow.body, ObservationRow.report), JSONDocument)))
+                .join(TargetRow, ObservationRow.target_id == TargetRow.id)
+                .outerjoin(*_DOCUMENT)
+                .where(and_(*where, ObservationRow.breaks_at.is_not(None)))
+                .order_by(ObservationRow.breaks_at, ObservationRow.id))
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=MAX_LIMIT).execute(stmt)
+            for oid, host, port, ip, sni, starttls, breaks_at, *parts in result:
+                report: dict[str, Any] = dict(zip(_PARTS, parts[:-1], strict=True))
+                report["chain"] = [] if parts[-1] is None else [parts[-1]]
+                yield CalendarRow(
+                    observation_id=oid,
+                    target=Target(host=host, port=port, ip=ip or None, sni=sni or None,
+                                  starttls=starttls or None),
+                    breaks_at=breaks_at, report=report)
+
     def counts(self, keys: Sequence[tuple[str, int]] | None = None) -> dict[str, int]:
         """Targets by the status of their newest observation."""
         where = self._where(Query(keys=None if keys is None else tuple(keys)))
@@ -219,4 +272,4 @@ class WebRepo:
             return conn.execute(select(func.max(ObservationRow.observed_at))).scalar_one()
 
 
-__all__ = ["MAX_LIMIT", "Page", "Query", "WebRepo", "WebRow"]
+__all__ = ["MAX_LIMIT", "CalendarRow", "Page", "Query", "WebRepo", "WebRow"]

@@ -21,7 +21,7 @@ from chainwatch.render.codec import history_json, target_json
 from chainwatch.service.discovery import endpoint_names, is_covered
 from chainwatch.storage.alerts_repo import AlertsRepo
 from chainwatch.storage.repo import Database
-from chainwatch.storage.web_repo import MAX_LIMIT, Query, WebRepo, WebRow
+from chainwatch.storage.web_repo import MAX_LIMIT, CalendarRow, Query, WebRepo, WebRow
 
 UTC = dt.UTC
 STATUSES = ("critical", "warning", "unknown", "ok")
@@ -461,49 +461,65 @@ def calendar_events(db: Database, index: InventoryIndex, now: dt.datetime, *,
                     until: dt.datetime | None, owner: str | None = None,
                     tag: str | None = None) -> list[CalendarEvent]:
     """One break event per (target, breaking path), at the earliest address that breaks
-    on it, plus renewal-due events for short-lived certificates."""
+    on it, plus renewal-due events for short-lived certificates.
+
+    The rows come from one query reading only the report parts that place the events
+    (:meth:`WebRepo.calendar_rows`); the few whose breaking profile has no path (their
+    UID is made of the whole served chain) have their reports read in one more query."""
     keys = index.keys(owner=owner, tag=tag, zone=None)
     max_life = dt.timedelta(days=100)
     inv = index.inventory
     if inv is not None and inv.alerts is not None and inv.alerts.short_lived is not None:
         max_life = inv.alerts.short_lived.max_lifetime
     seen: dict[str, CalendarEvent] = {}
-    for row in stream_rows(db, Query(keys=keys, status=("ok", "warning", "critical"))):
-        if row.breaks_at is None:
-            continue
-        report = row.report
-        labels = index.labels(row.target)
-        key = key_of(row.target)
-        prof = _breaking_profile(report)
-        path = [str(s) for s in (prof.get("path") or ())] if prof else []
-        if not path:
-            path = [str(c.get("sha256")) for c in report.get("chain") or ()]
-        if until is None or row.breaks_at <= until:
-            uid = _uid(key, "break", path)
-            reason = str(prof.get("reason") or "") if prof else ""
-            if not reason:
-                reason = "; ".join(str(f.get("message")) for f in report.get("findings") or ()
-                                   if isinstance(f, Mapping))[:500]
-            ev = CalendarEvent(uid=uid, kind="break", key=key, address=row.target.ip,
-                               host=row.target.host, when=row.breaks_at,
-                               profile=prof.get("profile") if prof else None,
-                               reason=reason or "trust breaks", warn_days=labels.warn_days,
-                               crit_days=labels.crit_days)
-            if uid not in seen or ev.when < seen[uid].when:
-                seen[uid] = ev
-        chain = report.get("chain") or []
-        if chain:
-            nb, na = parse_z(chain[0].get("not_before")), parse_z(chain[0].get("not_after"))
-            renew = _renew_at(labels, report)
-            if (nb and na and renew and na - nb <= max_life and renew >= now
-                    and (until is None or renew <= until)):
-                uid = _uid(key, "renew", [str(chain[0].get("sha256"))])
-                seen.setdefault(uid, CalendarEvent(
-                    uid=uid, kind="renew", key=key, address=row.target.ip,
-                    host=row.target.host, when=renew, profile=None,
-                    reason="the short-lived certificate is due for renewal",
-                    warn_days=0, crit_days=0))
+    pathless: list[tuple[CalendarRow, Mapping[str, Any] | None]] = []
+    for row in WebRepo(db).calendar_rows(Query(keys=keys,
+                                                status=("ok", "warning", "critical"))):
+        prof = _breaking_profile(row.report)
+        if prof and prof.get("path"):
+            _add_events(seen, row, row.report, prof, index, now, until, max_life)
+        else:
+            pathless.append((row, prof))
+    whole = db.reports_of(r.observation_id for r, _ in pathless) if pathless else {}
+    for row, prof in pathless:
+        report = whole.get(row.observation_id, row.report)
+        _add_events(seen, row, report, prof, index, now, until, max_life)
     return sorted(seen.values(), key=lambda e: (e.when, e.key, e.kind))
+
+
+def _add_events(seen: dict[str, CalendarEvent], row: CalendarRow, report: Mapping[str, Any],
+                prof: Mapping[str, Any] | None, index: InventoryIndex, now: dt.datetime,
+                until: dt.datetime | None, max_life: dt.timedelta) -> None:
+    labels = index.labels(row.target)
+    key = key_of(row.target)
+    path = [str(s) for s in (prof.get("path") or ())] if prof else []
+    if not path:
+        path = [str(c.get("sha256")) for c in report.get("chain") or ()]
+    if until is None or row.breaks_at <= until:
+        uid = _uid(key, "break", path)
+        reason = str(prof.get("reason") or "") if prof else ""
+        if not reason:
+            reason = "; ".join(str(f.get("message")) for f in report.get("findings") or ()
+                               if isinstance(f, Mapping))[:500]
+        ev = CalendarEvent(uid=uid, kind="break", key=key, address=row.target.ip,
+                           host=row.target.host, when=row.breaks_at,
+                           profile=prof.get("profile") if prof else None,
+                           reason=reason or "trust breaks", warn_days=labels.warn_days,
+                           crit_days=labels.crit_days)
+        if uid not in seen or ev.when < seen[uid].when:
+            seen[uid] = ev
+    chain = report.get("chain") or []
+    if chain:
+        nb, na = parse_z(chain[0].get("not_before")), parse_z(chain[0].get("not_after"))
+        renew = _renew_at(labels, report)
+        if (nb and na and renew and na - nb <= max_life and renew >= now
+                and (until is None or renew <= until)):
+            uid = _uid(key, "renew", [str(chain[0].get("sha256"))])
+            seen.setdefault(uid, CalendarEvent(
+                uid=uid, kind="renew", key=key, address=row.target.ip,
+                host=row.target.host, when=renew, profile=None,
+                reason="the short-lived certificate is due for renewal",
+                warn_days=0, crit_days=0))
 
 
 def event_json(e: CalendarEvent) -> dict[str, Any]:
