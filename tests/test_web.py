@@ -30,7 +30,7 @@ from chainwatch.storage.web_repo import Query, WebRepo
 from chainwatch.stores import resolve_profile
 from chainwatch.testing.pki import PKI
 
-from .conftest import free_port
+from .conftest import Receiver, free_port
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -200,10 +200,49 @@ def test_ack_needs_the_bearer_token_and_follows_the_alerts_ack_rules(
     assert page.status_code == 403 and "refused" in page.text
 
 
-def test_no_secret_in_any_response_and_subjects_are_escaped(
-        stored: tuple[Database, Path]) -> None:
+def _send_alerts(db: Database, receiver: Receiver, key: str) -> None:
+    """Alerts for ``key`` through the real policy and sender, to a loopback webhook whose
+    URL holds SECRET: a page delivered, then its repeat refused by a receiver that
+    echoes the URL it was called at (the stored error is the sender's, redacted)."""
+    from chainwatch.alerts.escalation import Situation
+    from chainwatch.alerts.outbox import deliver, evaluate
+    from chainwatch.config.inventory import AlertsConfig, Secret, WebhookChannel
+
+    url = f"{receiver.url}/hook/{SECRET}?token={SECRET}"
+    cfg = AlertsConfig(channels={"hook": WebhookChannel(name="hook", url=Secret.inline(url))})
+    sit = Situation(key=key, cycle="a" * 64, breaks_at=NOW + dt.timedelta(days=5),
+                    lifetime=dt.timedelta(days=398), status="warning",
+                    summary="the leaf expires", findings=("EXPIRES_SOON",))
+    evaluate(db, cfg, [sit], NOW)
+    deliver(db, cfg, NOW)
+    receiver.status, receiver.error_body = 400, f"no such hook {url}"
+    later = NOW + dt.timedelta(hours=25)
+    evaluate(db, cfg, [sit], later)
+    deliver(db, cfg, later)
+
+
+def test_target_page_lists_the_alerts_sent_for_it(stored: tuple[Database, Path],
+                                                  receiver: Receiver) -> None:
     db, inv = stored
+    _send_alerts(db, receiver, "soon.web.test:443")
     client = _client(db, inv)
+    sent = client.get("/targets/soon.web.test:443?format=json").json()["alerts_sent"]
+    assert [(s["event"], s["step"], s["channel"], s["outcome"]) for s in sent] == [
+        ("page", "days:7", "hook", "failed"), ("page", "days:7", "hook", "delivered")]
+    assert sent[1]["delivered_at"] and sent[0]["error"] and sent[0]["attempts"] == 1
+    page = client.get("/targets/soon.web.test:443").text
+    assert page.count('<tr class="sent" data-event="page"') == 2
+    assert 'data-outcome="failed"' in page and 'data-outcome="delivered"' in page
+    later = client.get("/targets/later.web.test:443?format=json").json()
+    assert later["alerts_sent"] == []
+
+
+def test_no_secret_in_any_response_and_subjects_are_escaped(
+        stored: tuple[Database, Path], receiver: Receiver) -> None:
+    db, inv = stored
+    _send_alerts(db, receiver, "xss.web.test:443")
+    client = _client(db, inv)
+    assert len(client.get("/targets/xss.web.test:443?format=json").json()["alerts_sent"]) == 2
     urls = ["/", "/?format=json", "/targets/xss.web.test:443", "/targets/xss.web.test:443"
             "?format=json", "/calendar", "/alerts", "/discovery", "/login", "/api/v1/targets",
             "/api/v1/reports/xss.web.test:443", "/api/v1/history/xss.web.test:443",

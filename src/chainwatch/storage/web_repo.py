@@ -24,6 +24,7 @@ from sqlalchemy import String, and_, cast, exists, func, or_, select, tuple_, ty
 from sqlalchemy.orm import aliased
 
 from chainwatch.model import Target
+from chainwatch.storage.alerts_repo import OutboxRow
 from chainwatch.storage.models import (
     JSONDocument,
     ObservationRow,
@@ -99,6 +100,25 @@ def _report_parts(column: Any) -> tuple[Any, ...]:
     own report where it has no document), extracted by the database: the rest of the
     document is neither sent nor decoded."""
     return (*(column[name] for name in _PARTS), column[("chain", 0)])
+
+
+@dataclass(frozen=True)
+class SentAlert:
+    """One outbox row of a target, without its payload: what was sent (``event``, the
+    step's action or ``resolve``), for which step, to which channel (its name: the
+    credentials stay in the inventory), when, and how the delivery went. ``last_error``
+    is stored redacted by the sender."""
+
+    id: int
+    created_at: dt.datetime
+    event: str
+    step: str
+    channel: str
+    status: str
+    attempts: int
+    last_attempt_at: dt.datetime | None
+    delivered_at: dt.datetime | None
+    last_error: str | None
 
 
 @dataclass(frozen=True)
@@ -252,6 +272,22 @@ class WebRepo:
                                   starttls=starttls or None),
                     breaks_at=breaks_at, report=report)
 
+    def alerts_sent(self, target_key: str, *, limit: int = 50) -> list[SentAlert]:
+        """The newest ``limit`` outbox rows of ``target_key``, newest first (one walk of
+        ``ix_outbox_target``)."""
+        stmt = (select(OutboxRow.id, OutboxRow.created_at, OutboxRow.event, OutboxRow.step,
+                       OutboxRow.channel, OutboxRow.status, OutboxRow.attempts,
+                       OutboxRow.last_attempt_at, OutboxRow.delivered_at,
+                       OutboxRow.last_error)
+                .where(OutboxRow.target_key == target_key)
+                .order_by(OutboxRow.id.desc()).limit(max(1, min(limit, MAX_LIMIT))))
+        with self.engine.connect() as conn:
+            return [SentAlert(id=i, created_at=at, event=event, step=step, channel=channel,
+                              status=status, attempts=attempts, last_attempt_at=tried,
+                              delivered_at=done, last_error=error)
+                    for i, at, event, step, channel, status, attempts, tried, done, error
+                    in conn.execute(stmt)]
+
     def counts(self, keys: Sequence[tuple[str, int]] | None = None) -> dict[str, int]:
         """Targets by the status of their newest observation."""
         where = self._where(Query(keys=None if keys is None else tuple(keys)))
@@ -272,4 +308,4 @@ class WebRepo:
             return conn.execute(select(func.max(ObservationRow.observed_at))).scalar_one()
 
 
-__all__ = ["MAX_LIMIT", "CalendarRow", "Page", "Query", "WebRepo", "WebRow"]
+__all__ = ["MAX_LIMIT", "CalendarRow", "Page", "Query", "SentAlert", "WebRepo", "WebRow"]

@@ -338,7 +338,28 @@ def target_view(db: Database, index: InventoryIndex, target: Target,
         "addresses": [address_view(r, labels, now) for r in rows],
         "history": history_events(hist),
         "alert": alert,
+        "alerts_sent": alerts_sent(db, key),
     }
+
+
+def alerts_sent(db: Database, key: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The messages the outbox holds for a target, newest first: action, step, channel
+    (by name), when, and whether it was delivered, is still being retried or failed.
+    Neither payloads nor channel settings are read: no credential can show."""
+    out = []
+    for a in WebRepo(db).alerts_sent(key, limit=limit):
+        if a.status == "delivered":
+            outcome = "delivered"
+        elif a.status == "dead":
+            outcome = "failed"
+        else:
+            outcome = "retrying" if a.attempts else "pending"
+        out.append({"at": z(a.created_at), "event": a.event, "step": a.step,
+                    "channel": a.channel, "outcome": outcome, "attempts": a.attempts,
+                    "last_attempt_at": z(a.last_attempt_at),
+                    "delivered_at": z(a.delivered_at), "error": a.last_error,
+                    "resolved": a.event == "resolve"})
+    return out
 
 
 def history_events(rows: Sequence[Any]) -> list[dict[str, Any]]:
