@@ -20,6 +20,7 @@ from chainwatch.model.times import iso_or_none
 from chainwatch.render.codec import history_json, target_json
 from chainwatch.service.discovery import endpoint_names, is_covered
 from chainwatch.storage.alerts_repo import AlertsRepo
+from chainwatch.storage.discovery_repo import DiscoveryRepo
 from chainwatch.storage.repo import Database
 from chainwatch.storage.web_repo import MAX_LIMIT, CalendarRow, Query, WebRepo, WebRow
 
@@ -566,10 +567,13 @@ def weeks(events: Sequence[CalendarEvent], now: dt.datetime,
 
 
 def discovery(db: Database, index: InventoryIndex) -> dict[str, Any]:
-    """Names on served leaves that no inventory endpoint asks for."""
+    """Names on served leaves that no inventory endpoint asks for, and the results of
+    the last Certificate Transparency import (``discover ct --db``): the names it
+    stored that no endpoint covers now."""
     inv = index.inventory
+    ct = ct_results(db, inv)
     if inv is None:
-        return {"schema": 1, "inventory": False, "uncovered": []}
+        return {"schema": 1, "inventory": False, "uncovered": [], "ct": ct}
     watched = endpoint_names(inv)
     leaves: dict[str, list[str]] = {}
     for row in stream_rows(db, Query(status=("ok", "warning", "critical"))):
@@ -581,7 +585,26 @@ def discovery(db: Database, index: InventoryIndex) -> dict[str, Any]:
             if not is_covered(name, watched):
                 names.setdefault(name, set()).update(leaves[sha])
     return {"schema": 1, "inventory": True,
-            "uncovered": [{"name": n, "served_by": sorted(t)} for n, t in sorted(names.items())]}
+            "uncovered": [{"name": n, "served_by": sorted(t)} for n, t in sorted(names.items())],
+            "ct": ct}
+
+
+def ct_results(db: Database, inventory: Inventory | None) -> dict[str, Any]:
+    """The stored CT import: the last one (when, from which export, how many names) and
+    the names no endpoint of ``inventory`` covers (every name without an inventory)."""
+    repo = DiscoveryRepo(db)
+    last = repo.ct_import()
+    if last is None:
+        return {"last_import": None, "names": 0, "uncovered": []}
+    stored = repo.ct_names()
+    watched = endpoint_names(inventory) if inventory is not None else None
+    return {
+        "last_import": {"at": z(last.at), "source": last.source, "names": last.names},
+        "names": len(stored),
+        "uncovered": [{"name": n.name, "source": n.source, "first_seen": z(n.first_seen),
+                       "last_seen": z(n.last_seen)}
+                      for n in stored if watched is None or not is_covered(n.name, watched)],
+    }
 
 
 def _dns_names(cert: Cert) -> list[str]:
