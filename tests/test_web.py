@@ -156,27 +156,62 @@ def test_reports_are_schema_1_as_stored(stored: tuple[Database, Path]) -> None:
     assert reports[0]["schema"] == 1
 
 
-def test_responses_validate_against_the_openapi_document(stored: tuple[Database, Path]) -> None:
+def test_responses_validate_against_the_openapi_document(stored: tuple[Database, Path],
+                                                          receiver: Receiver) -> None:
     db, inv = stored
+    _send_alerts(db, receiver, "soon.web.test:443")
     client = _client(db, inv)
     doc = client.get("/api/v1/openapi.json").json()
     assert doc["openapi"].startswith("3.")
     for path in ["/api/v1/targets", "/api/v1/reports/{key}", "/api/v1/history/{key}",
                  "/api/v1/alerts", "/api/v1/alerts/ack", "/api/v1/calendar",
-                 "/api/v1/health", "/calendar.ics"]:
+                 "/api/v1/health", "/api/v1/discovery", "/calendar.ics"]:
         assert path in doc["paths"], path
+    components = doc["components"]
+
+    def check(templ: str, method: str, response: httpx.Response) -> dict[str, Any]:
+        content = doc["paths"][templ][method]["responses"][str(response.status_code)][
+            "content"]["application/json"]
+        jsonschema.validate(response.json(), {**content["schema"], "components": components})
+        return dict(content["schema"])
+
     checks = {"/api/v1/targets": "/api/v1/targets", "/api/v1/alerts": "/api/v1/alerts",
-              "/api/v1/health": "/api/v1/health", "/api/v1/calendar": "/api/v1/calendar",
-              "/api/v1/history/{key}": "/api/v1/history/soon.web.test:443"}
+              "/api/v1/health": "/api/v1/health",
+              "/api/v1/calendar": "/api/v1/calendar?days=400",
+              "/api/v1/history/{key}": "/api/v1/history/soon.web.test:443",
+              "/api/v1/reports/{key}": "/api/v1/reports/soon.web.test:443",
+              "/api/v1/discovery": "/api/v1/discovery"}
     for templ, url in checks.items():
-        schema = doc["paths"][templ]["get"]["responses"]["200"]["content"][
-            "application/json"]["schema"]
-        jsonschema.validate(client.get(url).json(), {**schema, "components":
-                                                      doc.get("components", {})})
-    bad = client.get("/api/v1/targets", params={"limit": 0})
-    err = doc["paths"]["/api/v1/targets"]["get"]["responses"]["422"]
-    assert bad.status_code == 422 and "422" in doc["paths"]["/api/v1/targets"]["get"][
-        "responses"] and err
+        answer = client.get(url)
+        assert answer.status_code == 200, url
+        # A real model with its fields, not a generic object.
+        ref = check(templ, "get", answer)["$ref"].rsplit("/", 1)[1]
+        assert components["schemas"][ref]["properties"], ref
+        assert components["schemas"][ref].get("additionalProperties") is False, ref
+    assert client.get("/api/v1/alerts").json()["alerts"]
+    assert client.get("/api/v1/calendar?days=400").json()["events"]
+    # The fields are checked: a report without its chain does not validate.
+    report = client.get("/api/v1/reports/soon.web.test:443").json()
+    del report["reports"][0]["chain"]
+    schema = doc["paths"]["/api/v1/reports/{key}"]["get"]["responses"]["200"]["content"][
+        "application/json"]["schema"]
+    with pytest.raises(jsonschema.ValidationError, match="chain"):
+        jsonschema.validate(report, {**schema, "components": components})
+    # Errors are documented as what they are.
+    body = {"id": "soon.web.test:443", "for": "1d", "why": "renewing", "by": "ops"}
+    ack = client.post("/api/v1/alerts/ack", json=body,
+                      headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ack.status_code == 200
+    check("/api/v1/alerts/ack", "post", ack)
+    for response, templ, method in [
+            (client.post("/api/v1/alerts/ack", json=body), "/api/v1/alerts/ack", "post"),
+            (client.post("/api/v1/alerts/ack", json={"id": "x"},
+                         headers={"Authorization": f"Bearer {TOKEN}"}),
+             "/api/v1/alerts/ack", "post"),
+            (client.get("/api/v1/targets", params={"limit": 0}), "/api/v1/targets", "get"),
+            (client.get("/api/v1/reports/none.web.test:443"), "/api/v1/reports/{key}", "get")]:
+        assert response.status_code in (401, 404, 422), response.text
+        assert check(templ, method, response)["$ref"].endswith("/Error")
 
 
 def test_ack_needs_the_bearer_token_and_follows_the_alerts_ack_rules(
