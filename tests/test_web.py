@@ -580,3 +580,26 @@ def test_health_shows_each_zones_workers_queue_and_last_result(
     page = client.get("/").text
     assert "zone dc-west: <b class=\"s-critical\">no worker</b>, 1 queued" in page
     assert "zone dc-east: 1 worker(s), 0 queued" in page
+
+
+def test_calendar_events_read_reports_stored_on_the_row_as_from_documents(
+        stored: tuple[Database, Path]) -> None:
+    """The calendar reads parts of each report in SQL: from the report document, or
+    from the row itself where a stale-deployment rewrite left the whole report there."""
+    from sqlalchemy import select, update
+
+    from chainwatch.service.web import views
+    from chainwatch.storage.models import ObservationRow
+
+    db, inv = stored
+    index = views.InventoryIndex(load_inventory(inv))
+    before = views.calendar_events(db, index, NOW, until=None)
+    assert {e.host for e in before} == {"soon.web.test", "later.web.test", "xss.web.test"}
+    with db.engine.connect() as conn:
+        ids = list(conn.execute(select(ObservationRow.id)).scalars())
+    reports = db.reports_of(ids)
+    with db.engine.begin() as conn:
+        for oid, report in reports.items():
+            conn.execute(update(ObservationRow).where(ObservationRow.id == oid)
+                         .values(report=dict(report), document_id=None))
+    assert views.calendar_events(db, index, NOW, until=None) == before

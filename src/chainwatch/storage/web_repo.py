@@ -95,11 +95,16 @@ class CalendarRow:
 _PARTS = ("breaks_at", "profiles", "findings")
 
 
-def _report_parts(column: Any) -> tuple[Any, ...]:
+def _report_parts(column: Any, dialect: str) -> Any:
     """The JSON paths the calendar reads of a report (the document's body, or the row's
-    own report where it has no document), extracted by the database: the rest of the
-    document is neither sent nor decoded."""
-    return (*(column[name] for name in _PARTS), column[("chain", 0)])
+    own report where it has no document) as one JSON array ``[breaks_at, profiles,
+    findings, chain[0]]``, extracted by the database: the rest of the document is
+    neither sent nor decoded, and each row is decoded once."""
+    if dialect == "sqlite":
+        paths = [f'$."{name}"' for name in _PARTS] + ['$."chain"[0]']
+        return type_coerce(func.json_extract(column, *paths), JSONDocument)
+    return type_coerce(func.jsonb_build_array(
+        *(column[name] for name in _PARTS), column[("chain", 0)]), JSONDocument)
 
 
 @dataclass(frozen=True)
@@ -255,15 +260,16 @@ class WebRepo:
         where = self._where(q)
         stmt = (select(ObservationRow.id, TargetRow.host, TargetRow.port, TargetRow.ip,
                        TargetRow.sni, TargetRow.starttls, ObservationRow.breaks_at,
-                       *_report_parts(type_coerce(func.coalesce(
-                           ReportDocumentRow.body, ObservationRow.report), JSONDocument)))
+                       _report_parts(type_coerce(func.coalesce(
+                           ReportDocumentRow.body, ObservationRow.report), JSONDocument),
+                           self.engine.dialect.name))
                 .join(TargetRow, ObservationRow.target_id == TargetRow.id)
                 .outerjoin(*_DOCUMENT)
                 .where(and_(*where, ObservationRow.breaks_at.is_not(None)))
                 .order_by(ObservationRow.breaks_at, ObservationRow.id))
         with self.engine.connect() as conn:
             result = conn.execution_options(yield_per=MAX_LIMIT).execute(stmt)
-            for oid, host, port, ip, sni, starttls, breaks_at, *parts in result:
+            for oid, host, port, ip, sni, starttls, breaks_at, parts in result:
                 report: dict[str, Any] = dict(zip(_PARTS, parts[:-1], strict=True))
                 report["chain"] = [] if parts[-1] is None else [parts[-1]]
                 yield CalendarRow(
