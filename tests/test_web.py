@@ -30,7 +30,7 @@ from chainwatch.storage.web_repo import Query, WebRepo
 from chainwatch.stores import resolve_profile
 from chainwatch.testing.pki import PKI
 
-from .conftest import free_port
+from .conftest import Receiver, free_port
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -156,27 +156,62 @@ def test_reports_are_schema_1_as_stored(stored: tuple[Database, Path]) -> None:
     assert reports[0]["schema"] == 1
 
 
-def test_responses_validate_against_the_openapi_document(stored: tuple[Database, Path]) -> None:
+def test_responses_validate_against_the_openapi_document(stored: tuple[Database, Path],
+                                                          receiver: Receiver) -> None:
     db, inv = stored
+    _send_alerts(db, receiver, "soon.web.test:443")
     client = _client(db, inv)
     doc = client.get("/api/v1/openapi.json").json()
     assert doc["openapi"].startswith("3.")
     for path in ["/api/v1/targets", "/api/v1/reports/{key}", "/api/v1/history/{key}",
                  "/api/v1/alerts", "/api/v1/alerts/ack", "/api/v1/calendar",
-                 "/api/v1/health", "/calendar.ics"]:
+                 "/api/v1/health", "/api/v1/discovery", "/calendar.ics"]:
         assert path in doc["paths"], path
+    components = doc["components"]
+
+    def check(templ: str, method: str, response: httpx.Response) -> dict[str, Any]:
+        content = doc["paths"][templ][method]["responses"][str(response.status_code)][
+            "content"]["application/json"]
+        jsonschema.validate(response.json(), {**content["schema"], "components": components})
+        return dict(content["schema"])
+
     checks = {"/api/v1/targets": "/api/v1/targets", "/api/v1/alerts": "/api/v1/alerts",
-              "/api/v1/health": "/api/v1/health", "/api/v1/calendar": "/api/v1/calendar",
-              "/api/v1/history/{key}": "/api/v1/history/soon.web.test:443"}
+              "/api/v1/health": "/api/v1/health",
+              "/api/v1/calendar": "/api/v1/calendar?days=400",
+              "/api/v1/history/{key}": "/api/v1/history/soon.web.test:443",
+              "/api/v1/reports/{key}": "/api/v1/reports/soon.web.test:443",
+              "/api/v1/discovery": "/api/v1/discovery"}
     for templ, url in checks.items():
-        schema = doc["paths"][templ]["get"]["responses"]["200"]["content"][
-            "application/json"]["schema"]
-        jsonschema.validate(client.get(url).json(), {**schema, "components":
-                                                      doc.get("components", {})})
-    bad = client.get("/api/v1/targets", params={"limit": 0})
-    err = doc["paths"]["/api/v1/targets"]["get"]["responses"]["422"]
-    assert bad.status_code == 422 and "422" in doc["paths"]["/api/v1/targets"]["get"][
-        "responses"] and err
+        answer = client.get(url)
+        assert answer.status_code == 200, url
+        # A real model with its fields, not a generic object.
+        ref = check(templ, "get", answer)["$ref"].rsplit("/", 1)[1]
+        assert components["schemas"][ref]["properties"], ref
+        assert components["schemas"][ref].get("additionalProperties") is False, ref
+    assert client.get("/api/v1/alerts").json()["alerts"]
+    assert client.get("/api/v1/calendar?days=400").json()["events"]
+    # The fields are checked: a report without its chain does not validate.
+    report = client.get("/api/v1/reports/soon.web.test:443").json()
+    del report["reports"][0]["chain"]
+    schema = doc["paths"]["/api/v1/reports/{key}"]["get"]["responses"]["200"]["content"][
+        "application/json"]["schema"]
+    with pytest.raises(jsonschema.ValidationError, match="chain"):
+        jsonschema.validate(report, {**schema, "components": components})
+    # Errors are documented as what they are.
+    body = {"id": "soon.web.test:443", "for": "1d", "why": "renewing", "by": "ops"}
+    ack = client.post("/api/v1/alerts/ack", json=body,
+                      headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ack.status_code == 200
+    check("/api/v1/alerts/ack", "post", ack)
+    for response, templ, method in [
+            (client.post("/api/v1/alerts/ack", json=body), "/api/v1/alerts/ack", "post"),
+            (client.post("/api/v1/alerts/ack", json={"id": "x"},
+                         headers={"Authorization": f"Bearer {TOKEN}"}),
+             "/api/v1/alerts/ack", "post"),
+            (client.get("/api/v1/targets", params={"limit": 0}), "/api/v1/targets", "get"),
+            (client.get("/api/v1/reports/none.web.test:443"), "/api/v1/reports/{key}", "get")]:
+        assert response.status_code in (401, 404, 422), response.text
+        assert check(templ, method, response)["$ref"].endswith("/Error")
 
 
 def test_ack_needs_the_bearer_token_and_follows_the_alerts_ack_rules(
@@ -200,10 +235,52 @@ def test_ack_needs_the_bearer_token_and_follows_the_alerts_ack_rules(
     assert page.status_code == 403 and "refused" in page.text
 
 
-def test_no_secret_in_any_response_and_subjects_are_escaped(
-        stored: tuple[Database, Path]) -> None:
+def _send_alerts(db: Database, receiver: Receiver, key: str) -> None:
+    """Alerts for ``key`` through the real policy and sender, to a loopback webhook whose
+    URL holds SECRET: a page delivered, then its repeat refused by a receiver that
+    echoes the URL it was called at (the stored error is the sender's, redacted)."""
+    from chainwatch.alerts.escalation import Situation
+    from chainwatch.alerts.outbox import deliver, evaluate
+    from chainwatch.config.inventory import AlertsConfig, Secret, WebhookChannel
+
+    url = f"{receiver.url}/hook/{SECRET}?token={SECRET}"
+    cfg = AlertsConfig(channels={"hook": WebhookChannel(name="hook", url=Secret.inline(url))})
+    sit = Situation(key=key, cycle="a" * 64, breaks_at=NOW + dt.timedelta(days=5),
+                    lifetime=dt.timedelta(days=398), status="warning",
+                    summary="the leaf expires", findings=("EXPIRES_SOON",))
+    evaluate(db, cfg, [sit], NOW)
+    deliver(db, cfg, NOW)
+    receiver.status, receiver.error_body = 400, f"no such hook {url}"
+    later = NOW + dt.timedelta(hours=25)
+    evaluate(db, cfg, [sit], later)
+    deliver(db, cfg, later)
+
+
+def test_target_page_lists_the_alerts_sent_for_it(stored: tuple[Database, Path],
+                                                  receiver: Receiver) -> None:
     db, inv = stored
+    _send_alerts(db, receiver, "soon.web.test:443")
     client = _client(db, inv)
+    sent = client.get("/targets/soon.web.test:443?format=json").json()["alerts_sent"]
+    assert [(s["event"], s["step"], s["channel"], s["outcome"]) for s in sent] == [
+        ("page", "days:7", "hook", "failed"), ("page", "days:7", "hook", "delivered")]
+    assert sent[1]["delivered_at"] and sent[0]["attempts"] == 1
+    # The stored error names the receiver, not the URL's secret path and query.
+    assert "HTTP 400" in sent[0]["error"] and receiver.url in sent[0]["error"]
+    assert SECRET not in str(sent)
+    page = client.get("/targets/soon.web.test:443").text
+    assert page.count('<tr class="sent" data-event="page"') == 2
+    assert 'data-outcome="failed"' in page and 'data-outcome="delivered"' in page
+    later = client.get("/targets/later.web.test:443?format=json").json()
+    assert later["alerts_sent"] == []
+
+
+def test_no_secret_in_any_response_and_subjects_are_escaped(
+        stored: tuple[Database, Path], receiver: Receiver) -> None:
+    db, inv = stored
+    _send_alerts(db, receiver, "xss.web.test:443")
+    client = _client(db, inv)
+    assert len(client.get("/targets/xss.web.test:443?format=json").json()["alerts_sent"]) == 2
     urls = ["/", "/?format=json", "/targets/xss.web.test:443", "/targets/xss.web.test:443"
             "?format=json", "/calendar", "/alerts", "/discovery", "/login", "/api/v1/targets",
             "/api/v1/reports/xss.web.test:443", "/api/v1/history/xss.web.test:443",
@@ -506,3 +583,26 @@ def test_health_shows_each_zones_workers_queue_and_last_result(
     page = client.get("/").text
     assert "zone dc-west: <b class=\"s-critical\">no worker</b>, 1 queued" in page
     assert "zone dc-east: 1 worker(s), 0 queued" in page
+
+
+def test_calendar_events_read_reports_stored_on_the_row_as_from_documents(
+        stored: tuple[Database, Path]) -> None:
+    """The calendar reads parts of each report in SQL: from the report document, or
+    from the row itself where a stale-deployment rewrite left the whole report there."""
+    from sqlalchemy import select, update
+
+    from chainwatch.service.web import views
+    from chainwatch.storage.models import ObservationRow
+
+    db, inv = stored
+    index = views.InventoryIndex(load_inventory(inv))
+    before = views.calendar_events(db, index, NOW, until=None)
+    assert {e.host for e in before} == {"soon.web.test", "later.web.test", "xss.web.test"}
+    with db.engine.connect() as conn:
+        ids = list(conn.execute(select(ObservationRow.id)).scalars())
+    reports = db.reports_of(ids)
+    with db.engine.begin() as conn:
+        for oid, report in reports.items():
+            conn.execute(update(ObservationRow).where(ObservationRow.id == oid)
+                         .values(report=dict(report), document_id=None))
+    assert views.calendar_events(db, index, NOW, until=None) == before

@@ -3,19 +3,26 @@
 HelloSign's ``app.*`` had its own certificate while everyone watched ``www.*``:
 Certificate Transparency logs know every name a CA issued for. ``chainwatch discover
 ct`` reads a crt.sh-style JSON export (a list of entries whose ``name_value`` holds
-newline-separated names) and lists the names no inventory endpoint covers.
+newline-separated names) and lists the names no inventory endpoint covers; with a
+database it also stores every name it read (:func:`store_ct_import`), which the
+dashboard's Discovery page shows against the inventory in force.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chainwatch.analysis.hostname import dns_pattern_matches, normalize_dns
 from chainwatch.config.inventory import Inventory
 from chainwatch.errors import BundleError, InputError
 from chainwatch.model.bundle import read_source
+
+if TYPE_CHECKING:
+    from chainwatch.storage.repo import Database
 
 MAX_EXPORT_BYTES = 256 * 1024 * 1024
 
@@ -60,3 +67,11 @@ def is_covered(name: str, watched: Iterable[str]) -> bool:
 def uncovered_ct_names(names: Iterable[str], inventory: Inventory) -> list[str]:
     watched = endpoint_names(inventory)
     return sorted({n for n in names if not is_covered(n, watched)})
+
+
+def store_ct_import(db: Database, names: Iterable[str], *, source: str,
+                    at: dt.datetime) -> int:
+    """Store the names of one CT import (``source``: the export read); returns how many."""
+    from chainwatch.storage.discovery_repo import DiscoveryRepo
+
+    return DiscoveryRepo(db).record_ct(names, source=source, at=at)

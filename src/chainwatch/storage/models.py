@@ -210,3 +210,17 @@ class BatchRow(Base):
     observations: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str | None] = mapped_column(String(16))
     evaluated_at: Mapped[dt.datetime | None]
+
+
+class CtNameRow(Base):
+    """A name a Certificate Transparency import (``discover ct``) found (migration
+    ``0008``): from which export it was last imported, and when first and last. Whether
+    an endpoint covers it is decided when read, against the inventory in force."""
+
+    __tablename__ = "ct_names"
+    __table_args__ = (Index("ix_ct_names_last_seen", "last_seen"),)
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    first_seen: Mapped[dt.datetime]
+    last_seen: Mapped[dt.datetime]

@@ -16,15 +16,21 @@ page's rows in Python, not 100,000.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import String, and_, cast, exists, func, or_, select, tuple_
+from sqlalchemy import String, and_, cast, exists, func, or_, select, tuple_, type_coerce
 from sqlalchemy.orm import aliased
 
 from chainwatch.model import Target
-from chainwatch.storage.models import ObservationRow, ReportDocumentRow, TargetRow
+from chainwatch.storage.alerts_repo import OutboxRow
+from chainwatch.storage.models import (
+    JSONDocument,
+    ObservationRow,
+    ReportDocumentRow,
+    TargetRow,
+)
 from chainwatch.storage.repo import REPORT_COLUMNS, Database, stored_report
 
 _DOCUMENT = (ReportDocumentRow, ReportDocumentRow.id == ObservationRow.document_id)
@@ -70,6 +76,54 @@ class WebRow:
     leaf_sha256: str | None
     findings: tuple[str, ...]
     report: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class CalendarRow:
+    """What the calendar reads of a target's newest observation that breaks.
+
+    ``report`` holds only the parts of the schema-1 report that place its events:
+    ``breaks_at``, ``profiles``, ``findings`` and ``chain`` with the leaf alone
+    (:meth:`Database.reports_of` has the whole report)."""
+
+    observation_id: int
+    target: Target
+    breaks_at: dt.datetime
+    report: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+_PARTS = ("breaks_at", "profiles", "findings")
+
+
+def _report_parts(column: Any, dialect: str) -> Any:
+    """The JSON paths the calendar reads of a report (the document's body, or the row's
+    own report where it has no document) as one JSON array ``[breaks_at, profiles,
+    findings, chain[0]]``, extracted by the database: the rest of the document is
+    neither sent nor decoded, and each row is decoded once."""
+    if dialect == "sqlite":
+        paths = [f'$."{name}"' for name in _PARTS] + ['$."chain"[0]']
+        return type_coerce(func.json_extract(column, *paths), JSONDocument)
+    return type_coerce(func.jsonb_build_array(
+        *(column[name] for name in _PARTS), column[("chain", 0)]), JSONDocument)
+
+
+@dataclass(frozen=True)
+class SentAlert:
+    """One outbox row of a target, without its payload: what was sent (``event``, the
+    step's action or ``resolve``), for which step, to which channel (its name: the
+    credentials stay in the inventory), when, and how the delivery went. ``last_error``
+    is stored redacted by the sender."""
+
+    id: int
+    created_at: dt.datetime
+    event: str
+    step: str
+    channel: str
+    status: str
+    attempts: int
+    last_attempt_at: dt.datetime | None
+    delivered_at: dt.datetime | None
+    last_error: str | None
 
 
 @dataclass(frozen=True)
@@ -199,6 +253,47 @@ class WebRepo:
         )
         return Page(rows=rows, total=total)
 
+    def calendar_rows(self, q: Query) -> Iterator[CalendarRow]:
+        """Every newest row matching ``q`` that has a ``breaks_at``, in ``breaks_at``
+        order: one query (no pages), reading the report parts :class:`CalendarRow`
+        names, streamed from the database."""
+        where = self._where(q)
+        stmt = (select(ObservationRow.id, TargetRow.host, TargetRow.port, TargetRow.ip,
+                       TargetRow.sni, TargetRow.starttls, ObservationRow.breaks_at,
+                       _report_parts(type_coerce(func.coalesce(
+                           ReportDocumentRow.body, ObservationRow.report), JSONDocument),
+                           self.engine.dialect.name))
+                .join(TargetRow, ObservationRow.target_id == TargetRow.id)
+                .outerjoin(*_DOCUMENT)
+                .where(and_(*where, ObservationRow.breaks_at.is_not(None)))
+                .order_by(ObservationRow.breaks_at, ObservationRow.id))
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=MAX_LIMIT).execute(stmt)
+            for oid, host, port, ip, sni, starttls, breaks_at, parts in result:
+                report: dict[str, Any] = dict(zip(_PARTS, parts[:-1], strict=True))
+                report["chain"] = [] if parts[-1] is None else [parts[-1]]
+                yield CalendarRow(
+                    observation_id=oid,
+                    target=Target(host=host, port=port, ip=ip or None, sni=sni or None,
+                                  starttls=starttls or None),
+                    breaks_at=breaks_at, report=report)
+
+    def alerts_sent(self, target_key: str, *, limit: int = 50) -> list[SentAlert]:
+        """The newest ``limit`` outbox rows of ``target_key``, newest first (one walk of
+        ``ix_outbox_target``)."""
+        stmt = (select(OutboxRow.id, OutboxRow.created_at, OutboxRow.event, OutboxRow.step,
+                       OutboxRow.channel, OutboxRow.status, OutboxRow.attempts,
+                       OutboxRow.last_attempt_at, OutboxRow.delivered_at,
+                       OutboxRow.last_error)
+                .where(OutboxRow.target_key == target_key)
+                .order_by(OutboxRow.id.desc()).limit(max(1, min(limit, MAX_LIMIT))))
+        with self.engine.connect() as conn:
+            return [SentAlert(id=i, created_at=at, event=event, step=step, channel=channel,
+                              status=status, attempts=attempts, last_attempt_at=tried,
+                              delivered_at=done, last_error=error)
+                    for i, at, event, step, channel, status, attempts, tried, done, error
+                    in conn.execute(stmt)]
+
     def counts(self, keys: Sequence[tuple[str, int]] | None = None) -> dict[str, int]:
         """Targets by the status of their newest observation."""
         where = self._where(Query(keys=None if keys is None else tuple(keys)))
@@ -219,4 +314,4 @@ class WebRepo:
             return conn.execute(select(func.max(ObservationRow.observed_at))).scalar_one()
 
 
-__all__ = ["MAX_LIMIT", "Page", "Query", "WebRepo", "WebRow"]
+__all__ = ["MAX_LIMIT", "CalendarRow", "Page", "Query", "SentAlert", "WebRepo", "WebRow"]

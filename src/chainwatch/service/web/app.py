@@ -38,7 +38,7 @@ from chainwatch.errors import ChainwatchError
 from chainwatch.model import Target
 from chainwatch.render.codec import history_json
 from chainwatch.service import metrics
-from chainwatch.service.web import views
+from chainwatch.service.web import schemas, views
 from chainwatch.service.web.ics import feed
 from chainwatch.storage.repo import Database
 
@@ -197,8 +197,24 @@ def _filters(status: Sequence[str] | None, code: list[str] | None, profile: str 
                          tag=tag or None, zone=zone or None, limit=limit, offset=offset)
 
 
+def _answers(model: type[BaseModel], *errors: int) -> dict[str, Any]:
+    """The OpenAPI keywords of a route answering ``model`` (documented only: the route's
+    dictionary is answered as it is) and errors as :class:`schemas.Error`."""
+    responses: dict[int | str, dict[str, Any]] = {200: {"model": model}}
+    for status in errors:
+        responses[status] = {"model": schemas.Error, "description": _ERRORS[status]}
+    return {"response_model": None, "responses": responses}
+
+
+_ERRORS = {401: "The bearer token is missing or wrong.", 403: "The feed token is wrong.",
+           404: "No such target, or nothing stored for it.",
+           409: "Refused by the ack rules (as `chainwatch alerts ack`).",
+           422: "A bad parameter or body; the message names the field."}
+
+
 def _add_api(app: FastAPI, settings: WebSettings) -> None:
-    @app.get("/api/v1/targets", tags=["targets"], summary="Targets and addresses by breaks_at")
+    @app.get("/api/v1/targets", tags=["targets"], summary="Targets and addresses by breaks_at",
+             **_answers(schemas.TargetsPage, 422))
     def api_targets(status: StatusQ = None, code: CodeQ = None, profile: TextQ = None,
                     q: TextQ = None, owner: TextQ = None, tag: TextQ = None, zone: TextQ = None,
                     limit: LimitQ = 100, offset: OffsetQ = 0) -> dict[str, Any]:
@@ -206,7 +222,8 @@ def _add_api(app: FastAPI, settings: WebSettings) -> None:
         return views.overview(settings.db, _index(settings), filters)
 
     @app.get("/api/v1/reports/{key:path}", tags=["targets"],
-             summary="A target's latest schema-1 report per address")
+             summary="A target's latest schema-1 report per address",
+             **_answers(schemas.Reports, 404, 422))
     def api_reports(key: str) -> dict[str, Any]:
         rows = views.target_rows(settings.db, _target_of(key))
         if not rows:
@@ -214,24 +231,28 @@ def _add_api(app: FastAPI, settings: WebSettings) -> None:
         return {"schema": 1, "reports": [dict(r.report) for r in rows]}
 
     @app.get("/api/v1/history/{key:path}", tags=["targets"],
-             summary="A target's observations, newest first")
+             summary="A target's observations, newest first",
+             **_answers(schemas.History, 404, 422))
     def api_history(key: str, limit: LimitQ = 100) -> dict[str, Any]:
         target = _target_of(key)
         return history_json(settings.db.history(target.host, target.port, limit=limit))
 
-    @app.get("/api/v1/alerts", tags=["alerts"], summary="Open alerts")
+    @app.get("/api/v1/alerts", tags=["alerts"], summary="Open alerts",
+             **_answers(schemas.Alerts))
     def api_alerts() -> dict[str, Any]:
         return _alerts_json(settings)
 
     @app.post("/api/v1/alerts/ack", tags=["alerts"],
-              summary="Acknowledge an alert's current step (bearer token)")
+              summary="Acknowledge an alert's current step (bearer token)",
+              **_answers(schemas.AckDone, 401, 409, 422))
     def api_ack(request: Request, body: Annotated[AckBody, Body()]) -> dict[str, Any]:
         if not _bearer_ok(settings, request):
             raise ApiError(401, "unauthorized", "writes need the bearer token "
                            "(Authorization: Bearer ...)")
         return _ack(settings, body.id, body.for_, body.why, body.by)
 
-    @app.get("/api/v1/calendar", tags=["calendar"], summary="Break and renewal events")
+    @app.get("/api/v1/calendar", tags=["calendar"], summary="Break and renewal events",
+             **_answers(schemas.Calendar, 422))
     def api_calendar(days: Annotated[int, Query(ge=1, le=3660)] = 90, owner: TextQ = None,
                      tag: TextQ = None) -> dict[str, Any]:
         now = settings.clock()
@@ -240,11 +261,14 @@ def _add_api(app: FastAPI, settings: WebSettings) -> None:
                                        tag=tag)
         return {"schema": 1, "events": [views.event_json(e) for e in events]}
 
-    @app.get("/api/v1/health", tags=["monitor"], summary="Monitor health")
+    @app.get("/api/v1/health", tags=["monitor"], summary="Monitor health",
+             **_answers(schemas.Health))
     def api_health() -> dict[str, Any]:
         return views.health(settings.db, settings.inventory(), settings.clock())
 
-    @app.get("/api/v1/discovery", tags=["targets"], summary="Served names nobody watches")
+    @app.get("/api/v1/discovery", tags=["targets"],
+             summary="Served names nobody watches, and the last CT import",
+             **_answers(schemas.Discovery))
     def api_discovery() -> dict[str, Any]:
         return views.discovery(settings.db, _index(settings))
 
@@ -279,7 +303,11 @@ def _ack(settings: WebSettings, alert_id: str, for_: str, why: str, by: str) -> 
 
 def _add_calendar(app: FastAPI, settings: WebSettings) -> None:
     @app.get("/calendar.ics", tags=["calendar"], summary="iCalendar feed",
-             response_class=Response)
+             response_class=Response, responses={
+                 200: {"content": {"text/calendar": {"schema": {"type": "string"}}},
+                       "description": "RFC 5545 calendar, one VEVENT per break"},
+                 403: {"model": schemas.Error, "description": _ERRORS[403]},
+                 422: {"model": schemas.Error, "description": _ERRORS[422]}})
     def calendar_ics(request: Request, owner: TextQ = None, tag: TextQ = None,
                      token: TextQ = None) -> Response:
         if settings.feed_token is not None and not hmac.compare_digest(

@@ -20,8 +20,9 @@ from chainwatch.model.times import iso_or_none
 from chainwatch.render.codec import history_json, target_json
 from chainwatch.service.discovery import endpoint_names, is_covered
 from chainwatch.storage.alerts_repo import AlertsRepo
+from chainwatch.storage.discovery_repo import DiscoveryRepo
 from chainwatch.storage.repo import Database
-from chainwatch.storage.web_repo import MAX_LIMIT, Query, WebRepo, WebRow
+from chainwatch.storage.web_repo import MAX_LIMIT, CalendarRow, Query, WebRepo, WebRow
 
 UTC = dt.UTC
 STATUSES = ("critical", "warning", "unknown", "ok")
@@ -338,7 +339,28 @@ def target_view(db: Database, index: InventoryIndex, target: Target,
         "addresses": [address_view(r, labels, now) for r in rows],
         "history": history_events(hist),
         "alert": alert,
+        "alerts_sent": alerts_sent(db, key),
     }
+
+
+def alerts_sent(db: Database, key: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The messages the outbox holds for a target, newest first: action, step, channel
+    (by name), when, and whether it was delivered, is still being retried or failed.
+    Neither payloads nor channel settings are read: no credential can show."""
+    out = []
+    for a in WebRepo(db).alerts_sent(key, limit=limit):
+        if a.status == "delivered":
+            outcome = "delivered"
+        elif a.status == "dead":
+            outcome = "failed"
+        else:
+            outcome = "retrying" if a.attempts else "pending"
+        out.append({"at": z(a.created_at), "event": a.event, "step": a.step,
+                    "channel": a.channel, "outcome": outcome, "attempts": a.attempts,
+                    "last_attempt_at": z(a.last_attempt_at),
+                    "delivered_at": z(a.delivered_at), "error": a.last_error,
+                    "resolved": a.event == "resolve"})
+    return out
 
 
 def history_events(rows: Sequence[Any]) -> list[dict[str, Any]]:
@@ -461,49 +483,65 @@ def calendar_events(db: Database, index: InventoryIndex, now: dt.datetime, *,
                     until: dt.datetime | None, owner: str | None = None,
                     tag: str | None = None) -> list[CalendarEvent]:
     """One break event per (target, breaking path), at the earliest address that breaks
-    on it, plus renewal-due events for short-lived certificates."""
+    on it, plus renewal-due events for short-lived certificates.
+
+    The rows come from one query reading only the report parts that place the events
+    (:meth:`WebRepo.calendar_rows`); the few whose breaking profile has no path (their
+    UID is made of the whole served chain) have their reports read in one more query."""
     keys = index.keys(owner=owner, tag=tag, zone=None)
     max_life = dt.timedelta(days=100)
     inv = index.inventory
     if inv is not None and inv.alerts is not None and inv.alerts.short_lived is not None:
         max_life = inv.alerts.short_lived.max_lifetime
     seen: dict[str, CalendarEvent] = {}
-    for row in stream_rows(db, Query(keys=keys, status=("ok", "warning", "critical"))):
-        if row.breaks_at is None:
-            continue
-        report = row.report
-        labels = index.labels(row.target)
-        key = key_of(row.target)
-        prof = _breaking_profile(report)
-        path = [str(s) for s in (prof.get("path") or ())] if prof else []
-        if not path:
-            path = [str(c.get("sha256")) for c in report.get("chain") or ()]
-        if until is None or row.breaks_at <= until:
-            uid = _uid(key, "break", path)
-            reason = str(prof.get("reason") or "") if prof else ""
-            if not reason:
-                reason = "; ".join(str(f.get("message")) for f in report.get("findings") or ()
-                                   if isinstance(f, Mapping))[:500]
-            ev = CalendarEvent(uid=uid, kind="break", key=key, address=row.target.ip,
-                               host=row.target.host, when=row.breaks_at,
-                               profile=prof.get("profile") if prof else None,
-                               reason=reason or "trust breaks", warn_days=labels.warn_days,
-                               crit_days=labels.crit_days)
-            if uid not in seen or ev.when < seen[uid].when:
-                seen[uid] = ev
-        chain = report.get("chain") or []
-        if chain:
-            nb, na = parse_z(chain[0].get("not_before")), parse_z(chain[0].get("not_after"))
-            renew = _renew_at(labels, report)
-            if (nb and na and renew and na - nb <= max_life and renew >= now
-                    and (until is None or renew <= until)):
-                uid = _uid(key, "renew", [str(chain[0].get("sha256"))])
-                seen.setdefault(uid, CalendarEvent(
-                    uid=uid, kind="renew", key=key, address=row.target.ip,
-                    host=row.target.host, when=renew, profile=None,
-                    reason="the short-lived certificate is due for renewal",
-                    warn_days=0, crit_days=0))
+    pathless: list[tuple[CalendarRow, Mapping[str, Any] | None]] = []
+    for row in WebRepo(db).calendar_rows(Query(keys=keys,
+                                                status=("ok", "warning", "critical"))):
+        prof = _breaking_profile(row.report)
+        if prof and prof.get("path"):
+            _add_events(seen, row, row.report, prof, index, now, until, max_life)
+        else:
+            pathless.append((row, prof))
+    whole = db.reports_of(r.observation_id for r, _ in pathless) if pathless else {}
+    for row, prof in pathless:
+        report = whole.get(row.observation_id, row.report)
+        _add_events(seen, row, report, prof, index, now, until, max_life)
     return sorted(seen.values(), key=lambda e: (e.when, e.key, e.kind))
+
+
+def _add_events(seen: dict[str, CalendarEvent], row: CalendarRow, report: Mapping[str, Any],
+                prof: Mapping[str, Any] | None, index: InventoryIndex, now: dt.datetime,
+                until: dt.datetime | None, max_life: dt.timedelta) -> None:
+    labels = index.labels(row.target)
+    key = key_of(row.target)
+    path = [str(s) for s in (prof.get("path") or ())] if prof else []
+    if not path:
+        path = [str(c.get("sha256")) for c in report.get("chain") or ()]
+    if until is None or row.breaks_at <= until:
+        uid = _uid(key, "break", path)
+        reason = str(prof.get("reason") or "") if prof else ""
+        if not reason:
+            reason = "; ".join(str(f.get("message")) for f in report.get("findings") or ()
+                               if isinstance(f, Mapping))[:500]
+        ev = CalendarEvent(uid=uid, kind="break", key=key, address=row.target.ip,
+                           host=row.target.host, when=row.breaks_at,
+                           profile=prof.get("profile") if prof else None,
+                           reason=reason or "trust breaks", warn_days=labels.warn_days,
+                           crit_days=labels.crit_days)
+        if uid not in seen or ev.when < seen[uid].when:
+            seen[uid] = ev
+    chain = report.get("chain") or []
+    if chain:
+        nb, na = parse_z(chain[0].get("not_before")), parse_z(chain[0].get("not_after"))
+        renew = _renew_at(labels, report)
+        if (nb and na and renew and na - nb <= max_life and renew >= now
+                and (until is None or renew <= until)):
+            uid = _uid(key, "renew", [str(chain[0].get("sha256"))])
+            seen.setdefault(uid, CalendarEvent(
+                uid=uid, kind="renew", key=key, address=row.target.ip,
+                host=row.target.host, when=renew, profile=None,
+                reason="the short-lived certificate is due for renewal",
+                warn_days=0, crit_days=0))
 
 
 def event_json(e: CalendarEvent) -> dict[str, Any]:
@@ -529,10 +567,13 @@ def weeks(events: Sequence[CalendarEvent], now: dt.datetime,
 
 
 def discovery(db: Database, index: InventoryIndex) -> dict[str, Any]:
-    """Names on served leaves that no inventory endpoint asks for."""
+    """Names on served leaves that no inventory endpoint asks for, and the results of
+    the last Certificate Transparency import (``discover ct --db``): the names it
+    stored that no endpoint covers now."""
     inv = index.inventory
+    ct = ct_results(db, inv)
     if inv is None:
-        return {"schema": 1, "inventory": False, "uncovered": []}
+        return {"schema": 1, "inventory": False, "uncovered": [], "ct": ct}
     watched = endpoint_names(inv)
     leaves: dict[str, list[str]] = {}
     for row in stream_rows(db, Query(status=("ok", "warning", "critical"))):
@@ -544,7 +585,26 @@ def discovery(db: Database, index: InventoryIndex) -> dict[str, Any]:
             if not is_covered(name, watched):
                 names.setdefault(name, set()).update(leaves[sha])
     return {"schema": 1, "inventory": True,
-            "uncovered": [{"name": n, "served_by": sorted(t)} for n, t in sorted(names.items())]}
+            "uncovered": [{"name": n, "served_by": sorted(t)} for n, t in sorted(names.items())],
+            "ct": ct}
+
+
+def ct_results(db: Database, inventory: Inventory | None) -> dict[str, Any]:
+    """The stored CT import: the last one (when, from which export, how many names) and
+    the names no endpoint of ``inventory`` covers (every name without an inventory)."""
+    repo = DiscoveryRepo(db)
+    last = repo.ct_import()
+    if last is None:
+        return {"last_import": None, "names": 0, "uncovered": []}
+    stored = repo.ct_names()
+    watched = endpoint_names(inventory) if inventory is not None else None
+    return {
+        "last_import": {"at": z(last.at), "source": last.source, "names": last.names},
+        "names": len(stored),
+        "uncovered": [{"name": n.name, "source": n.source, "first_seen": z(n.first_seen),
+                       "last_seen": z(n.last_seen)}
+                      for n in stored if watched is None or not is_covered(n.name, watched)],
+    }
 
 
 def _dns_names(cert: Cert) -> list[str]:
