@@ -17,11 +17,12 @@ counts are derived from its rows.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import String, and_, case, func, select, type_coerce
 from sqlalchemy.orm import aliased
 
 from chainwatch.model import Target
@@ -33,6 +34,7 @@ from chainwatch.storage.models import (
     MonitorCounterRow,
     ObservationRow,
     ReportDocumentRow,
+    ReportSeriesRow,
     TargetRow,
 )
 from chainwatch.storage.repo import REPORT_COLUMNS, Database, stored_report
@@ -70,6 +72,35 @@ class LatestRow:
     leaf_issuer: str | None = None
     leaf_not_before: dt.datetime | None = None
     leaf_not_after: dt.datetime | None = None
+
+
+def _raw(column: Any) -> Any:
+    """``column`` without its result processing: a time or JSON as the driver returns
+    it (text on SQLite; a datetime, a decoded document on PostgreSQL), converted where
+    needed (:func:`instant`; SQLAlchemy's conversion of every time of every row was a
+    third of a render)."""
+    return type_coerce(column, String()).label(column.key)
+
+
+def _json(raw: Any) -> Any:
+    """A JSON column read raw: text on SQLite, already decoded by psycopg."""
+    return json.loads(raw) if isinstance(raw, str) else raw
+
+
+def instant(raw: Any) -> dt.datetime | None:
+    """A stored time read raw (:meth:`MetricsRepo.latest_series`) as an aware UTC
+    datetime: what the mapped column (:class:`~chainwatch.storage.models.UTCDateTime`)
+    gives."""
+    if raw is None:
+        return None
+    value = dt.datetime.fromisoformat(raw) if isinstance(raw, str) else raw
+    if not isinstance(value, dt.datetime):
+        raise TypeError(f"expected a stored time, got {type(raw).__name__}")
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+SeriesRow = tuple[Any, ...]
+"""One row of :meth:`MetricsRepo.latest_series` (its docstring names the fields)."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +201,58 @@ class MetricsRepo:
                     leaf_serial=serial, leaf_subject=subject, leaf_issuer=issuer,
                     leaf_not_before=not_before, leaf_not_after=not_after,
                 )
+
+    def latest_series(self, targets: Sequence[Target] | None = None) -> Iterator[SeriesRow]:
+        """What :meth:`latest` gives, lean: one Core query, no ORM object, no report body
+        decoded (the document's stored :mod:`~chainwatch.storage.series` summary
+        instead), times as the driver returns them (:func:`instant` reads one).
+        Streamed in target order; ``targets`` filters as in :meth:`latest`.
+
+        Each row is ``(host, port, ip, sni, starttls, status, breaks_at, evaluated_at,
+        observed_at, series, report, leaf_sha256, serial, subject, issuer, not_before,
+        not_after)``: ``series`` is the document's summary text, or ``None`` when there
+        is none, and ``report`` is then the whole stored report (an observation written
+        before report documents, or a document without a summary), else ``None``."""
+        stmt = (
+            select(TargetRow.host, TargetRow.port, TargetRow.ip, TargetRow.sni,
+                   TargetRow.starttls, ObservationRow.status, _raw(ObservationRow.breaks_at),
+                   _raw(ObservationRow.evaluated_at), _raw(ObservationRow.observed_at),
+                   ReportSeriesRow.series,
+                   # The whole report only where there is no summary to read.
+                   _raw(case((ObservationRow.document_id.is_(None), ObservationRow.report),
+                             else_=None).label("report")),
+                   _raw(case((and_(ObservationRow.document_id.is_not(None),
+                                   ReportSeriesRow.series.is_(None)),
+                              select(ReportDocumentRow.body)
+                              .where(ReportDocumentRow.id == ObservationRow.document_id)
+                              .scalar_subquery()), else_=None).label("body")),
+                   ObservationRow.leaf_sha256, CertificateRow.serial, CertificateRow.subject,
+                   CertificateRow.issuer, _raw(CertificateRow.not_before),
+                   _raw(CertificateRow.not_after))
+            .join(ObservationRow, ObservationRow.target_id == TargetRow.id)
+            .outerjoin(ReportSeriesRow,
+                       ReportSeriesRow.document_id == ObservationRow.document_id)
+            .outerjoin(CertificateRow, CertificateRow.sha256 == ObservationRow.leaf_sha256)
+            .where(ObservationRow.id.in_(Database._latest_ids()))
+            .order_by(TargetRow.host, TargetRow.port, TargetRow.ip, TargetRow.sni,
+                      TargetRow.starttls)
+        )
+        wanted = None if targets is None else {
+            (t.host.lower(), t.port, t.sni or "", t.starttls or "") for t in targets
+        }
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True,
+                                            yield_per=_STREAM_PAGE).execute(stmt)
+            for page in result.partitions():
+                for (host, port, ip, sni, starttls, status, breaks_at, evaluated_at,
+                     observed_at, series, report, body, *leaf) in page:
+                    if wanted is not None and (host, port, sni, starttls) not in wanted:
+                        continue
+                    if series is None:
+                        report = stored_report(_json(report), _json(body),
+                                               instant(evaluated_at), None)
+                    yield (host, port, ip, sni, starttls, status, breaks_at, evaluated_at,
+                           observed_at, series, report, *leaf)
 
     def version(self) -> tuple[Any, ...]:
         """A cheap fingerprint of everything :meth:`latest` and :meth:`monitor` read: it
