@@ -631,7 +631,7 @@ class _Writer:
         self.w_overdue, self.w_leaf, self.w_not_after = \
             w["overdue"], w["leaf"], w["not_after"]
         self.docs: dict[Any, _Doc] = {}
-        self.leaves: dict[tuple[str, str, str, str], bytes] = {}
+        self.leaves: dict[str, bytes] = {}  # by SHA-256: the line of each leaf
         status = shapes["status"]
         self.status = {name: _fill(status, _go(value)).encode()
                        for name, value in STATUS_VALUE.items()}
@@ -673,10 +673,10 @@ class _Writer:
             self.w_renew(self.renew % fields)
         if leaf is not None:
             self.w_overdue(self.overdue[doc.overdue] % fields)
-            line = self.leaves.get(leaf)
+            line = self.leaves.get(leaf[0])
             if line is None:
                 sha, serial, issuer, subject = leaf
-                line = self.leaves[leaf] = _fill(self.shapes["leaf"], "1.0", h=sha, n=serial,
+                line = self.leaves[sha] = _fill(self.shapes["leaf"], "1.0", h=sha, n=serial,
                                                  i=issuer, j=subject).encode()
             self.w_leaf(line % fields)
         if self.per_cert:
@@ -764,11 +764,11 @@ def _render_fast(body: io.BytesIO, shapes: Mapping[str, _Shape], db: Database,
     evaluated_of: dict[Any, float | None] = {}
     renew_of: dict[tuple[int, Any, Any], float] = {}
     for (host, port, ip, sni, starttls, status, breaks_at, evaluated_at, observed_at, text,
-         report, leaf_sha, serial, subject, issuer, not_before, not_after) in rows:
-        key = (host, port, ip)
-        if key == previous:
+         report, _, leaf_sha, serial, subject, issuer, not_before, not_after) in rows:
+        if previous is not None and host == previous[0] and port == previous[1] \
+                and ip == previous[2]:
             continue
-        previous = key
+        previous = (host, port, ip)
         if port == 0 and host.startswith(FILE_PREFIX):
             target = host
         else:

@@ -209,31 +209,43 @@ class MetricsRepo:
         Streamed in target order; ``targets`` filters as in :meth:`latest`.
 
         Each row is ``(host, port, ip, sni, starttls, status, breaks_at, evaluated_at,
-        observed_at, series, report, leaf_sha256, serial, subject, issuer, not_before,
+        observed_at, series, report, _, leaf_sha256, serial, subject, issuer, not_before,
         not_after)``: ``series`` is the document's summary text, or ``None`` when there
         is none, and ``report`` is then the whole stored report (an observation written
         before report documents, or a document without a summary), else ``None``."""
+        stmt = select(
+            TargetRow.host, TargetRow.port, TargetRow.ip, TargetRow.sni, TargetRow.starttls,
+            ObservationRow.status, _raw(ObservationRow.breaks_at),
+            _raw(ObservationRow.evaluated_at), _raw(ObservationRow.observed_at),
+            ReportSeriesRow.series,
+            # The whole report only where there is no summary to read.
+            _raw(case((ObservationRow.document_id.is_(None), ObservationRow.report),
+                      else_=None).label("report")),
+            _raw(case((and_(ObservationRow.document_id.is_not(None),
+                            ReportSeriesRow.series.is_(None)),
+                       select(ReportDocumentRow.body)
+                       .where(ReportDocumentRow.id == ObservationRow.document_id)
+                       .scalar_subquery()), else_=None).label("body")),
+            ObservationRow.leaf_sha256, CertificateRow.serial, CertificateRow.subject,
+            CertificateRow.issuer, _raw(CertificateRow.not_before),
+            _raw(CertificateRow.not_after))
+        if self.engine.dialect.name == "sqlite":
+            # Targets in index order, each joined to its newest observation by one index
+            # seek: no list of ids, no sort (a third of the query's time).
+            newest = (
+                select(ObservationRow.id)
+                .where(ObservationRow.target_id == TargetRow.id)
+                .order_by(ObservationRow.observed_at.desc(), ObservationRow.id.desc())
+                .limit(1).correlate(TargetRow).scalar_subquery()
+            )
+            stmt = stmt.join(ObservationRow, ObservationRow.id == newest)
+        else:
+            stmt = (stmt.join(ObservationRow, ObservationRow.target_id == TargetRow.id)
+                    .where(ObservationRow.id.in_(Database._latest_ids())))
         stmt = (
-            select(TargetRow.host, TargetRow.port, TargetRow.ip, TargetRow.sni,
-                   TargetRow.starttls, ObservationRow.status, _raw(ObservationRow.breaks_at),
-                   _raw(ObservationRow.evaluated_at), _raw(ObservationRow.observed_at),
-                   ReportSeriesRow.series,
-                   # The whole report only where there is no summary to read.
-                   _raw(case((ObservationRow.document_id.is_(None), ObservationRow.report),
-                             else_=None).label("report")),
-                   _raw(case((and_(ObservationRow.document_id.is_not(None),
-                                   ReportSeriesRow.series.is_(None)),
-                              select(ReportDocumentRow.body)
-                              .where(ReportDocumentRow.id == ObservationRow.document_id)
-                              .scalar_subquery()), else_=None).label("body")),
-                   ObservationRow.leaf_sha256, CertificateRow.serial, CertificateRow.subject,
-                   CertificateRow.issuer, _raw(CertificateRow.not_before),
-                   _raw(CertificateRow.not_after))
-            .join(ObservationRow, ObservationRow.target_id == TargetRow.id)
-            .outerjoin(ReportSeriesRow,
-                       ReportSeriesRow.document_id == ObservationRow.document_id)
+            stmt.outerjoin(ReportSeriesRow,
+                           ReportSeriesRow.document_id == ObservationRow.document_id)
             .outerjoin(CertificateRow, CertificateRow.sha256 == ObservationRow.leaf_sha256)
-            .where(ObservationRow.id.in_(Database._latest_ids()))
             .order_by(TargetRow.host, TargetRow.port, TargetRow.ip, TargetRow.sni,
                       TargetRow.starttls)
         )
@@ -244,15 +256,17 @@ class MetricsRepo:
             result = conn.execution_options(stream_results=True,
                                             yield_per=_STREAM_PAGE).execute(stmt)
             for page in result.partitions():
-                for (host, port, ip, sni, starttls, status, breaks_at, evaluated_at,
-                     observed_at, series, report, body, *leaf) in page:
-                    if wanted is not None and (host, port, sni, starttls) not in wanted:
+                for row in page:
+                    if wanted is not None and (row[0], row[1], row[3], row[4]) not in wanted:
                         continue
-                    if series is None:
-                        report = stored_report(_json(report), _json(body),
-                                               instant(evaluated_at), None)
-                    yield (host, port, ip, sni, starttls, status, breaks_at, evaluated_at,
-                           observed_at, series, report, *leaf)
+                    if row[9] is None:  # no summary: the whole report, decoded
+                        fields = list(row)
+                        fields[10] = stored_report(_json(row[10]), _json(row[11]),
+                                                   instant(row[7]), None)
+                        fields[11] = None
+                        yield tuple(fields)
+                    else:
+                        yield row
 
     def version(self) -> tuple[Any, ...]:
         """A cheap fingerprint of everything :meth:`latest` and :meth:`monitor` read: it
