@@ -7,9 +7,28 @@
 Everything is read from the database (:class:`~chainwatch.storage.metrics_repo.MetricsRepo`):
 each target's newest observation, the monitor's counters, alert states and the outbox.
 A process that only reads the database (``chainwatch web``) therefore answers exactly what
-the scanning process would. Each render builds a fresh
-:class:`~prometheus_client.CollectorRegistry` around one custom collector: there is no
-process-global registry and no state between scrapes.
+the scanning process would. There is no process-global registry and no state between
+scrapes but the last body (:func:`exposition`).
+
+Two renders, byte for byte the same (``tests/test_metrics_fast.py``):
+
+- :func:`render_stored_plain`, the reference: every target's stored report decoded
+  (:func:`stored_states`), every sample built as a prometheus-client family
+  (:func:`target_families`, which the exporter uses too) and formatted by
+  :func:`~prometheus_client.generate_latest` in a fresh registry. ~250 µs a target.
+- :func:`render_stored`, what ``/metrics`` answers: prometheus-client formats each
+  per-target family once, for a probe target whose label values are placeholders
+  (:func:`_shapes`); each stored summary of a report document
+  (:mod:`chainwatch.storage.series`, written with the document) becomes that document's
+  profile, finding and chain lines once per render, with the address and target left as
+  fields; each target then costs one lean row (no report decoded) and one
+  ``%``-substitution per family of its escaped labels (escaped as prometheus-client
+  escapes label values; values by its ``floatToGoString``), written into one buffer per
+  family, the families appended to the body in order. The address and target lines, the
+  renewal point (each endpoint's policy, from the leaf's dates) and the leaf line are
+  per target. At first use a tricky fleet (quotes, backslashes, newlines, ``%``, IPv6,
+  non-ASCII) is rendered both ways: if this prometheus-client formats differently, the
+  plain render is used.
 
 Labels: ``target`` is ``host:port`` (``[v6]:port``; a certificate file is ``file:PATH``),
 ``address`` the IP connected to (empty when unknown). Labels stay the same across
