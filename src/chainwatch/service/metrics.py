@@ -677,16 +677,19 @@ class _Writer:
         a = address.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"').encode()
         t = target.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"').encode()
         if t != self.target:
-            self._target_done()
+            if self.earliest is not None:
+                self._target_done()
             self.target = t
         if breaks_at is not None and (self.earliest is None or breaks_at < self.earliest):
             self.earliest = breaks_at
         fmt = self.fmt
         fields = {b"a": a, b"t": t, b"v": fmt[evaluated] if evaluated is not None else b""}
-        self.w_breaks(doc.breaks % fields)
-        self.w_trusted(doc.trusted % fields)
+        if doc.breaks:  # a failed probe judged no profile
+            self.w_breaks(doc.breaks % fields)
+            self.w_trusted(doc.trusted % fields)
         self.w_status(self.status.get(status, self.status_unknown) % fields)
-        self.w_findings(doc.findings % fields)
+        if doc.findings:
+            self.w_findings(doc.findings % fields)
         if renew_at is not None:
             fields[b"v"] = fmt[renew_at]
             self.w_renew(self.renew % fields)
@@ -698,7 +701,7 @@ class _Writer:
                 line = self.leaves[sha] = _fill(self.shapes["leaf"], "1.0", h=sha, n=serial,
                                                  i=issuer, j=subject).encode()
             self.w_leaf(line % fields)
-        if self.per_cert:
+        if self.per_cert and doc.not_after:
             self.w_not_after(doc.not_after % fields)
 
     def _target_done(self) -> None:
