@@ -126,7 +126,8 @@ def test_migrations_upgrade_from_empty(db_url: str) -> None:
         tables = set(inspect(database.engine).get_table_names())
         assert tables == {"alembic_version", "certificates", "targets", "observations",
                           "observation_certs", "heartbeats", "alert_state", "outbox", "acks",
-                          "monitor_counters", "batches", "report_documents", "ct_names"}
+                          "monitor_counters", "batches", "report_documents", "ct_names",
+                          "report_series"}
         # The migrations build exactly what the ORM models describe.
         with database.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []

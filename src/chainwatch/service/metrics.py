@@ -7,9 +7,28 @@
 Everything is read from the database (:class:`~chainwatch.storage.metrics_repo.MetricsRepo`):
 each target's newest observation, the monitor's counters, alert states and the outbox.
 A process that only reads the database (``chainwatch web``) therefore answers exactly what
-the scanning process would. Each render builds a fresh
-:class:`~prometheus_client.CollectorRegistry` around one custom collector: there is no
-process-global registry and no state between scrapes.
+the scanning process would. There is no process-global registry and no state between
+scrapes but the last body (:func:`exposition`).
+
+Two renders, byte for byte the same (``tests/test_metrics_fast.py``):
+
+- :func:`render_stored_plain`, the reference: every target's stored report decoded
+  (:func:`stored_states`), every sample built as a prometheus-client family
+  (:func:`target_families`, which the exporter uses too) and formatted by
+  :func:`~prometheus_client.generate_latest` in a fresh registry. ~250 µs a target.
+- :func:`render_stored`, what ``/metrics`` answers: prometheus-client formats each
+  per-target family once, for a probe target whose label values are placeholders
+  (:func:`_shapes`); each stored summary of a report document
+  (:mod:`chainwatch.storage.series`, written with the document) becomes that document's
+  profile, finding and chain lines once per render, with the address and target left as
+  fields; each target then costs one lean row (no report decoded) and one
+  ``%``-substitution per family of its escaped labels (escaped as prometheus-client
+  escapes label values; values by its ``floatToGoString``), written into one buffer per
+  family, the families appended to the body in order. The address and target lines, the
+  renewal point (each endpoint's policy, from the leaf's dates) and the leaf line are
+  per target. At first use a tricky fleet (quotes, backslashes, newlines, ``%``, IPv6,
+  non-ASCII) is rendered both ways: if this prometheus-client formats differently, the
+  plain render is used.
 
 Labels: ``target`` is ``host:port`` (``[v6]:port``; a certificate file is ``file:PATH``),
 ``address`` the IP connected to (empty when unknown). Labels stay the same across
@@ -28,6 +47,7 @@ answers the same series for a target it has just probed.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -43,9 +63,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from chainwatch.config.values import Inventory
 from chainwatch.model import FindingCode, RenewalPolicy, Report, Target
+from chainwatch.model.times import iso_or_none
+from chainwatch.model.values import FILE_PREFIX
 from chainwatch.storage.batches import ZoneHealth, zone_health
 from chainwatch.storage.metrics_repo import (
     PROBE_FAILURES,
@@ -54,8 +77,10 @@ from chainwatch.storage.metrics_repo import (
     LatestRow,
     MetricsRepo,
     MonitorState,
+    instant,
 )
 from chainwatch.storage.repo import Database
+from chainwatch.storage.series import Series, epoch, read_series, summarize
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 """The Prometheus text format, version 0.0.4 (what every Prometheus reads)."""
@@ -381,7 +406,32 @@ def exposition(db: Database, inventory: Inventory | None = None) -> tuple[bytes,
 
 
 def render_stored(db: Database, inventory: Inventory | None = None) -> bytes:
-    """Render every series from ``db`` now (what :func:`exposition` caches)."""
+    """Render every series from ``db`` now (what :func:`exposition` caches): the fast
+    path (:func:`_render_fast`), byte for byte what :func:`render_stored_plain` gives."""
+    shapes = _shapes()
+    if shapes is None:  # this prometheus-client formats differently: the plain way
+        return render_stored_plain(db, inventory)
+    per_cert = inventory is not None and inventory.metrics.per_cert
+    body = io.BytesIO()
+    _render_fast(body, shapes, db, inventory, per_cert=per_cert)
+    monitor = MetricsRepo(db).monitor()
+    zones = zone_health(db, zones=() if inventory is None else inventory.zones)
+
+    def families() -> Iterator[Metric]:
+        yield from monitor_families(monitor)
+        yield from zone_families(zones)
+
+    body.write(render(families()))
+    # getvalue() hands over the buffer itself when nothing else refers to it: the body
+    # is not copied.
+    return body.getvalue()
+
+
+def render_stored_plain(db: Database, inventory: Inventory | None = None) -> bytes:
+    """Every series from ``db``, the straightforward way: each target's stored report
+    decoded (:func:`stored_states`), every sample built and formatted by
+    prometheus-client. What :func:`render_stored` must equal; seconds per 10,000
+    targets."""
     states = stored_states(db, inventory)
     monitor = MetricsRepo(db).monitor()
     per_cert = inventory is not None and inventory.metrics.per_cert
@@ -403,9 +453,392 @@ __all__ = [
     "monitor_families",
     "render",
     "render_stored",
+    "render_stored_plain",
     "states_of_reports",
     "stored_states",
     "target_families",
     "target_label",
     "zone_families",
 ]
+
+
+# -- the fast path --------------------------------------------------------------------------
+#
+# prometheus-client writes every sample of a family the same way: the name, the labels
+# sorted by name with each value escaped, the value as floatToGoString gives it. _shapes()
+# has prometheus-client format each per-target family once (target_families of a probe
+# state whose label values are placeholders) and keeps its header and its sample line
+# as a %-template with those placeholders as fields. A render fills the fields: label
+# values escaped as prometheus-client escapes them (_label), values by its own
+# floatToGoString. Everything that depends on a report document only (the profiles,
+# findings and chain lines) is filled once per distinct stored summary, leaving the
+# address and target (and the instant of evaluation, which is per scan) as fields of a
+# second template filled per target. At first use a tricky fleet (quotes, backslashes,
+# newlines, percent signs, IPv6, non-ASCII) is rendered both ways; if this
+# prometheus-client formats anything differently, the plain render is used instead.
+
+_PLACEHOLDER = {
+    "a": "\x00a\x00", "t": "\x00t\x00", "p": "\x00p\x00", "c": "\x00c\x00", "s": "\x00s\x00",
+    "h": "\x00h\x00", "n": "\x00n\x00", "i": "\x00i\x00", "j": "\x00j\x00",
+}
+_PROBE_VALUE = 0.5  # floatToGoString: "0.5"
+_FAMILIES = ("breaks", "target_breaks", "trusted", "status", "findings", "renew",
+             "overdue", "leaf", "not_after")
+
+
+def _go(value: float) -> str:
+    """A sample value as prometheus-client's text format writes it (its own function)."""
+    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]  # untyped upstream
+    return text
+
+
+def _label(value: str) -> str:
+    """A label value as prometheus-client's text format escapes it."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """One family as prometheus-client formats it: ``header`` (HELP and TYPE lines) and
+    ``line``, its sample line as a %-template: each placeholder label value is a field
+    (``%(a)s`` address, ``%(t)s`` target, ...) and ``%(v)s`` the value. Literal ``%``
+    is doubled twice: the template is filled twice (:func:`_fill`)."""
+
+    header: bytes
+    line: str
+
+
+_FIELDS = {k: f"%({k})s" for k in (*_PLACEHOLDER, "v")}
+
+
+def _fill(shape: _Shape, value: str | None, **labels: str) -> str:
+    """``shape``'s sample line with ``labels`` (escaped) and ``value`` filled in, and
+    every other field (and the value, when ``None``) kept as a field of the second
+    template (``%(a)s`` ...)."""
+    fields = dict(_FIELDS)
+    for k, v in labels.items():
+        fields[k] = _label(v).replace("%", "%%")
+    if value is not None:
+        fields["v"] = value.replace("%", "%%")
+    return shape.line % fields
+
+
+def _shape_of(text: str, value: str, position: bool = False) -> _Shape | None:
+    """The shape of a family prometheus-client formatted with one probe sample whose
+    value is ``value``."""
+    lines = text.splitlines(keepends=True)
+    if len(lines) != 3 or not lines[0].startswith("# HELP ") \
+            or not lines[1].startswith("# TYPE "):
+        return None
+    sample = lines[2]
+    value = f" {value}\n"
+    if not sample.endswith(value):
+        return None
+    sample = sample[: -len(value)]
+    if position:  # chainwatch_cert_not_after's position is the index: 0 in the probe
+        if sample.count('position="0"') != 1:
+            return None
+        sample = sample.replace('position="0"', 'position="\x00p\x00"')
+    template = sample.replace("%", "%%%%")
+    for key, placeholder in _PLACEHOLDER.items():
+        template = template.replace(placeholder, f"%({key})s")
+    if "\x00" in template:
+        return None
+    return _Shape(header=(lines[0] + lines[1]).encode(), line=template + " %(v)s\n")
+
+
+def _probe_state() -> AddressState:
+    ph = _PLACEHOLDER
+    return AddressState(
+        target=ph["t"], address=ph["a"], status="ok", breaks_at=_PROBE_VALUE,
+        profiles=((ph["p"], True, _PROBE_VALUE),), findings=((ph["c"], ph["s"]),),
+        not_after=(_PROBE_VALUE,), leaf=(ph["h"], ph["n"], ph["i"], ph["j"]),
+        renew_at=_PROBE_VALUE, overdue=False)
+
+
+def _build_shapes() -> dict[str, _Shape] | None:
+    shapes: dict[str, _Shape] = {}
+    probe = _probe_state()
+    # The probe's values: 1 (trusted, one finding, leaf_info), 0 (ok, not overdue), 0.5.
+    values = {"trusted": 1.0, "findings": 1.0, "leaf": 1.0, "status": 0.0, "overdue": 0.0}
+    for name, family in zip(_FAMILIES, target_families([probe], per_cert=True), strict=True):
+        text = render([family]).decode()
+        shape = _shape_of(text, _go(values.get(name, _PROBE_VALUE)),
+                          position=name == "not_after")
+        if shape is None:
+            return None
+        shapes[name] = shape
+    return shapes
+
+
+_shapes_lock = threading.Lock()
+_shapes_built: list[dict[str, _Shape] | None] = []
+
+
+def _shapes() -> dict[str, _Shape] | None:
+    """The families' shapes, built and checked once per process; ``None`` when this
+    prometheus-client formats them other than the fast path assumes."""
+    with _shapes_lock:
+        if not _shapes_built:
+            shapes = _build_shapes()
+            if shapes is not None and not _self_check(shapes):
+                shapes = None
+            _shapes_built.append(shapes)
+        return _shapes_built[0]
+
+
+class _Fmt(dict[float, bytes]):
+    """floatToGoString of prometheus-client, remembered (as UTF-8 bytes)."""
+
+    def __missing__(self, value: float) -> bytes:
+        text = _go(value).encode()
+        self[value] = text
+        return text
+
+
+@dataclass(frozen=True)
+class _Doc:
+    """A stored summary's lines, as second templates (fields ``%(a)s``, ``%(t)s`` and
+    ``%(v)s``, the instant of evaluation, when ``needs_evaluated``)."""
+
+    breaks: bytes
+    trusted: bytes
+    findings: bytes
+    not_after: bytes
+    needs_evaluated: bool
+    overdue: bool
+
+
+def _doc(shapes: Mapping[str, _Shape], series: Series, fmt: _Fmt) -> _Doc:
+    breaks = []
+    trusted = []
+    needs = False
+    for spec, ok, at in series.profiles:
+        if at is None:
+            needs = True
+        breaks.append(_fill(shapes["breaks"], None if at is None else fmt[at].decode(),
+                            p=spec))
+        trusted.append(_fill(shapes["trusted"], "1.0" if ok else "0.0", p=spec))
+    findings = [_fill(shapes["findings"], fmt[float(n)].decode(), c=code, s=severity)
+                for (code, severity), n in series.findings]
+    not_after = [_fill(shapes["not_after"], fmt[when].decode(), p=str(position))
+                 for position, when in enumerate(series.not_after)]
+    return _Doc(
+        breaks="".join(breaks).encode(), trusted="".join(trusted).encode(),
+        findings="".join(findings).encode(), not_after="".join(not_after).encode(),
+        needs_evaluated=needs,
+        overdue=any(code == FindingCode.RENEWAL_OVERDUE.value
+                    for (code, _), _ in series.findings))
+
+
+class _Writer:
+    """The per-target families, each in its own buffer, written one target address at
+    a time in target order (:meth:`add`); :meth:`finish` appends them, in family
+    order, to the body. Nothing per target is kept: the addresses of one target are
+    adjacent in target order, so its earliest ``breaks_at`` is written when the next
+    target starts."""
+
+    def __init__(self, shapes: Mapping[str, _Shape], per_cert: bool) -> None:
+        self.shapes = shapes
+        self.per_cert = per_cert
+        self.fmt = _Fmt()
+        self.buffers = {name: io.BytesIO() for name in _FAMILIES}
+        w = {name: buffer.write for name, buffer in self.buffers.items()}
+        self.w_breaks, self.w_target_breaks, self.w_trusted = \
+            w["breaks"], w["target_breaks"], w["trusted"]
+        self.w_status, self.w_findings, self.w_renew = w["status"], w["findings"], w["renew"]
+        self.w_overdue, self.w_leaf, self.w_not_after = \
+            w["overdue"], w["leaf"], w["not_after"]
+        self.docs: dict[Any, _Doc] = {}
+        self.leaves: dict[str, bytes] = {}  # by SHA-256: the line of each leaf
+        status = shapes["status"]
+        self.status = {name: _fill(status, _go(value)).encode()
+                       for name, value in STATUS_VALUE.items()}
+        self.status_unknown = _fill(status, _go(3)).encode()
+        self.renew = _fill(shapes["renew"], None).encode()
+        self.overdue = (_fill(shapes["overdue"], "0.0").encode(),
+                        _fill(shapes["overdue"], "1.0").encode())
+        self.target_breaks = _fill(shapes["target_breaks"], None).encode()
+        self.target = b""  # the target being written, escaped
+        self.earliest: float | None = None  # its earliest breaks_at so far
+
+    def doc(self, key: Any, series: Series) -> _Doc:
+        doc = self.docs.get(key)
+        if doc is None:
+            doc = self.docs[key] = _doc(self.shapes, series, self.fmt)
+        return doc
+
+    def add(self, address: str, target: str, status: str, breaks_at: float | None,
+            doc: _Doc, evaluated: float | None, leaf: tuple[str, str, str, str] | None,
+            renew_at: float | None) -> None:
+        """One target address; ``evaluated`` (the instant of evaluation) is needed only
+        when ``doc.needs_evaluated``."""
+        # _label, inlined: two label values per line of every family.
+        a = address.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"').encode()
+        t = target.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"').encode()
+        if t != self.target:
+            if self.earliest is not None:
+                self._target_done()
+            self.target = t
+        if breaks_at is not None and (self.earliest is None or breaks_at < self.earliest):
+            self.earliest = breaks_at
+        fmt = self.fmt
+        fields = {b"a": a, b"t": t, b"v": fmt[evaluated] if evaluated is not None else b""}
+        if doc.breaks:  # a failed probe judged no profile
+            self.w_breaks(doc.breaks % fields)
+            self.w_trusted(doc.trusted % fields)
+        self.w_status(self.status.get(status, self.status_unknown) % fields)
+        if doc.findings:
+            self.w_findings(doc.findings % fields)
+        if renew_at is not None:
+            fields[b"v"] = fmt[renew_at]
+            self.w_renew(self.renew % fields)
+        if leaf is not None:
+            self.w_overdue(self.overdue[doc.overdue] % fields)
+            line = self.leaves.get(leaf[0])
+            if line is None:
+                sha, serial, issuer, subject = leaf
+                line = self.leaves[sha] = _fill(self.shapes["leaf"], "1.0", h=sha, n=serial,
+                                                 i=issuer, j=subject).encode()
+            self.w_leaf(line % fields)
+        if self.per_cert and doc.not_after:
+            self.w_not_after(doc.not_after % fields)
+
+    def _target_done(self) -> None:
+        if self.earliest is not None:
+            self.w_target_breaks(self.target_breaks % {b"t": self.target,
+                                                       b"v": self.fmt[self.earliest]})
+        self.earliest = None
+
+    def finish(self, body: io.BytesIO) -> None:
+        self._target_done()
+        self.docs.clear()
+        self.leaves.clear()
+        self.fmt.clear()
+        for name in _FAMILIES:
+            buffer = self.buffers.pop(name)
+            if name != "not_after" or self.per_cert:
+                body.write(self.shapes[name].header)
+                body.write(buffer.getbuffer())
+            buffer.close()  # each family's buffer goes once appended: one body at a time
+
+
+def _series_of_state(state: AddressState) -> Series:
+    counts: dict[tuple[str, str], int] = {}
+    for key in state.findings:
+        counts[key] = counts.get(key, 0) + 1
+    return Series(
+        profiles=tuple((spec, ok, at) for spec, ok, at in state.profiles),
+        findings=tuple(counts.items()), not_after=state.not_after)
+
+
+def _self_check(shapes: Mapping[str, _Shape]) -> bool:
+    """Whether the fast path formats a tricky fleet exactly as prometheus-client does."""
+    odd = 'a"b\\c\nd%(a)s%%s é'
+    states = [
+        AddressState(target=f"[2001:db8::1]:443{odd}", address=f"2001:db8::1{odd}",
+                     status="warning", breaks_at=1798761600.25,
+                     profiles=((f"file:/x{odd}", True, 1798761600.25),
+                               ("legacy:mozilla", False, 1764756000.0)),
+                     findings=((f"CODE{odd}", f"sev{odd}"), ("RENEWAL_OVERDUE", "warning"),
+                               (f"CODE{odd}", f"sev{odd}")),
+                     not_after=(1798761600.0, 2e9), leaf=(odd, "0a", f"CN={odd}", odd),
+                     renew_at=1790000000.5, overdue=True),
+        AddressState(target="file:/c%.pem", address="", status="strange", breaks_at=None,
+                     profiles=(), findings=(), not_after=(), leaf=None, renew_at=None,
+                     overdue=False),
+    ]
+    expected = render(target_families(states, per_cert=True))
+    writer = _Writer(shapes, per_cert=True)
+    for n, s in enumerate(states):
+        series = _series_of_state(s)
+        evaluated = next((at for _, ok, at in s.profiles if not ok), 0.0)
+        doc = writer.doc(n, Series(
+            profiles=tuple((spec, ok, at if ok else None) for spec, ok, at in series.profiles),
+            findings=series.findings, not_after=series.not_after))
+        writer.add(s.address, s.target, s.status, s.breaks_at, doc, evaluated, s.leaf,
+                   s.renew_at)
+    body = io.BytesIO()
+    writer.finish(body)
+    return body.getvalue() == expected
+
+
+def _render_fast(body: io.BytesIO, shapes: Mapping[str, _Shape], db: Database,
+                 inventory: Inventory | None, *, per_cert: bool) -> None:
+    """The per-target families of :func:`stored_states` into ``body`` (see above)."""
+    repo = MetricsRepo(db)
+    if inventory is None:
+        rows = repo.latest_series()
+        policies: Mapping[str, RenewalPolicy] = {}
+        default = RenewalPolicy()
+    else:
+        wanted = [e.target for e in inventory.endpoints]
+        wanted += [Target.file(p) for f in inventory.files for p in f.paths()]
+        rows = repo.latest_series(wanted)
+        policies = {e.target.key: e.renewal for e in inventory.endpoints}
+        default = inventory.defaults.renewal
+    writer = _Writer(shapes, per_cert)
+    # Rows come in (host, port, ip, ...) order and the labels are a function of those
+    # three: the rows of one (target, address) are adjacent, the first is shown.
+    previous: tuple[str, int, str] | None = None
+    # Stored times repeat (a scan's batch, a leaf on many addresses): each is read once.
+    epochs: dict[Any, float] = {}
+    evaluated_of: dict[Any, float | None] = {}
+    renew_of: dict[tuple[int, Any, Any], float] = {}
+    for (host, port, ip, sni, starttls, status, breaks_at, evaluated_at, observed_at, text,
+         report, _, leaf_sha, serial, subject, issuer, not_before, not_after) in rows:
+        if previous is not None and host == previous[0] and port == previous[1] \
+                and ip == previous[2]:
+            continue
+        previous = (host, port, ip)
+        if port == 0 and host.startswith(FILE_PREFIX):
+            target = host
+        else:
+            target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        address = ip or ""
+        evaluated: float | None = None
+        if text is not None:
+            doc = writer.docs.get(text)
+            if doc is None:
+                doc = writer.doc(text, read_series(text))
+            if doc.needs_evaluated:
+                if evaluated_at not in evaluated_of:
+                    # As the plain render reads it: the report's evaluated_at, to the second.
+                    evaluated_of[evaluated_at] = epoch(iso_or_none(instant(evaluated_at)))
+                evaluated = evaluated_of[evaluated_at]
+        else:  # no stored summary: the row's whole report, decoded
+            doc = _doc(shapes, summarize(report), writer.fmt)
+            if doc.needs_evaluated:
+                evaluated = epoch(report.get("evaluated_at"))
+        if doc.needs_evaluated and not evaluated:
+            evaluated = _stamp(observed_at)
+        leaf = None
+        renew_at = None
+        if leaf_sha is not None and not_before is not None and not_after is not None:
+            leaf = (leaf_sha, serial or "", issuer or "", subject or "")
+            policy = default if not policies else policies.get(
+                Target(host=host, port=port, ip=ip or None, sni=sni or None,
+                       starttls=starttls or None).key, default)
+            renew_key = (id(policy), not_before, not_after)
+            renew_at = renew_of.get(renew_key)
+            if renew_at is None:
+                renew_at = renew_of[renew_key] = policy.renew_at_dates(
+                    _aware(not_before), _aware(not_after)).timestamp()
+        when = None
+        if breaks_at is not None:
+            when = epochs.get(breaks_at)
+            if when is None:
+                when = epochs[breaks_at] = _stamp(breaks_at)
+        writer.add(address, target, status, when, doc, evaluated, leaf, renew_at)
+    writer.finish(body)
+
+
+def _aware(raw: Any) -> dt.datetime:
+    value = instant(raw)
+    if value is None:  # pragma: no cover - callers pass stored, non-NULL times
+        raise ValueError("a stored time is NULL")
+    return value
+
+
+def _stamp(raw: Any) -> float:
+    return _aware(raw).timestamp()

@@ -112,6 +112,19 @@ class ReportDocumentRow(Base):
     body: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
 
 
+class ReportSeriesRow(Base):
+    """What ``/metrics`` needs of a report document (:mod:`chainwatch.storage.series`),
+    written with it (migration ``0009``). A table of its own, a few dozen bytes a row:
+    reading it beside each target's newest observation does not touch the documents'
+    pages. Deleted with its document."""
+
+    __tablename__ = "report_series"
+
+    document_id: Mapped[int] = mapped_column(
+        RowId, ForeignKey("report_documents.id", ondelete="CASCADE"), primary_key=True)
+    series: Mapped[str] = mapped_column(Text)
+
+
 class ObservationRow(Base):
     """One probe of one target and its analysis: the raw facts, the verdict columns
     that queries need, and the whole schema-1 report as JSON."""

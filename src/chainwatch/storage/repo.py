@@ -49,8 +49,10 @@ from chainwatch.storage.models import (
     ObservationCertRow,
     ObservationRow,
     ReportDocumentRow,
+    ReportSeriesRow,
     TargetRow,
 )
+from chainwatch.storage.series import series_of
 
 UTC = dt.UTC
 DEFAULT_BATCH = 500
@@ -423,7 +425,14 @@ class Database:
                     index_elements=["sha256"]),
                 [{"sha256": sha, "body": bodies[sha]} for sha in new],
             )
-            ids.update(self._stored_documents(conn, new))
+            stored = self._stored_documents(conn, new)
+            ids.update(stored)
+            # What /metrics reads of them (chainwatch.storage.series), once per document.
+            conn.execute(
+                self._insert(ReportSeriesRow).on_conflict_do_nothing(
+                    index_elements=["document_id"]),
+                [{"document_id": stored[sha], "series": series_of(bodies[sha])}
+                 for sha in sorted(stored)])
         return ids
 
     @staticmethod
