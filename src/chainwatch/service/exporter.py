@@ -335,16 +335,20 @@ def create_app(exporter: Exporter) -> FastAPI:
     app = FastAPI(title="chainwatch exporter", docs_url=None, redoc_url=None,
                   openapi_url=None)
 
-    @app.get("/probe")
-    def probe(request: Request, target: str = "", module: str | None = None) -> Response:
-        # A plain (sync) handler: Starlette runs it in its worker threads, each of which
-        # probes on an event loop of its own, never blocking the server's.
+    def probe(request: Request) -> Response:
+        # A plain (sync) route without FastAPI's parameter injection (this is the one hot
+        # path): Starlette runs it in its worker threads, each of which probes on an event
+        # loop of its own, never blocking the server's.
+        query = request.query_params
         try:
             body, content_type = exporter.answer(
-                target, module, request.headers.get(SCRAPE_TIMEOUT_HEADER))
+                query.get("target", ""), query.get("module"),
+                request.headers.get(SCRAPE_TIMEOUT_HEADER))
         except ProbeRequestError as exc:
             return PlainTextResponse(f"{exc}\n", status_code=exc.status)
         return Response(content=body, media_type=content_type)
+
+    app.add_route("/probe", probe, methods=["GET"])
 
     @app.get("/")
     async def index() -> Response:
