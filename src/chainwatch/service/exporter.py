@@ -145,7 +145,16 @@ class _ThreadLoop:
         weakref.finalize(self, self.loop.close)
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(_settled(work))
+        try:
+            return self.loop.run_until_complete(_settled(work))
+        finally:
+            # What ``asyncio.run`` would do at its end: nothing of one probe (a task left
+            # behind by a failure) runs on into the next.
+            left = asyncio.all_tasks(self.loop)
+            for task in left:
+                task.cancel()
+            if left:
+                self.loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
 
 
 async def _settled(work: Coroutine[Any, Any, T]) -> T:
