@@ -30,10 +30,10 @@
                          process of its own, at a cost far below the exporter's.
              ``httpx``   the same exporter and requests through one ``httpx.Client``
                          shared by the threads (the way this bench measured before): its
-                         connection pool and models cost this process about as much CPU
-                         per request as the exporter's HTTP stack and probe together on a
-                         2-core machine, all of it taken from the exporter and nginx.
-                         Reported beside, not judged.
+                         connection pool and models cost this process a third to a half of
+                         the CPU the exporter spends answering the request (2-core VM,
+                         2026-12-03), all of it taken from the exporter and nginx on a
+                         small machine. Reported beside, not judged.
 
              CPU per answered probe is reported too: ``check``'s is this process's CPU
              time during its pass (probe, analysis, the threads); the exporter's is the
