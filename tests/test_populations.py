@@ -239,3 +239,45 @@ def test_client_hello_in_the_inventory(tmp_path: Path) -> None:
     old, moz = endpoint.profiles
     assert old.client_hello == ClientHello("TLSv1.2", "rsa")
     assert moz.client_hello is None
+
+
+def test_the_exporter_judges_each_population_on_its_own_handshake(
+    tmp_path: Path, nginx: int, dual: Dual,
+) -> None:
+    """``chainwatch exporter`` probes in its server's worker threads, each on an event loop
+    of its own: the extra handshake of a population with a ClientHello is made from there
+    too, on every probe the thread makes."""
+    import threading
+
+    from chainwatch.config.exporter import parse_exporter_config
+    from chainwatch.service.exporter import Exporter
+
+    (tmp_path / "ec-root.pem").write_bytes(dual.ec_root.pem)
+    (tmp_path / "rsa-root.pem").write_bytes(dual.rsa_root.pem)
+    ec, rsa = (json.dumps(f"file:{tmp_path / name}") for name in ("ec-root.pem", "rsa-root.pem"))
+    config = tmp_path / "exporter.yaml"
+    config.write_text(
+        "profiles:\n"
+        f"  browsers: {{trust: [{ec}]}}\n"
+        f"  old-devices: {{trust: [{rsa}], "
+        "building: legacy, client_hello: {max_version: TLSv1.2, signature: rsa}}\n"
+        "modules:\n"
+        f"  dual: {{profiles: [browsers, old-devices], sni: {NAME}}}\n")
+    exporter = Exporter(parse_exporter_config(config.read_text(), path=config))
+    answers = []
+
+    def worker() -> None:
+        for _ in range(2):
+            answers.append(exporter.probe(f"127.0.0.1:{nginx}", "dual"))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and len(answers) == 2
+    for answer in answers:
+        [report] = answer.reports
+        profiles = {p.profile: p for p in report.profiles}
+        assert set(profiles) == {"browsers", "old-devices"}
+        assert all(p.trusted for p in report.profiles), [p.error for p in report.profiles]
+        assert profiles["old-devices"].leaf == dual.rsa_leaf.cert.sha256
+        assert report.chain[0].sha256 == dual.ec_leaf.cert.sha256

@@ -521,6 +521,41 @@ def test_probes_beyond_the_concurrency_wait_then_give_up(tmp_path: Path) -> None
         exporter._slots.release()
 
 
+def test_a_thread_probes_on_one_loop_of_its_own_closed_when_the_thread_ends() -> None:
+    """The exporter's worker threads keep an event loop each for all their probes (none
+    made per request), and a thread that ends leaves no loop (nor its descriptors) behind."""
+    import asyncio
+    import gc
+    import threading
+    import time
+
+    from chainwatch.service.exporter import run_here
+
+    async def running() -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    seen: list[asyncio.AbstractEventLoop] = []
+
+    def worker() -> None:
+        seen.extend(run_here(running()) for _ in range(3))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert len(seen) == 6
+    first, second = seen[:3], seen[3:]
+    assert len(set(map(id, first))) == 1 and len(set(map(id, second))) == 1
+    assert first[0] is not second[0]
+    for _ in range(100):  # a thread's locals go when it is gone: at most a moment later
+        gc.collect()
+        if all(loop.is_closed() for loop in seen):
+            break
+        time.sleep(0.01)
+    assert all(loop.is_closed() for loop in seen)
+
+
 def test_a_cached_render_is_redone_when_the_alert_tables_change(
     lab: Lab, scanned: tuple[Path, Path], tmp_path: Path,
 ) -> None:

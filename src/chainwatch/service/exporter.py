@@ -22,11 +22,14 @@ A malformed target or an unknown module is HTTP 400 with a one-line reason. The
 of it, a probe waiting for a free slot gives up within it). At most
 ``concurrency`` probes run at once.
 
-Destinations: like blackbox_exporter, the exporter probes whatever it is asked to,
-private addresses included (probing internal endpoints is the point). It binds to
-127.0.0.1 by default; an ``allow`` list in the config restricts the addresses a
-target may resolve to (every address must be in it: 403 otherwise), and each allowed
-address is then probed by IP, so a name cannot re-resolve elsewhere in between.
+Where the work runs: each ``/probe`` runs in one of the HTTP server's worker threads
+(as many as requests in flight), and that thread probes on an event loop of its own that
+lives as long as the thread does (:func:`run_here`), then analyses the chains there
+(memoised by the engine as everywhere: a chain seen before is re-evaluated at the new
+instant without a new path search). That is ``check``'s own probe-and-judge path minus
+what a one-off command pays per call: no threads and no event loop are created per
+request (``probe_all`` makes two of each), and none of ``collect``'s sweep-wide work
+(situations, uncovered names, history) is done for a target nobody stores (:func:`judge`).
 """
 
 from __future__ import annotations
@@ -37,26 +40,39 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+import weakref
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from chainwatch.config.exporter import DEFAULT_MODULE, ExporterConfig, Module
-from chainwatch.config.values import Defaults, Endpoint, Inventory
+from chainwatch.config.values import Endpoint
 from chainwatch.errors import InputError
 from chainwatch.model import FindingCode, RenewalPolicy, Report, Status
 from chainwatch.model.names import parse_endpoint, parse_ip
 from chainwatch.probe import Observation
-from chainwatch.service.collect import collect
+from chainwatch.probe.handshake import Limits
+from chainwatch.probe.parallel import probe_targets
+from chainwatch.service.collect import (
+    Item,
+    network_inputs,
+    population_handshakes,
+    renewal_policies,
+    track,
+)
 from chainwatch.service.metrics import CONTENT_TYPE, render, states_of_reports, target_families
+from chainwatch.service.observe import report_for
 
 SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
 _MARGIN = 0.25  # seconds kept back from the scrape timeout for analysis and the answer
 _PHASES = 4  # resolve, connect, STARTTLS, handshake: each gets a share of the budget
+_PER_ADDRESS = 8  # probes of one address at once within a request (collect's default)
+
+T = TypeVar("T")
 
 
 class ProbeRequestError(InputError):
@@ -108,21 +124,57 @@ def _budget(header: str | None, module: Module) -> float:
     return max(0.1, min(full, scrape - _MARGIN))
 
 
-def _resolve(host: str, port: int, timeout: float) -> list[str]:
+async def _resolve(host: str, port: int, timeout: float) -> list[str]:
     if parse_ip(host) is not None:
         return [host]
-
-    async def lookup() -> list[str]:
+    try:
         infos = await asyncio.wait_for(
             asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM),
             timeout)
-        return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-    try:
-        return asyncio.run(lookup())
     except (OSError, TimeoutError) as exc:
         raise ProbeRequestError(f"target {host}: cannot resolve: {exc or 'timeout'}",
                                 403) from None
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class _ThreadLoop:
+    """An event loop kept by one thread for all its probes, closed when the thread ends."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        weakref.finalize(self, self.loop.close)
+
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        try:
+            return self.loop.run_until_complete(_settled(work))
+        finally:
+            # What ``asyncio.run`` would do at its end: nothing of one probe (a task left
+            # behind by a failure) runs on into the next.
+            left = asyncio.all_tasks(self.loop)
+            for task in left:
+                task.cancel()
+            if left:
+                self.loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+
+
+async def _settled(work: Coroutine[Any, Any, T]) -> T:
+    try:
+        return await work
+    finally:
+        await asyncio.sleep(0)  # transports closed at the end finish closing now
+
+
+_LOCAL = threading.local()
+
+
+def run_here(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to completion on the calling thread's own long-lived event loop (made
+    at its first call, closed when the thread ends); the thread must have no loop
+    running."""
+    mine: _ThreadLoop | None = getattr(_LOCAL, "loop", None)
+    if mine is None:
+        mine = _LOCAL.loop = _ThreadLoop()
+    return mine.run(work)
 
 
 class Exporter:
@@ -144,7 +196,8 @@ class Exporter:
 
     def probe(self, target: str, module_name: str | None = None,
               scrape_timeout: str | None = None) -> ProbeAnswer:
-        """Probe and analyse ``target`` now; raises :class:`ProbeRequestError`."""
+        """Probe and analyse ``target`` now, blocking the calling thread (which must not
+        be running an event loop); raises :class:`ProbeRequestError`."""
         started = time.perf_counter()
         module = self.module(module_name)
         host, port = parse_target(target, module)
@@ -156,31 +209,35 @@ class Exporter:
         try:
             phase = max(0.05, min(module.timeout.total_seconds(),
                                   (deadline - time.perf_counter()) / _PHASES))
-            ips: Sequence[str | None] = [None]
-            if self.config.allow is not None:
-                ips = self._allowed(host, port, phase)
-            endpoints = tuple(
-                Endpoint(host=host, port=port, profiles=module.profiles, ip=ip,
-                         sni=module.sni if module.sni != host else None,
-                         starttls=module.starttls, timeout=dt.timedelta(seconds=phase),
-                         warn_days=module.warn_days, crit_days=module.crit_days)
-                for ip in ips
-            )
-            inventory = Inventory(
-                path=self.config.path or _NO_FILE,
-                defaults=Defaults(profiles=module.profiles, warn_days=module.warn_days,
-                                  crit_days=module.crit_days),
-                endpoints=endpoints,
-            )
-            result = collect(inventory, None, now=self.clock, concurrency=len(endpoints) * 4)
+            endpoints, observations = run_here(self._observe(host, port, module, phase))
+            reports = judge(endpoints, observations, self.clock())
         finally:
             self._slots.release()
-        return ProbeAnswer(result.reports, result.observations, module,
+        return ProbeAnswer(tuple(reports), tuple(observations), module,
                            time.perf_counter() - started)
 
-    def _allowed(self, host: str, port: int, timeout: float) -> list[str]:
+    async def _observe(self, host: str, port: int, module: Module, phase: float
+                       ) -> tuple[tuple[Endpoint, ...], list[Observation]]:
+        """The endpoints of one request (an allow list pins each checked address) and
+        what probing them saw."""
+        ips: Sequence[str | None] = [None]
+        if self.config.allow is not None:
+            ips = await self._allowed(host, port, phase)
+        endpoints = tuple(
+            Endpoint(host=host, port=port, profiles=module.profiles, ip=ip,
+                     sni=module.sni if module.sni != host else None,
+                     starttls=module.starttls, timeout=dt.timedelta(seconds=phase),
+                     warn_days=module.warn_days, crit_days=module.crit_days)
+            for ip in ips
+        )
+        observations = await probe_targets(
+            [e.target for e in endpoints], concurrency=len(endpoints) * 4,
+            per_address=_PER_ADDRESS, limits=Limits(timeout=phase))
+        return endpoints, observations
+
+    async def _allowed(self, host: str, port: int, timeout: float) -> list[str]:
         allow = self.config.allow or ()
-        addresses = _resolve(host, port, timeout)
+        addresses = await _resolve(host, port, timeout)
         refused = [a for a in addresses
                    if not any(ipaddress.ip_address(a) in net for net in allow)]
         if refused or not addresses:
@@ -191,17 +248,42 @@ class Exporter:
     def answer(self, target: str, module_name: str | None = None,
                scrape_timeout: str | None = None) -> tuple[bytes, str]:
         """The ``/probe`` body and content type."""
-        found = self.probe(target, module_name, scrape_timeout)
-        states = states_of_reports(found.reports, [RenewalPolicy() for _ in found.reports])
-
-        def families() -> Iterator[Metric]:
-            yield from blackbox_families(found)
-            yield from target_families(states, per_cert=True)
-
-        return render(families()), CONTENT_TYPE
+        return exposition(self.probe(target, module_name, scrape_timeout))
 
 
-_NO_FILE = Path("chainwatch-exporter.yaml")  # names the built-in config in reports
+def judge(endpoints: Sequence[Endpoint], observations: Sequence[Observation],
+          at: dt.datetime) -> list[Report]:
+    """The reports of one target's probed addresses: what
+    :func:`~chainwatch.service.collect.collect` does after its probe (the profiles' own
+    handshakes, network inputs, the analysis, the findings across the addresses), with
+    no history and no sweep."""
+    by_ip = {e.ip: e for e in endpoints}
+    items: list[tuple[Item, Observation]] = []
+    for obs in observations:
+        e = by_ip.get(obs.target.ip) or endpoints[0]
+        items.append((Item(obs.target, e.target.key, e.server_name or e.host, e), obs))
+    served = population_handshakes(items)
+    inputs = network_inputs(items)
+    reports = [
+        report_for(obs, item.source.profiles, at=at, host=item.host,
+                   warn_days=item.source.warn_days, crit_days=item.source.crit_days,
+                   revocation=inp.revocation, fetched=inp.fetched, served=served.get(n, ()))
+        for n, ((item, obs), inp) in enumerate(zip(items, inputs, strict=True))
+    ]
+    policies, _ = renewal_policies([i for i, _ in items], reports)
+    reports, _ = track([i for i, _ in items], reports, {}, at, policies)
+    return reports
+
+
+def exposition(found: ProbeAnswer) -> tuple[bytes, str]:
+    """The ``/probe`` body of one answer, and its content type."""
+    states = states_of_reports(found.reports, [RenewalPolicy() for _ in found.reports])
+
+    def families() -> Iterator[Metric]:
+        yield from blackbox_families(found)
+        yield from target_families(states, per_cert=True)
+
+    return render(families()), CONTENT_TYPE
 
 
 def success(report: Report) -> bool:
@@ -262,24 +344,28 @@ def create_app(exporter: Exporter) -> FastAPI:
     app = FastAPI(title="chainwatch exporter", docs_url=None, redoc_url=None,
                   openapi_url=None)
 
-    @app.get("/probe")
-    def probe(request: Request, target: str = "", module: str | None = None) -> Response:
-        # A plain (sync) handler: Starlette runs it in its worker threads, and the probe's
-        # own event loop runs there, never blocking the server's.
+    def probe(request: Request) -> Response:
+        # A plain (sync) route without FastAPI's parameter injection (this is the one hot
+        # path): Starlette runs it in its worker threads, each of which probes on an event
+        # loop of its own, never blocking the server's.
+        query = request.query_params
         try:
             body, content_type = exporter.answer(
-                target, module, request.headers.get(SCRAPE_TIMEOUT_HEADER))
+                query.get("target", ""), query.get("module"),
+                request.headers.get(SCRAPE_TIMEOUT_HEADER))
         except ProbeRequestError as exc:
             return PlainTextResponse(f"{exc}\n", status_code=exc.status)
         return Response(content=body, media_type=content_type)
 
+    app.add_route("/probe", probe, methods=["GET"])
+
     @app.get("/")
-    def index() -> Response:
+    async def index() -> Response:
         names = ", ".join(sorted(exporter.config.modules))
         return PlainTextResponse(_INDEX.format(modules=names))
 
     @app.get("/-/healthy")
-    def healthy() -> Response:
+    async def healthy() -> Response:
         return PlainTextResponse("ok\n")
 
     return app
