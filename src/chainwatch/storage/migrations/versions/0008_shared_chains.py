@@ -21,10 +21,11 @@ Create Date: 2026-12-03
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
 
 revision: str = "0008"
 down_revision: str | None = "0007"
@@ -32,7 +33,9 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+JSON_DOC = sa.JSON().with_variant(JSONB(), "postgresql")
 _CHUNK = 5000
+_IN_CHUNK = 500
 _SLOTTED = sa.text("slot IS NOT NULL")
 
 
@@ -40,11 +43,6 @@ def chain_key(shas: Sequence[str]) -> str:
     """The same key as :func:`chainwatch.storage.repo.chain_key` (kept here: a migration
     must not change when the code does)."""
     return hashlib.sha256(",".join(shas).encode("ascii")).hexdigest()
-
-
-def _chunks(rows: Sequence[dict[str, object]]) -> Iterator[Sequence[dict[str, object]]]:
-    for start in range(0, len(rows), _CHUNK):
-        yield rows[start : start + _CHUNK]
 
 
 def upgrade() -> None:
@@ -77,7 +75,9 @@ def upgrade() -> None:
 
 
 def _move_links_into_chains() -> None:
-    """Every observation's ``observation_certs`` rows become a reference to its chain."""
+    """Every observation's ``observation_certs`` rows become a reference to its chain.
+    Memory holds the distinct chains only (as few as the certificates); the observations
+    stream through in chunks."""
     bind = op.get_bind()
     meta = sa.MetaData()
     links = sa.Table("observation_certs", meta, sa.Column("observation_id", ROW_ID),
@@ -87,54 +87,108 @@ def _move_links_into_chains() -> None:
                            sa.Column("position", sa.Integer()),
                            sa.Column("sha256", sa.String(64)))
     obs = sa.Table("observations", meta, sa.Column("id", ROW_ID),
-                   sa.Column("chain_id", ROW_ID))
-    # Each observation's chain key (the links come in observation, position order), and
-    # each distinct chain's certificates: both fit in memory (an id and a key per
-    # observation; chains are as few as the certificates).
-    keyed: list[tuple[int, str]] = []
-    distinct: dict[str, list[str]] = {}
-    current: int | None = None
-    shas: list[str] = []
-
-    def close() -> None:
-        if current is not None:
-            key = chain_key(shas)
-            distinct.setdefault(key, list(shas))
-            keyed.append((current, key))
-
-    result = bind.execute(
-        sa.select(links.c.observation_id, links.c.sha256)
-        .order_by(links.c.observation_id, links.c.position)
-        .execution_options(yield_per=_CHUNK))
-    for oid, sha in result:
-        if oid != current:
-            close()
-            current, shas = oid, []
-        shas.append(sha)
-    close()
-    if not keyed:
-        return
-    for part in _chunks([{"sha256": key} for key in sorted(distinct)]):
-        bind.execute(sa.insert(chains), part)
-    ids = {key: int(cid) for cid, key in bind.execute(sa.select(chains.c.id, chains.c.sha256))}
-    for part in _chunks([{"chain_id": ids[key], "position": pos, "sha256": sha}
-                         for key in sorted(distinct)
-                         for pos, sha in enumerate(distinct[key])]):
-        bind.execute(sa.insert(chain_certs), part)
-    # One UPDATE from a temporary (observation, chain) table: portable, and one statement
-    # rather than one per observation.
+                   sa.Column("chain_id", ROW_ID), sa.Column("leaf_sha256", sa.String(64)),
+                   sa.Column("report", JSON_DOC), sa.Column("document_id", ROW_ID))
+    docs = sa.Table("report_documents", meta, sa.Column("id", ROW_ID),
+                    sa.Column("body", JSON_DOC))
+    certificates = sa.Table("certificates", meta, sa.Column("sha256", sa.String(64)))
+    # (observation, chain) pairs go to a temporary table, then one UPDATE sets them all.
     mapping = sa.Table("_chainwatch_observation_chain", meta,
                        sa.Column("observation_id", ROW_ID, primary_key=True),
                        sa.Column("chain_id", ROW_ID, nullable=False),
                        prefixes=["TEMPORARY"])
     mapping.create(bind)
-    for part in _chunks([{"observation_id": oid, "chain_id": ids[key]}
-                         for oid, key in keyed]):
-        bind.execute(sa.insert(mapping), part)
+    ids: dict[str, int] = {}  # chain key -> id (the table is new: ids are given here)
+    new_chains: list[dict[str, object]] = []
+    new_certs: list[dict[str, object]] = []
+    pairs: list[dict[str, object]] = []
+
+    def flush() -> None:
+        for table, rows in ((chains, new_chains), (chain_certs, new_certs), (mapping, pairs)):
+            if rows:
+                bind.execute(sa.insert(table), rows)
+                rows.clear()
+
+    def refer(oid: int, shas: list[str]) -> None:
+        key = chain_key(shas)
+        cid = ids.get(key)
+        if cid is None:
+            cid = ids[key] = len(ids) + 1
+            new_chains.append({"id": cid, "sha256": key})
+            new_certs.extend({"chain_id": cid, "position": pos, "sha256": sha}
+                             for pos, sha in enumerate(shas))
+        pairs.append({"observation_id": oid, "chain_id": cid})
+        if len(pairs) >= _CHUNK:
+            flush()
+
+    # The links in pages of whole observations (keyset on the observation id), so that
+    # memory holds one page of them.
+    after = -1
+    while True:
+        page = bind.execute(
+            sa.select(links.c.observation_id, links.c.sha256)
+            .where(links.c.observation_id > after)
+            .order_by(links.c.observation_id, links.c.position).limit(_CHUNK)).all()
+        if not page:
+            break
+        if len(page) == _CHUNK and page[0][0] != page[-1][0]:
+            page = [row for row in page if row[0] != page[-1][0]]  # the rest comes next
+        grouped: dict[int, list[str]] = {}
+        for oid, sha in page:
+            grouped.setdefault(int(oid), []).append(sha)
+        for oid, shas in grouped.items():
+            refer(oid, shas)
+        after = max(grouped)
+    flush()
+    _recover_lost_links(bind, obs, docs, certificates, mapping, refer)
+    flush()
+    if ids and bind.dialect.name == "postgresql":  # ids given explicitly: move the sequence
+        bind.execute(sa.text("SELECT setval(pg_get_serial_sequence('chains', 'id'), :n)"),
+                     {"n": len(ids)})
     bind.execute(sa.update(obs).values(chain_id=(
         sa.select(mapping.c.chain_id).where(mapping.c.observation_id == obs.c.id)
         .scalar_subquery())).where(obs.c.id.in_(sa.select(mapping.c.observation_id))))
     mapping.drop(bind)
+
+
+def _recover_lost_links(bind: sa.Connection, obs: sa.Table, docs: sa.Table,
+                        certificates: sa.Table, mapping: sa.Table,
+                        refer: Callable[[int, list[str]], None]) -> None:
+    """Chains the SQLite rebuild of revision 0006 deleted, read back from the reports.
+
+    That rebuild ran with foreign keys enforced: dropping the old ``observations`` table
+    cascaded to every ``observation_certs`` row, so observations stored before it served
+    a leaf (``leaf_sha256``) but have no chain rows. Their report lists the served chain
+    in served order (``chain[].sha256``, as the writer stored it): it is taken when it
+    starts with that leaf and every certificate in it is stored."""
+    lost = [int(oid) for (oid,) in bind.execute(
+        sa.select(obs.c.id).where(obs.c.leaf_sha256.is_not(None),
+                                  obs.c.id.not_in(sa.select(mapping.c.observation_id)))
+        .order_by(obs.c.id))]
+    for start in range(0, len(lost), _IN_CHUNK):
+        chunk = lost[start : start + _IN_CHUNK]
+        found = bind.execute(
+            sa.select(obs.c.id, obs.c.leaf_sha256, obs.c.report, docs.c.body)
+            .outerjoin(docs, docs.c.id == obs.c.document_id)
+            .where(obs.c.id.in_(chunk))).all()
+        served: dict[int, list[str]] = {}
+        for oid, leaf, report, body in found:
+            document = body if body is not None else report
+            chain = document.get("chain") if isinstance(document, dict) else None
+            if not isinstance(chain, list):
+                continue
+            shas: list[str] = [c["sha256"] for c in chain
+                               if isinstance(c, dict) and isinstance(c.get("sha256"), str)]
+            if shas and len(shas) == len(chain) and shas[0] == leaf:
+                served[int(oid)] = shas
+        wanted = sorted({sha for shas in served.values() for sha in shas})
+        stored: set[str] = set()
+        for part in range(0, len(wanted), _IN_CHUNK):
+            stored.update(bind.execute(sa.select(certificates.c.sha256).where(
+                certificates.c.sha256.in_(wanted[part : part + _IN_CHUNK]))).scalars())
+        for oid in sorted(served):
+            if set(served[oid]) <= stored:
+                refer(oid, served[oid])
 
 
 def downgrade() -> None:
