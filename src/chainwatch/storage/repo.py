@@ -526,35 +526,45 @@ class Database:
         return ids
 
     def _target_ids_for(self, conn: Connection, keys: Sequence[TargetKey]) -> dict[TargetKey, int]:
+        """The id of each target, created now if it was not stored. Those stored already
+        (a new process's first batch meets thousands) are read first, so a steady scan
+        inserts no target row and takes no row lock for one."""
         found = {k: self._target_ids[k] for k in keys if k in self._target_ids}
         missing = sorted(k for k in set(keys) if k not in found)
         if missing:
-            conn.execute(
-                self._insert(TargetRow).on_conflict_do_nothing(
-                    index_elements=["host", "port", "ip", "sni", "starttls"]
-                ),
-                [
-                    {"host": h, "port": p, "ip": ip, "sni": sni, "starttls": st}
-                    for h, p, ip, sni, st in missing
-                ],
-            )
-            # One query per chunk of host names (the unique index leads with host), not
-            # one per target: a new process meets thousands of targets on its first batch.
-            wanted = set(missing)
-            hosts = sorted({key[0] for key in missing})
-            for start in range(0, len(hosts), _IN_CHUNK):
-                rows = conn.execute(
-                    select(TargetRow.id, TargetRow.host, TargetRow.port, TargetRow.ip,
-                           TargetRow.sni, TargetRow.starttls)
-                    .where(TargetRow.host.in_(hosts[start : start + _IN_CHUNK]))
+            found.update(self._stored_targets(conn, missing))
+            new = [k for k in missing if k not in found]
+            if new:
+                conn.execute(
+                    self._insert(TargetRow).on_conflict_do_nothing(
+                        index_elements=["host", "port", "ip", "sni", "starttls"]
+                    ),
+                    [{"host": h, "port": p, "ip": ip, "sni": sni, "starttls": st}
+                     for h, p, ip, sni, st in new],
                 )
-                for target_id, *identity in rows:
-                    key = (identity[0], identity[1], identity[2], identity[3], identity[4])
-                    if key in wanted:
-                        found[key] = int(target_id)
-            lost = wanted - found.keys()
+                found.update(self._stored_targets(conn, new))
+            lost = set(missing) - found.keys()
             if lost:  # pragma: no cover - the insert above guarantees every row exists
                 raise RuntimeError(f"targets vanished while being recorded: {sorted(lost)[:3]}")
+        return found
+
+    @staticmethod
+    def _stored_targets(conn: Connection, keys: Sequence[TargetKey]) -> dict[TargetKey, int]:
+        """One query per chunk of host names (the unique index leads with host), not one
+        per target."""
+        wanted = set(keys)
+        hosts = sorted({key[0] for key in keys})
+        found: dict[TargetKey, int] = {}
+        for start in range(0, len(hosts), _IN_CHUNK):
+            rows = conn.execute(
+                select(TargetRow.id, TargetRow.host, TargetRow.port, TargetRow.ip,
+                       TargetRow.sni, TargetRow.starttls)
+                .where(TargetRow.host.in_(hosts[start : start + _IN_CHUNK]))
+            )
+            for target_id, *identity in rows:
+                key = (identity[0], identity[1], identity[2], identity[3], identity[4])
+                if key in wanted:
+                    found[key] = int(target_id)
         return found
 
     def beat(
