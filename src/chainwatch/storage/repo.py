@@ -267,7 +267,7 @@ class Database:
                 self.engine.dispose()
                 raise storage_error(self.url, exc) from None
         # Only facts that a rollback cannot undo are cached: rows known to be committed.
-        # Certificates and targets are never deleted, so the caches never go stale.
+        # Certificates, chains and targets are never deleted: those caches never go stale.
         self._known_certs: set[str] = set()
         self._known_docs: dict[str, int] = {}  # document sha256 -> id, committed ones only
         self._known_chains: dict[str, int] = {}  # chain key -> id, committed ones only
