@@ -31,8 +31,9 @@ the scan's own time spent reading back the previous leaves and writing the batch
 the throughput it costs, without the run-to-run noise of comparing separate runs; target:
 at most 20%); peak RSS (target: under 1 GiB for 10,000 endpoints, probe processes
 included: they are far smaller than the parent); and the database's growth per 1,000
-observations, for the first scan (certificates included) and for a repeat scan (an
-observation row, its report and its chain links).
+observations, for the first scan (certificates, chains and report documents included) and
+for a repeat scan (an observation row and its index entries: its chain and document are
+the ones its target stored before).
 
 Usage: ``python bench/scan.py [--endpoints N] [--skip postgresql] [--json]``
 (``make bench-scan``). Without an ``nginx`` binary it says how to install one and exits 0.

@@ -157,7 +157,7 @@ def test_serve_rides_out_a_postgresql_restart(
     with engine.connect() as conn:
         incomplete = conn.execute(text(
             "SELECT count(*) FROM observations o WHERE o.leaf_sha256 IS NOT NULL AND "
-            "(SELECT count(*) FROM observation_certs c WHERE c.observation_id = o.id) <> 2"
+            "(SELECT count(*) FROM chain_certs c WHERE c.chain_id = o.chain_id) <> 2"
         )).scalar_one()
     assert incomplete == 0  # every stored observation has its whole chain (leaf + CA)
 

@@ -303,7 +303,7 @@ def test_kill_9_during_serve_leaves_a_consistent_database(
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
         incomplete = conn.execute(
             "SELECT o.id FROM observations o WHERE o.leaf_sha256 IS NOT NULL AND "
-            "(SELECT count(*) FROM observation_certs c WHERE c.observation_id = o.id) != 2"
+            "(SELECT count(*) FROM chain_certs c WHERE c.chain_id = o.chain_id) != 2"
         ).fetchall()
         assert incomplete == []
     with Database(f"sqlite:///{db_path}") as db:

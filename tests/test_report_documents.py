@@ -66,17 +66,18 @@ def write_previous_schema(url: str, lab: Lab) -> dict[tuple[str, dt.datetime], d
             for ca in {c.sha256: c for chain in lab.chains.values() for c in chain}.values():
                 conn.execute(insert(tables["certificates"]),
                              storage_repo._cert_row(ca.der, ca.sha256, NOW))
-            for n, host in enumerate(HOSTS):
-                conn.execute(insert(tables["targets"]), {
-                    "id": n + 1, "host": host, "port": 443, "ip": "127.0.0.1", "sni": "",
-                    "starttls": ""})
+            for host in HOSTS:
+                # Ids from the table's own sequence, as that schema's writer took them.
+                target_id = conn.execute(insert(tables["targets"]).returning(
+                    tables["targets"].c.id), {"host": host, "port": 443, "ip": "127.0.0.1",
+                                              "sni": "", "starttls": ""}).scalar_one()
                 for day in range(3):
                     when = NOW + dt.timedelta(days=day)
                     obs, report = lab.served(host, when)
                     doc = report_json(report)
                     oid = conn.execute(insert(tables["observations"]).returning(
                         tables["observations"].c.id), {
-                        "target_id": n + 1, "observed_at": when, "status": doc["status"],
+                        "target_id": target_id, "observed_at": when, "status": doc["status"],
                         "breaks_at": report.breaks_at, "days_left": report.days_left,
                         "leaf_sha256": sha256_hex(obs.chain[0]), "tls_version": "TLSv1.3",
                         "cipher": "TLS_AES_128_GCM_SHA256", "ocsp_staple": None,

@@ -615,7 +615,7 @@ def test_a_database_error_is_logged_and_retried_without_spinning(
     with Database(f"sqlite:///{db_path}") as database:
         scheduler = scheduler_for(path, database, FakeClock(NOW), ticks=3)
         with closing(sqlite3.connect(db_path)) as conn:
-            conn.execute("DROP TABLE observation_certs")
+            conn.execute("DROP TABLE chain_certs")
             conn.commit()
         sleeper = RecordingEvent()
         scheduler.stop_event = sleeper
@@ -624,7 +624,7 @@ def test_a_database_error_is_logged_and_retried_without_spinning(
     failures = [r.getMessage() for r in caplog.records if "scan failed" in r.getMessage()]
     assert len(failures) == 3
     assert all("database error: OperationalError" in m for m in failures)
-    assert "observation_certs" in failures[0]
+    assert "chain_certs" in failures[0]
     assert "INSERT" not in caplog.text  # the driver's message, not the SQL and its data
     assert len(sleeper.waits) == 2 and all(w is not None and w >= 60 for w in sleeper.waits)
 

@@ -105,6 +105,11 @@ def lab() -> Lab:
     return Lab()
 
 
+LINKS = ("(SELECT o.id AS observation_id, c.position, c.sha256 FROM observations o "
+         "JOIN chain_certs c ON c.chain_id = o.chain_id) AS links")
+"""Each observation's served chain, one row per certificate (as ``count``'s table)."""
+
+
 def count(database: Database, table: str) -> int:
     with database.engine.connect() as conn:
         return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
@@ -125,9 +130,9 @@ def test_migrations_upgrade_from_empty(db_url: str) -> None:
         assert storage_db.current_revision(database.engine) == storage_db.head_revision()
         tables = set(inspect(database.engine).get_table_names())
         assert tables == {"alembic_version", "certificates", "targets", "observations",
-                          "observation_certs", "heartbeats", "alert_state", "outbox", "acks",
-                          "monitor_counters", "batches", "report_documents", "ct_names",
-                          "report_series"}
+                          "chains", "chain_certs", "heartbeats", "alert_state", "outbox",
+                          "acks", "monitor_counters", "batches", "report_documents",
+                          "ct_names", "report_series"}
         # The migrations build exactly what the ORM models describe.
         with database.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
@@ -215,7 +220,8 @@ def test_certificates_are_stored_once(
     assert parsed == []
     assert count(db, "certificates") == 2
     assert count(db, "observations") == 5
-    assert count(db, "observation_certs") == 10
+    assert count(db, LINKS) == 10
+    assert count(db, "chains") == 1 and count(db, "chain_certs") == 2  # one served chain
     assert count(db, "targets") == 3
     leaf = db.certificate(chain[0].sha256)
     assert leaf is not None and leaf.first_seen == later  # written first, kept since
@@ -341,6 +347,7 @@ def test_retention_keeps_the_latest(db: Database, lab: Lab) -> None:
     for day in range(10):  # busy: every day up to now
         db.record(*lab.served(busy, NOW - dt.timedelta(days=day)))
     certs_before = count(db, "certificates")
+    chains_before = count(db, "chains")
 
     deleted = db.prune(dt.timedelta(days=30), now=NOW)
     assert deleted == 4  # quiet's four older ones; busy has nothing older than 30 days
@@ -355,9 +362,11 @@ def test_retention_keeps_the_latest(db: Database, lab: Lab) -> None:
     assert len(db.observations_for(quiet)) == 1  # never deletes a target's latest
     assert db.prune(dt.timedelta(0), now=NOW + dt.timedelta(days=1)) == 3
     assert {o.target for o in db.latest_per_target()} == {quiet, busy}
-    # The chains of deleted observations go with them; certificates stay.
-    assert count(db, "observation_certs") == 2 * count(db, "observations") == 4
+    # Served chains stay, like certificates; the kept observations still read theirs.
+    assert count(db, LINKS) == 2 * count(db, "observations") == 4
     assert count(db, "certificates") == certs_before
+    assert count(db, "chains") == chains_before
+    assert all(len(o.chain) == 2 for o in db.latest_per_target())
 
 
 def test_record_many_batches(db: Database, lab: Lab) -> None:
@@ -382,19 +391,20 @@ def test_a_failing_batch_leaves_nothing_behind(
     real_insert = db._insert
 
     def failing_insert(table: Any) -> Any:
-        if getattr(table, "__tablename__", None) == "observation_certs":
+        if getattr(table, "__tablename__", None) == "chain_certs":
             raise RuntimeError("the disk caught fire")
         return real_insert(table)
 
     monkeypatch.setattr(db, "_insert", failing_insert)
     with pytest.raises(RuntimeError, match="caught fire"):
         db.record(*item)
-    for table in ("certificates", "targets", "observations", "observation_certs"):
+    for table in ("certificates", "targets", "observations", "chains", "chain_certs"):
         assert count(db, table) == 0, table
 
     monkeypatch.setattr(db, "_insert", real_insert)  # what was rolled back is not "known"
     db.record(*item)
-    assert count(db, "certificates") == 2 and count(db, "observation_certs") == 2
+    assert count(db, "certificates") == 2 and count(db, "chain_certs") == 2
+    assert count(db, LINKS) == 2
 
 
 def test_timestamps_must_be_aware(db: Database, lab: Lab) -> None:
@@ -451,9 +461,11 @@ def test_sqlite_pragmas(sqlite_url: str) -> None:
 def test_concurrent_writers_share_a_database(db_url: str, lab: Lab) -> None:
     """Two processes' worth of writers (two Databases, two threads each) on one database,
     writing batches: SQLite's BEGIN IMMEDIATE and busy timeout make them queue, never
-    fail; on both backends every observation gets its own id and its own chain rows."""
+    fail; on both backends every observation gets its own id and its served chain."""
     errors: list[BaseException] = []
-    items = [lab.served(Target(f"c{i % 5}.example.com"), NOW + dt.timedelta(seconds=i))
+    served = [lab.chain(f"c{i}.example.com") for i in range(5)]  # the writers race on them
+    items = [lab.served(Target(f"c{i % 5}.example.com"), NOW + dt.timedelta(seconds=i),
+                        served[i % 5])
              for i in range(400)]
     databases = [Database(db_url), Database(db_url)]
     ids: list[list[int]] = [[] for _ in range(4)]
@@ -479,7 +491,9 @@ def test_concurrent_writers_share_a_database(db_url: str, lab: Lab) -> None:
     with Database(db_url) as database:
         assert database.count_observations() == 400
         assert count(database, "targets") == 5
-        assert count(database, "observation_certs") == 2 * 400
+        assert count(database, LINKS) == 2 * 400
+        # Writers racing to store the same chain store it once, with its certificates once.
+        assert count(database, "chains") == 5 and count(database, "chain_certs") == 2 * 5
         by_time = {  # observation times are distinct: they name the rows
             o.observed_at: o.id for i in range(5)
             for o in database.observations_for(Target(f"c{i}.example.com"))
@@ -576,7 +590,7 @@ def assert_whole(database: Database, committed: set[int]) -> int:
         ).all()
         links: dict[int, list[tuple[int, str]]] = {}
         for oid, pos, sha in conn.execute(
-            text("SELECT observation_id, position, sha256 FROM observation_certs")
+            text(f"SELECT observation_id, position, sha256 FROM {LINKS}")
         ):
             links.setdefault(oid, []).append((pos, sha))
         certs = {sha for (sha,) in conn.execute(text("SELECT sha256 FROM certificates"))}
@@ -625,13 +639,13 @@ def test_killed_writer_leaves_no_half_observation(
 
 def test_writes_with_a_slot_are_idempotent_per_target(db: Database, lab: Lab) -> None:
     """A batch redelivered after its worker died is written again: (target, slot) is
-    unique, so each observation is stored once, with its chain rows once."""
+    unique, so each observation is stored once, with its chain reference once."""
     a, b = Target("a.lab.test", 443, ip="127.0.0.1"), Target("b.lab.test", 443, ip="127.0.0.1")
     batch = [lab.served(a, NOW), lab.failed(b, NOW)]
     first = db.record_many(batch, slot="20240301T120000Z")
     again = db.record_many(batch, slot="20240301T120000Z")
     assert again == first
-    assert count(db, "observations") == 2 and count(db, "observation_certs") == 2
+    assert count(db, "observations") == 2 and count(db, LINKS) == 2
     # Half of a batch written before (another writer, or an earlier attempt): the rest
     # goes in, nothing twice.
     c = Target("c.lab.test", 443, ip="127.0.0.1")

@@ -15,6 +15,8 @@ migrations are transactional.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +160,38 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     On PostgreSQL an advisory lock makes concurrent openers (workers starting together)
     migrate one at a time; SQLite's ``BEGIN IMMEDIATE`` does the same for a file.
     """
+    _migrate(engine, revision, down=False)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the schema back to ``revision`` (each migration's ``downgrade`` puts back
+    what its upgrade moved: nothing stored is lost)."""
+    _migrate(engine, revision, down=True)
+
+
+@contextmanager
+def _sqlite_foreign_keys_off(conn: Connection) -> Iterator[None]:
+    """SQLite rebuilds a table to alter it (copy, ``DROP TABLE``, rename); with foreign
+    keys enforced the ``DROP`` deletes every row first, and ``ON DELETE CASCADE`` would
+    take the rows referring to them along (a rebuilt ``observations`` emptied
+    ``observation_certs``). So migrations run with enforcement off, as SQLite's manual
+    prescribes for schema changes; ``env.py`` checks every foreign key before the
+    migration's transaction commits, and enforcement is back on after it."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    raw = conn.connection.driver_connection
+    assert raw is not None  # a checked-out connection has its driver connection
+    raw.execute("PRAGMA foreign_keys = OFF")  # outside any transaction: it takes effect
+    try:
+        yield
+    finally:
+        if conn.in_transaction():
+            conn.rollback()
+        raw.execute("PRAGMA foreign_keys = ON")
+
+
+def _migrate(engine: Engine, revision: str, *, down: bool) -> None:
     postgres = engine.dialect.name == "postgresql"
     with engine.connect() as conn:
         conn = conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
@@ -170,7 +204,13 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             conn.commit()
             wanted = set(ScriptDirectory.from_config(config).get_revisions(revision))
             if heads != {script.revision for script in wanted}:
-                command.upgrade(config, revision)
+                with _sqlite_foreign_keys_off(conn):
+                    if down:
+                        command.downgrade(config, revision)
+                    else:
+                        command.upgrade(config, revision)
+                    if conn.in_transaction():
+                        conn.commit()
             if conn.in_transaction():
                 conn.commit()
         finally:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -133,7 +134,9 @@ class ObservationRow(Base):
     __table_args__ = (
         Index("ix_observations_target_time", "target_id", "observed_at", "id"),
         Index("ix_observations_observed_at", "observed_at"),
-        Index("uq_observations_target_slot", "target_id", "slot", unique=True),
+        Index("uq_observations_target_slot", "target_id", "slot", unique=True,
+              sqlite_where=text("slot IS NOT NULL"),
+              postgresql_where=text("slot IS NOT NULL")),  # partial: migration 0010
         Index("ix_observations_breaks_at", "breaks_at", "id"),  # migration 0005
         Index("ix_observations_document", "document_id"),  # migration 0007
     )
@@ -160,22 +163,38 @@ class ObservationRow(Base):
     so a batch delivered twice stores each observation once."""
     document_id: Mapped[int | None] = mapped_column(RowId, ForeignKey("report_documents.id"))
     evaluated_at: Mapped[dt.datetime | None]
+    chain_id: Mapped[int | None] = mapped_column(RowId, ForeignKey("chains.id"))
+    """The served chain (migration 0010); ``None`` when nothing was served."""
 
     target: Mapped[TargetRow] = relationship(lazy="joined", innerjoin=True)
     document: Mapped[ReportDocumentRow | None] = relationship(lazy="selectin")
-    certs: Mapped[list[ObservationCertRow]] = relationship(
-        order_by="ObservationCertRow.position", lazy="selectin", passive_deletes=True
+    chain: Mapped[ChainRow | None] = relationship(lazy="selectin")
+
+
+class ChainRow(Base):
+    """A served chain, stored once (migration 0010) by the SHA-256 of its certificates'
+    SHA-256s in served order (:func:`chainwatch.storage.repo.chain_key`): a steady scan's
+    observation refers to the chain its target served before. Like certificates, chains
+    are never deleted."""
+
+    __tablename__ = "chains"
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+
+    certs: Mapped[list[ChainCertRow]] = relationship(
+        order_by="ChainCertRow.position", lazy="selectin"
     )
 
 
-class ObservationCertRow(Base):
-    """The served chain of an observation, in served order (``position`` 0 = leaf)."""
+class ChainCertRow(Base):
+    """The certificates of a chain, in served order (``position`` 0 = leaf)."""
 
-    __tablename__ = "observation_certs"
-    __table_args__ = (Index("ix_observation_certs_sha256", "sha256"),)
+    __tablename__ = "chain_certs"
+    __table_args__ = (Index("ix_chain_certs_sha256", "sha256"),)
 
-    observation_id: Mapped[int] = mapped_column(
-        RowId, ForeignKey("observations.id", ondelete="CASCADE"), primary_key=True
+    chain_id: Mapped[int] = mapped_column(
+        RowId, ForeignKey("chains.id", ondelete="CASCADE"), primary_key=True
     )
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     sha256: Mapped[str] = mapped_column(ForeignKey("certificates.sha256"))

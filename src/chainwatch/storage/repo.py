@@ -9,7 +9,8 @@
     db.close()
 
 An observation is written with its certificates (inserted once, ever, by SHA-256),
-its target (created on first sight) and its chain rows in ONE transaction: a crash
+its target (created on first sight), its served chain and its report document (each
+stored once, then referred to) in ONE transaction: a crash
 at any instant leaves either the whole observation or none of it. Values returned
 are frozen dataclasses; timestamps are aware UTC.
 """
@@ -45,8 +46,9 @@ from chainwatch.storage.db import (
 )
 from chainwatch.storage.models import (
     CertificateRow,
+    ChainCertRow,
+    ChainRow,
     HeartbeatRow,
-    ObservationCertRow,
     ObservationRow,
     ReportDocumentRow,
     ReportSeriesRow,
@@ -196,6 +198,12 @@ def stored_report(report: Mapping[str, Any] | None, body: Mapping[str, Any] | No
     return _whole_report(body, evaluated_at, days_left)
 
 
+def chain_key(shas: Sequence[str]) -> str:
+    """The key a served chain is stored under (``chains.sha256``): the SHA-256 of its
+    certificates' SHA-256s in served order. Migration 0010 keys existing chains alike."""
+    return hashlib.sha256(",".join(shas).encode("ascii")).hexdigest()
+
+
 def _report_of(row: ObservationRow) -> Mapping[str, Any]:
     if row.document_id is None or row.document is None:
         return row.report
@@ -211,7 +219,7 @@ def _stored(row: ObservationRow) -> StoredObservation:
         breaks_at=row.breaks_at,
         days_left=row.days_left,
         leaf_sha256=row.leaf_sha256,
-        chain=tuple(c.sha256 for c in row.certs),
+        chain=() if row.chain is None else tuple(c.sha256 for c in row.chain.certs),
         tls_version=row.tls_version,
         cipher=row.cipher,
         failure=row.failure,
@@ -261,9 +269,10 @@ class Database:
                 self.engine.dispose()
                 raise storage_error(self.url, exc) from None
         # Only facts that a rollback cannot undo are cached: rows known to be committed.
-        # Certificates and targets are never deleted, so the caches never go stale.
+        # Certificates, chains and targets are never deleted: those caches never go stale.
         self._known_certs: set[str] = set()
         self._known_docs: dict[str, int] = {}  # document sha256 -> id, committed ones only
+        self._known_chains: dict[str, int] = {}  # chain key -> id, committed ones only
         self._target_ids: dict[TargetKey, int] = {}
         self._parsed: dict[str, Cert] = {}  # certificates never change: safe to keep
 
@@ -327,13 +336,15 @@ class Database:
                 # A document id remembered from an earlier batch may have been pruned since
                 # (by this or another process): forget them all and look them up again.
                 self._known_docs.clear()
+                self._known_chains.clear()
                 ids.extend(self._write_batch(batch, slot))
         return ids
 
     def _write_batch(self, batch: Sequence[tuple[Observation, Report]],
                      slot: str | None = None) -> list[int]:
         rows: list[dict[str, Any]] = []
-        chains: list[list[str]] = []
+        chain_keys: list[str | None] = []
+        chains: dict[str, list[str]] = {}  # chain key -> certificate SHA-256s, served order
         unknown: dict[str, tuple[bytes, dt.datetime]] = {}  # not yet known to be stored
         doc_shas: list[str] = []
         doc_bodies: dict[str, dict[str, Any]] = {}
@@ -345,7 +356,10 @@ class Database:
                 shas.append(sha)
                 if sha not in self._known_certs and sha not in unknown:
                     unknown[sha] = (der, observed_at)
-            chains.append(shas)
+            served = chain_key(shas) if shas else None
+            chain_keys.append(served)
+            if served is not None:
+                chains.setdefault(served, shas)
             if report.target is None:
                 report = report.with_target(observation.target)
             rows.append({
@@ -389,23 +403,18 @@ class Database:
                 )
             target_ids = self._target_ids_for(conn, keys)
             doc_ids = self._document_ids_for(conn, doc_bodies)
-            for row, key, sha in zip(rows, keys, doc_shas, strict=True):
+            chain_ids = self._chain_ids_for(conn, chains)
+            for row, key, sha, chain in zip(rows, keys, doc_shas, chain_keys, strict=True):
                 row["target_id"] = target_ids[key]
                 row["document_id"] = doc_ids[sha]
+                row["chain_id"] = None if chain is None else chain_ids[chain]
             if slot is None:
                 ids = self._insert_observations(conn, rows)
-                fresh = [True] * len(ids)
             else:
-                ids, fresh = self._insert_slotted(conn, rows)
-            links = [
-                {"observation_id": oid, "position": pos, "sha256": sha}
-                for oid, shas, new in zip(ids, chains, fresh, strict=True) if new
-                for pos, sha in enumerate(shas)
-            ]
-            if links:
-                conn.execute(self._insert(ObservationCertRow), links)
+                ids = self._insert_slotted(conn, rows)
         self._known_certs.update(unknown)
         self._target_ids.update(target_ids)
+        self._known_chains.update(chain_ids)
         if len(self._known_docs) + len(doc_ids) > _KNOWN_DOCS_MAX:
             self._known_docs.clear()
         self._known_docs.update(doc_ids)
@@ -417,7 +426,7 @@ class Database:
         reads its documents' ids back (one indexed look-up per 500) and writes none."""
         ids = {sha: self._known_docs[sha] for sha in bodies if sha in self._known_docs}
         missing = sorted(sha for sha in bodies if sha not in ids)
-        ids.update(self._stored_documents(conn, missing))
+        ids.update(self._stored_keys(conn, ReportDocumentRow, missing))
         new = [sha for sha in missing if sha not in ids]
         if new:
             conn.execute(
@@ -425,7 +434,7 @@ class Database:
                     index_elements=["sha256"]),
                 [{"sha256": sha, "body": bodies[sha]} for sha in new],
             )
-            stored = self._stored_documents(conn, new)
+            stored = self._stored_keys(conn, ReportDocumentRow, new)
             ids.update(stored)
             # What /metrics reads of them (chainwatch.storage.series), once per document.
             conn.execute(
@@ -435,13 +444,40 @@ class Database:
                  for sha in sorted(stored)])
         return ids
 
+    def _chain_ids_for(self, conn: Connection, chains: Mapping[str, Sequence[str]]
+                       ) -> dict[str, int]:
+        """The id of each served chain (by :func:`chain_key`), stored now with its
+        certificates if it was not: a steady scan reads back at most one indexed look-up
+        per 500 chains (none in a process that stored or met them before) and writes
+        none. A chain row and its ``chain_certs`` are inserted in one transaction; a
+        concurrent writer of the same chain inserts nothing (both are insert-or-ignore,
+        and the key fixes the content)."""
+        ids = {key: self._known_chains[key] for key in chains if key in self._known_chains}
+        missing = sorted(key for key in chains if key not in ids)
+        ids.update(self._stored_keys(conn, ChainRow, missing))
+        new = [key for key in missing if key not in ids]
+        if new:
+            conn.execute(self._insert(ChainRow).on_conflict_do_nothing(
+                index_elements=["sha256"]), [{"sha256": key} for key in new])
+            created = self._stored_keys(conn, ChainRow, new)
+            conn.execute(
+                self._insert(ChainCertRow).on_conflict_do_nothing(
+                    index_elements=["chain_id", "position"]),
+                [{"chain_id": created[key], "position": pos, "sha256": sha}
+                 for key in sorted(new, key=created.__getitem__)
+                 for pos, sha in enumerate(chains[key])],
+            )
+            ids.update(created)
+        return ids
+
     @staticmethod
-    def _stored_documents(conn: Connection, shas: Sequence[str]) -> dict[str, int]:
+    def _stored_keys(conn: Connection, table: type[ChainRow] | type[ReportDocumentRow],
+                     shas: Sequence[str]) -> dict[str, int]:
         found: dict[str, int] = {}
         for start in range(0, len(shas), _IN_CHUNK):
             found.update((sha, int(oid)) for sha, oid in conn.execute(
-                select(ReportDocumentRow.sha256, ReportDocumentRow.id)
-                .where(ReportDocumentRow.sha256.in_(shas[start : start + _IN_CHUNK]))))
+                select(table.sha256, table.id)
+                .where(table.sha256.in_(shas[start : start + _IN_CHUNK]))))
         return found
 
     @staticmethod
@@ -479,17 +515,15 @@ class Database:
                      [{**row, "id": oid} for row, oid in zip(rows, ids, strict=True)])
         return ids
 
-    def _insert_slotted(self, conn: Connection, rows: list[dict[str, Any]]
-                        ) -> tuple[list[int], list[bool]]:
+    def _insert_slotted(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         """Insert-or-ignore on (target, slot), one row per statement: the ids of the rows
-        (stored before, or now) and whether each was inserted now. On PostgreSQL a second
-        writer of the same (target, slot) waits on the unique index for the first one's
-        transaction, then inserts nothing."""
+        (stored before, or now). On PostgreSQL a second writer of the same (target, slot)
+        waits on the unique index for the first one's transaction, then inserts nothing."""
         ids: list[int] = []
-        fresh: list[bool] = []
         for row in rows:
             stmt = (self._insert(ObservationRow).values(row)
-                    .on_conflict_do_nothing(index_elements=["target_id", "slot"])
+                    .on_conflict_do_nothing(index_elements=["target_id", "slot"],
+                                            index_where=ObservationRow.slot.is_not(None))
                     .returning(ObservationRow.id))
             new = conn.execute(stmt).scalar_one_or_none()
             if new is None:
@@ -497,42 +531,49 @@ class Database:
                     select(ObservationRow.id).where(ObservationRow.target_id == row["target_id"],
                                                     ObservationRow.slot == row["slot"])
                 ).scalar_one()
-                fresh.append(False)
-            else:
-                fresh.append(True)
             ids.append(int(new))
-        return ids, fresh
+        return ids
 
     def _target_ids_for(self, conn: Connection, keys: Sequence[TargetKey]) -> dict[TargetKey, int]:
+        """The id of each target, created now if it was not stored. Those stored already
+        (a new process's first batch meets thousands) are read first, so a steady scan
+        inserts no target row and takes no row lock for one."""
         found = {k: self._target_ids[k] for k in keys if k in self._target_ids}
         missing = sorted(k for k in set(keys) if k not in found)
         if missing:
-            conn.execute(
-                self._insert(TargetRow).on_conflict_do_nothing(
-                    index_elements=["host", "port", "ip", "sni", "starttls"]
-                ),
-                [
-                    {"host": h, "port": p, "ip": ip, "sni": sni, "starttls": st}
-                    for h, p, ip, sni, st in missing
-                ],
-            )
-            # One query per chunk of host names (the unique index leads with host), not
-            # one per target: a new process meets thousands of targets on its first batch.
-            wanted = set(missing)
-            hosts = sorted({key[0] for key in missing})
-            for start in range(0, len(hosts), _IN_CHUNK):
-                rows = conn.execute(
-                    select(TargetRow.id, TargetRow.host, TargetRow.port, TargetRow.ip,
-                           TargetRow.sni, TargetRow.starttls)
-                    .where(TargetRow.host.in_(hosts[start : start + _IN_CHUNK]))
+            found.update(self._stored_targets(conn, missing))
+            new = [k for k in missing if k not in found]
+            if new:
+                conn.execute(
+                    self._insert(TargetRow).on_conflict_do_nothing(
+                        index_elements=["host", "port", "ip", "sni", "starttls"]
+                    ),
+                    [{"host": h, "port": p, "ip": ip, "sni": sni, "starttls": st}
+                     for h, p, ip, sni, st in new],
                 )
-                for target_id, *identity in rows:
-                    key = (identity[0], identity[1], identity[2], identity[3], identity[4])
-                    if key in wanted:
-                        found[key] = int(target_id)
-            lost = wanted - found.keys()
+                found.update(self._stored_targets(conn, new))
+            lost = set(missing) - found.keys()
             if lost:  # pragma: no cover - the insert above guarantees every row exists
                 raise RuntimeError(f"targets vanished while being recorded: {sorted(lost)[:3]}")
+        return found
+
+    @staticmethod
+    def _stored_targets(conn: Connection, keys: Sequence[TargetKey]) -> dict[TargetKey, int]:
+        """One query per chunk of host names (the unique index leads with host), not one
+        per target."""
+        wanted = set(keys)
+        hosts = sorted({key[0] for key in keys})
+        found: dict[TargetKey, int] = {}
+        for start in range(0, len(hosts), _IN_CHUNK):
+            rows = conn.execute(
+                select(TargetRow.id, TargetRow.host, TargetRow.port, TargetRow.ip,
+                       TargetRow.sni, TargetRow.starttls)
+                .where(TargetRow.host.in_(hosts[start : start + _IN_CHUNK]))
+            )
+            for target_id, *identity in rows:
+                key = (identity[0], identity[1], identity[2], identity[3], identity[4])
+                if key in wanted:
+                    found[key] = int(target_id)
         return found
 
     def beat(

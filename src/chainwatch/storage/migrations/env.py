@@ -25,6 +25,13 @@ def _run(connection: Connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+        if sqlite:
+            # chainwatch migrates SQLite with foreign keys unenforced (a table rebuild
+            # would cascade deletes otherwise): they are all checked before the commit.
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:
+                raise RuntimeError(f"migration left {len(broken)} rows with a broken "
+                                   f"foreign key, e.g. in table {broken[0][0]}")
 
 
 def run() -> None:
