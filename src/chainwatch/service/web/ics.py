@@ -6,13 +6,17 @@ Every value is encoded by ``icalendar``'s property types and every line folded a
 value repeats across events (dates, ``DTSTAMP``, ``TRIGGER``, ``ACTION``) are generated
 by an ``icalendar`` component once per value, the text lines (``UID``, ``SUMMARY``,
 ``DESCRIPTION``, ``URL``) by ``vText``/``vUri`` per event, in ``Event``'s and
-``Alarm``'s canonical property order. :func:`component` builds the same event as an
-``icalendar.Event``: the tests hold the two to the same bytes.
+``Alarm``'s canonical property order. A text value with no character that TEXT escaping
+(RFC 5545, 3.3.11) or a URI's line rule touches (``\\ ; , CR LF``) is its own encoding
+and skips the property object (most UIDs, summaries and alarm texts; about 5 µs each).
+:func:`component` builds the same event as an ``icalendar.Event``: the tests hold the
+two to the same bytes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from urllib.parse import quote
@@ -33,6 +37,8 @@ _ALARM_ORDER = tuple(canonsort_keys(["ACTION", "DESCRIPTION", "TRIGGER"],
                                     Alarm.canonical_order))
 _TEXT = {name: Event.types_factory.for_property(name)
          for name in ("UID", "SUMMARY", "DESCRIPTION", "URL")}
+_ESCAPED = re.compile(r"[\\;,\r\n]")
+"""What ``vText`` escapes (and ``vUri`` refuses): a value without it encodes as itself."""
 _FOLD_AT = 75  # octets: icalendar folds a line before it reaches this length
 
 
@@ -112,6 +118,8 @@ def _line(name: str, value: object) -> bytes:
     encode: Callable[[object], object] | None = _TEXT.get(name)
     if encode is None:
         return _repeated(name, value)
+    if isinstance(value, str) and _ESCAPED.search(value) is None:
+        return fold(f"{name}:{value}")
     text = encode(value).to_ical()  # type: ignore[attr-defined]
     return fold(f"{name}:{text.decode('utf-8')}")
 
