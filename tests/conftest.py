@@ -112,6 +112,15 @@ def postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database URL: each test using it runs on SQLite, then on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.sqlite'}"
+    found: str = request.getfixturevalue("pg_url")
+    return found
+
+
 @pytest.fixture
 def pg_url(postgres_database: str) -> Iterator[str]:
     """A fresh, empty schema in the run's database (selected with ``search_path``)."""

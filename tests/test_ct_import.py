@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,21 +15,15 @@ import pytest
 from sqlalchemy import MetaData, Table, insert, inspect, select
 
 from chainwatch.config.inventory import load_inventory
-from chainwatch.service.web import WebServer, WebSettings, bind
+from chainwatch.service.web import WebServer, WebSettings
 from chainwatch.storage import Database
 from chainwatch.storage import db as storage_db
 from chainwatch.storage.discovery_repo import DiscoveryRepo
 
+from .webclient import start_web
+
 Cli = Callable[..., tuple[int, str, str]]
 UTC = dt.UTC
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ct.sqlite'}"
-    found: str = request.getfixturevalue("pg_url")
-    return found
 
 
 @pytest.fixture
@@ -38,15 +31,8 @@ def web() -> Iterator[Callable[[WebSettings], httpx.Client]]:
     started: list[tuple[WebServer, httpx.Client]] = []
 
     def serve(settings: WebSettings) -> httpx.Client:
-        server = WebServer(settings, bind("127.0.0.1:0", token=None)).start()
-        client = httpx.Client(base_url=server.url.rstrip("/"), timeout=30)
+        server, client = start_web(settings)
         started.append((server, client))
-        for _ in range(100):  # bounded: the thread is up within a moment
-            try:
-                client.get("/static/style.css")
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
         return client
 
     yield serve

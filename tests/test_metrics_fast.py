@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from alembic import command
 from sqlalchemy import delete, func, select, update
 
@@ -35,14 +34,6 @@ from .pki import PKI, at, pem_of
 NOW = at("2026-03-01T12:00:00Z")
 ODD = 'q"uo\\te\nnl %(a)s %s é'  # every character the text format escapes, and % signs
 ESCAPED = 'q\\"uo\\\\te\\nnl %(a)s %s é'  # as a label value in the text format
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'fleet.sqlite'}"
-    found: str = request.getfixturevalue("pg_url")
-    return found
 
 
 class Fleet:

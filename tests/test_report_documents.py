@@ -9,7 +9,6 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import MetaData, Table, insert, text
 
 from chainwatch.analysis.engine import analyze
@@ -24,14 +23,6 @@ from .pki import PKI, at
 
 NOW = at("2026-03-01T12:00:00Z")
 HOSTS = ("a.example.com", "b.example.com")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'previous.sqlite'}"
-    found: str = request.getfixturevalue("pg_url")
-    return found
 
 
 class Lab:

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import MetaData, inspect, text
 
 from chainwatch.analysis.engine import probe_failed_report
@@ -22,14 +20,6 @@ from chainwatch.storage import db as storage_db
 from chainwatch.storage import repo as storage_repo
 
 from .test_report_documents import HOSTS, NOW, Lab, write_previous_schema
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'previous.sqlite'}"
-    found: str = request.getfixturevalue("pg_url")
-    return found
 
 
 def downgrade(url: str, revision: str) -> None:

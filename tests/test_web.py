@@ -31,6 +31,7 @@ from chainwatch.stores import resolve_profile
 from chainwatch.testing.pki import PKI
 
 from .conftest import Receiver, free_port
+from .webclient import start_web
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -95,15 +96,8 @@ def _stop_servers() -> Iterator[None]:
 
 def _serve(settings: WebSettings) -> httpx.Client:
     """The app on a real uvicorn on a loopback port, and a client for it."""
-    server = WebServer(settings, bind("127.0.0.1:0", token=settings.token)).start()
-    client = httpx.Client(base_url=server.url.rstrip("/"), timeout=30)
+    server, client = start_web(settings)
     _servers.append((server, client))
-    for _ in range(100):  # bounded: the thread is up within a moment
-        try:
-            client.get("/static/style.css")
-            break
-        except httpx.TransportError:
-            time.sleep(0.05)
     return client
 
 

@@ -128,24 +128,15 @@ def target_label(target: Target) -> str:
     return f"{host}:{target.port}"
 
 
-def _epoch(text: object) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return None
-
-
 def _state_of_row(row: LatestRow, policy: RenewalPolicy) -> AddressState:
     report = row.report
-    evaluated = _epoch(report.get("evaluated_at")) or row.observed_at.timestamp()
+    evaluated = epoch(report.get("evaluated_at")) or row.observed_at.timestamp()
     profiles = []
     for p in report.get("profiles") or ():
         if not isinstance(p, Mapping):
             continue
         trusted = p.get("trusted") is True
-        breaks = _epoch(p.get("breaks_at")) if trusted else evaluated
+        breaks = epoch(p.get("breaks_at")) if trusted else evaluated
         profiles.append((str(p.get("profile")), trusted, breaks if breaks is not None
                          else evaluated))
     findings = tuple(
@@ -154,7 +145,7 @@ def _state_of_row(row: LatestRow, policy: RenewalPolicy) -> AddressState:
     )
     not_after = tuple(
         e for c in report.get("chain") or () if isinstance(c, Mapping)
-        if (e := _epoch(c.get("not_after"))) is not None
+        if (e := epoch(c.get("not_after"))) is not None
     )
     leaf = None
     renew_at = None
@@ -353,19 +344,22 @@ def render(families: Iterable[Metric]) -> bytes:
     return generate_latest(registry)
 
 
+def _selection(inventory: Inventory | None
+               ) -> tuple[list[Target] | None, Mapping[str, RenewalPolicy], RenewalPolicy]:
+    """What ``/metrics`` shows of the stored targets: (the targets to read, ``None`` for
+    every one; each endpoint's renewal policy by key; the default policy)."""
+    if inventory is None:
+        return None, {}, RenewalPolicy()
+    wanted = [e.target for e in inventory.endpoints]
+    wanted += [Target.file(p) for f in inventory.files for p in f.paths()]
+    return (wanted, {e.target.key: e.renewal for e in inventory.endpoints},
+            inventory.defaults.renewal)
+
+
 def stored_states(db: Database, inventory: Inventory | None = None) -> list[AddressState]:
     """Every stored target's latest state (only the inventory's, when given)."""
-    repo = MetricsRepo(db)
-    if inventory is None:
-        rows: Iterable[LatestRow] = repo.latest()
-        policies: Mapping[str, RenewalPolicy] = {}
-        default = RenewalPolicy()
-    else:
-        wanted = [e.target for e in inventory.endpoints]
-        wanted += [Target.file(p) for f in inventory.files for p in f.paths()]
-        rows = repo.latest(wanted)
-        policies = {e.target.key: e.renewal for e in inventory.endpoints}
-        default = inventory.defaults.renewal
+    wanted, policies, default = _selection(inventory)
+    rows = MetricsRepo(db).latest(wanted)
     seen: set[tuple[str, str]] = set()
     out = []
     for row in rows:
@@ -766,17 +760,8 @@ def _self_check(shapes: Mapping[str, _Shape]) -> bool:
 def _render_fast(body: io.BytesIO, shapes: Mapping[str, _Shape], db: Database,
                  inventory: Inventory | None, *, per_cert: bool) -> None:
     """The per-target families of :func:`stored_states` into ``body`` (see above)."""
-    repo = MetricsRepo(db)
-    if inventory is None:
-        rows = repo.latest_series()
-        policies: Mapping[str, RenewalPolicy] = {}
-        default = RenewalPolicy()
-    else:
-        wanted = [e.target for e in inventory.endpoints]
-        wanted += [Target.file(p) for f in inventory.files for p in f.paths()]
-        rows = repo.latest_series(wanted)
-        policies = {e.target.key: e.renewal for e in inventory.endpoints}
-        default = inventory.defaults.renewal
+    wanted, policies, default = _selection(inventory)
+    rows = MetricsRepo(db).latest_series(wanted)
     writer = _Writer(shapes, per_cert)
     # Rows come in (host, port, ip, ...) order and the labels are a function of those
     # three: the rows of one (target, address) are adjacent, the first is shown.

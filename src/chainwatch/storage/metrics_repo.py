@@ -126,6 +126,13 @@ class MonitorState:
     watchdog_firing: int
 
 
+def _wanted(targets: Sequence[Target] | None) -> set[tuple[str, int, str, str]] | None:
+    """The (host, port, sni, starttls) of ``targets`` as stored rows spell them."""
+    if targets is None:
+        return None
+    return {(t.host.lower(), t.port, t.sni or "", t.starttls or "") for t in targets}
+
+
 def scan_counters(duration: float, failures: Mapping[str, int]) -> dict[tuple[str, str], float]:
     """The counter increments of one recorded batch that took ``duration`` seconds."""
     out: dict[tuple[str, str], float] = {}
@@ -183,9 +190,7 @@ class MetricsRepo:
             .order_by(TargetRow.host, TargetRow.port, TargetRow.ip, TargetRow.sni,
                       TargetRow.starttls)
         )
-        wanted = None if targets is None else {
-            (t.host.lower(), t.port, t.sni or "", t.starttls or "") for t in targets
-        }
+        wanted = _wanted(targets)
         with self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True,
                                             yield_per=_STREAM_PAGE).execute(stmt)
@@ -258,9 +263,7 @@ class MetricsRepo:
             .order_by(TargetRow.host, TargetRow.port, TargetRow.ip, TargetRow.sni,
                       TargetRow.starttls)
         )
-        wanted = None if targets is None else {
-            (t.host.lower(), t.port, t.sni or "", t.starttls or "") for t in targets
-        }
+        wanted = _wanted(targets)
         with self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True,
                                             yield_per=_STREAM_PAGE).execute(stmt)
