@@ -190,22 +190,29 @@ class MetricsRepo:
             .order_by(TargetRow.host, TargetRow.port, TargetRow.ip, TargetRow.sni,
                       TargetRow.starttls)
         )
+        for (host, port, ip, sni, starttls, observed_at, status, breaks_at, failure,
+             leaf, serial, subject, issuer, not_before, not_after,
+             *document) in self._stream(stmt, targets):
+            yield LatestRow(
+                target=Target(host=host, port=port, ip=ip or None, sni=sni or None,
+                              starttls=starttls or None),
+                observed_at=observed_at, status=status, breaks_at=breaks_at,
+                failure=failure, report=stored_report(*document), leaf_sha256=leaf,
+                leaf_serial=serial, leaf_subject=subject, leaf_issuer=issuer,
+                leaf_not_before=not_before, leaf_not_after=not_after,
+            )
+
+    def _stream(self, stmt: Any, targets: Sequence[Target] | None) -> Iterator[Any]:
+        """The rows of ``stmt`` (its first five columns a target's host, port, ip, sni
+        and starttls), streamed a page at a time; with ``targets``, only theirs."""
         wanted = _wanted(targets)
         with self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True,
                                             yield_per=_STREAM_PAGE).execute(stmt)
-            for (host, port, ip, sni, starttls, observed_at, status, breaks_at, failure,
-                 leaf, serial, subject, issuer, not_before, not_after, *document) in result:
-                if wanted is not None and (host, port, sni, starttls) not in wanted:
-                    continue
-                yield LatestRow(
-                    target=Target(host=host, port=port, ip=ip or None, sni=sni or None,
-                                  starttls=starttls or None),
-                    observed_at=observed_at, status=status, breaks_at=breaks_at,
-                    failure=failure, report=stored_report(*document), leaf_sha256=leaf,
-                    leaf_serial=serial, leaf_subject=subject, leaf_issuer=issuer,
-                    leaf_not_before=not_before, leaf_not_after=not_after,
-                )
+            for page in result.partitions():
+                for row in page:
+                    if wanted is None or (row[0], row[1], row[3], row[4]) in wanted:
+                        yield row
 
     def latest_series(self, targets: Sequence[Target] | None = None) -> Iterator[SeriesRow]:
         """What :meth:`latest` gives, lean: one Core query, no ORM object, no report body
@@ -263,22 +270,15 @@ class MetricsRepo:
             .order_by(TargetRow.host, TargetRow.port, TargetRow.ip, TargetRow.sni,
                       TargetRow.starttls)
         )
-        wanted = _wanted(targets)
-        with self.engine.connect() as conn:
-            result = conn.execution_options(stream_results=True,
-                                            yield_per=_STREAM_PAGE).execute(stmt)
-            for page in result.partitions():
-                for row in page:
-                    if wanted is not None and (row[0], row[1], row[3], row[4]) not in wanted:
-                        continue
-                    if row[9] is None:  # no summary: the whole report, decoded
-                        fields = list(row)
-                        fields[10] = stored_report(_json(row[10]), _json(row[11]),
-                                                   instant(row[7]), None)
-                        fields[11] = None
-                        yield tuple(fields)
-                    else:
-                        yield row
+        for row in self._stream(stmt, targets):
+            if row[9] is None:  # no summary: the whole report, decoded
+                fields = list(row)
+                fields[10] = stored_report(_json(row[10]), _json(row[11]),
+                                           instant(row[7]), None)
+                fields[11] = None
+                yield tuple(fields)
+            else:
+                yield row
 
     def version(self) -> tuple[Any, ...]:
         """A cheap fingerprint of everything :meth:`latest` and :meth:`monitor` read: it
