@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -139,6 +140,45 @@ def test_migrations_upgrade_from_empty(db_url: str) -> None:
 
     with Database(db_url) as again:  # opening an up-to-date database changes nothing
         assert storage_db.current_revision(again.engine) == storage_db.head_revision()
+
+
+def test_migration_scripts_are_numbered_in_one_chain() -> None:
+    """The open-time check reads the head from the file names (no Alembic): every script
+    must be ``NNNN_what.py`` with ``revision = "NNNN"`` following the one before."""
+    scripts = sorted((storage_db.MIGRATIONS / "versions").glob("[0-9]*.py"))
+    assert scripts
+    previous = None
+    for script in scripts:
+        number = script.name[:4]
+        assert re.fullmatch(r"\d{4}_\w+\.py", script.name), script.name
+        source = script.read_text()
+        assert f'revision: str = "{number}"' in source, script.name
+        down = "None" if previous is None else f'"{previous}"'
+        assert f"down_revision: str | None = {down}" in source, script.name
+        previous = number
+    assert storage_db.named_head() == storage_db.head_revision() == previous
+
+
+def test_opening_a_database_at_head_does_not_load_alembic(db_url: str) -> None:
+    Database(db_url).close()  # migrated to head
+    code = ("import sys; from chainwatch.storage.repo import Database; "
+            f"Database({db_url!r}).close(); print('alembic' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_opening_a_database_behind_head_migrates_it(db_url: str) -> None:
+    Database(db_url).close()
+    engine = storage_db.make_engine(storage_db.normalize_url(db_url))
+    try:
+        storage_db.downgrade(engine, "0009")
+        assert storage_db.current_revision(engine) == "0009"
+    finally:
+        engine.dispose()
+    with Database(db_url) as database:
+        assert storage_db.current_revision(database.engine) == storage_db.head_revision()
+        assert "chains" in inspect(database.engine).get_table_names()
 
 
 def test_migrations_ship_with_the_package() -> None:

@@ -15,19 +15,20 @@ migrations are transactional.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 from chainwatch.errors import StorageError
 
@@ -137,6 +138,8 @@ def make_engine(url: str) -> Engine:
 
 
 def _config(connection: Connection) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -144,14 +147,48 @@ def _config(connection: Connection) -> Config:
 
 
 def head_revision() -> str | None:
+    """The newest migration, as Alembic reads the scripts."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return ScriptDirectory.from_config(config).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+_SCRIPT = re.compile(r"(\d{4})_\w+\.py")
+
+
+@cache
+def named_head() -> str:
+    """The head revision as the scripts' file names give it: each migration is
+    ``NNNN_what.py`` with ``revision = "NNNN"`` and ``down_revision`` the one before
+    (a test holds every script to that), so the head is the highest number. Reading a
+    directory costs nothing next to Alembic loading every script."""
+    numbers = [m.group(1) for p in (MIGRATIONS / "versions").iterdir()
+               if (m := _SCRIPT.fullmatch(p.name))]
+    return max(numbers)
+
+
+def _at_head(engine: Engine) -> bool:
+    """Whether the database is already at the head revision, by one plain query of
+    Alembic's version table (no Alembic import, no script loaded): what nearly every
+    open finds. A database without the table (new, or not chainwatch's) is not."""
+    with engine.connect() as conn:  # a database that cannot be opened fails here
+        try:
+            rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+        except DBAPIError:
+            return False  # no such table: the migrations create it
+        finally:
+            conn.rollback()
+    return [row[0] for row in rows] == [named_head()]
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
@@ -159,7 +196,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
     On PostgreSQL an advisory lock makes concurrent openers (workers starting together)
     migrate one at a time; SQLite's ``BEGIN IMMEDIATE`` does the same for a file.
+    A database already at head is recognised by one query, without Alembic.
     """
+    if revision == "head" and _at_head(engine):
+        return
     _migrate(engine, revision, down=False)
 
 
@@ -192,6 +232,10 @@ def _sqlite_foreign_keys_off(conn: Connection) -> Iterator[None]:
 
 
 def _migrate(engine: Engine, revision: str, *, down: bool) -> None:
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     postgres = engine.dialect.name == "postgresql"
     with engine.connect() as conn:
         conn = conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
