@@ -13,6 +13,7 @@ one assembles them.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import gc
 import os
@@ -180,6 +181,33 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
+_EXIT_STATUS: list[int] = []
+"""The status :func:`main` is about to exit with, for :func:`_leave`."""
+
+
+def _leave() -> None:
+    """The last exit handler: leave without tearing the interpreter down.
+
+    Once the command is done, every thread joined and every other exit handler run
+    (they were registered later, so they ran first: logging's flush, temporary
+    directories, multiprocessing's), what is left of exiting is freeing every module and
+    object one by one: 0.5-0.6 s after a 1,000-endpoint scan, for memory the kernel
+    frees at once anyway. So the output is flushed and the process ends here, with the
+    command's status. When the output cannot be flushed (a closed pipe), or the command
+    never returned a status, the interpreter exits the ordinary way instead."""
+    if not _EXIT_STATUS:
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(_EXIT_STATUS[0])
+
+
 def main() -> None:
     tune_gc()
-    sys.exit(run(sys.argv[1:]))
+    atexit.register(_leave)  # before anything else registers: it runs last
+    status = run(sys.argv[1:])
+    _EXIT_STATUS.append(status)
+    sys.exit(status)
