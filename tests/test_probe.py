@@ -764,11 +764,11 @@ def test_shards_get_about_as_many_probes_each() -> None:
 def test_small_scans_stay_in_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     started: list[int] = []
 
-    def record(shard_slots: list[list[Any]], *args: Any, **kwargs: Any) -> None:
-        started.append(len(shard_slots))
+    def record(plan: Any) -> None:
+        started.append(len(plan.shard_slots))
         raise RuntimeError("processes started")
 
-    monkeypatch.setattr(parallel_module, "_run_in_processes", record)
+    monkeypatch.setattr(parallel_module._Plan, "start", record)
     with srv.closed_port() as closed:
         few = [Target("127.0.0.1", closed)] * 4
         assert [o.failure for o in probe_all(few, workers=2)] == [FailureReason.REFUSED] * 4

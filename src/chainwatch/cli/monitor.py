@@ -36,25 +36,35 @@ def scan_command(
     """Probe every endpoint and file of an inventory, analyse, store, alert and report."""
     _prestart_probes(inventory)
     from chainwatch.config.inventory import load_inventory
-    from chainwatch.render.codec import scan_json
-    from chainwatch.render.text import scan_text
-    from chainwatch.service.cycle import Cycle, CycleResult
-    from chainwatch.storage.repo import Database
+    from chainwatch.config.values import by_timeout
+    from chainwatch.probe.handshake import Limits
+    from chainwatch.probe.parallel import HeadStart
 
-    inv = load_inventory(inventory)
     when = parse_when(at) if at is not None else None
-    console = Console()
-    with Database(db) as database, Cycle(database, concurrency=concurrency) as cycle:
-        outcome: CycleResult
-        if console.is_terminal and output is Format.text:
-            from rich.progress import Progress
+    inv = load_inventory(inventory)
+    with HeadStart() as head:
+        # A large sweep's probe processes start now and probe while the storage is
+        # imported and the database opened; the batch takes them over.
+        for timeout, targets in by_timeout(inv.endpoints).items():
+            head.begin(targets, concurrency=concurrency, limits=Limits(timeout=timeout))
+        from chainwatch.render.codec import scan_json
+        from chainwatch.render.text import scan_text
+        from chainwatch.service.cycle import Cycle, CycleResult
+        from chainwatch.storage.repo import Database
 
-            with Progress(console=console, transient=True) as bar:
-                task = bar.add_task("scanning", total=None)
-                outcome = cycle.batch(inv, at=when, progress=lambda n, total: bar.update(
-                    task, completed=n, total=total))
-        else:
-            outcome = cycle.batch(inv, at=when)
+        console = Console()
+        with Database(db) as database, Cycle(database, concurrency=concurrency) as cycle:
+            outcome: CycleResult
+            if console.is_terminal and output is Format.text:
+                from rich.progress import Progress
+
+                with Progress(console=console, transient=True) as bar:
+                    task = bar.add_task("scanning", total=None)
+                    outcome = cycle.batch(
+                        inv, at=when, begun=head,
+                        progress=lambda n, total: bar.update(task, completed=n, total=total))
+            else:
+                outcome = cycle.batch(inv, at=when, begun=head)
     result = outcome.result
     for line in outcome.warnings:
         Console(stderr=True).print(printable(f"chainwatch: warning: {line}"), style="yellow",

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -228,3 +228,13 @@ class Inventory:
         """Every zone that some endpoint is in, or that the ``zones`` section lists."""
         names = dict.fromkeys([*self.zones, *(e.zone for e in self.endpoints)])
         return tuple(self.zone(n) for n in names)
+
+
+def by_timeout(endpoints: Iterable[Endpoint]) -> dict[float, list[Target]]:
+    """The endpoints' targets grouped by probe timeout (seconds), in inventory order: the
+    groups a sweep probes, one :func:`~chainwatch.probe.parallel.probe_all` each."""
+    groups: dict[float, list[Target]] = {}
+    for e in endpoints:
+        groups.setdefault(e.timeout.total_seconds(), []).append(e.target)
+    return groups
+

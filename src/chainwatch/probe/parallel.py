@@ -6,6 +6,9 @@ Public API::
     probe_all(targets, ...) -> [Observation, ...]    sync: the same, keeping every core busy
                                                       (``on_result``: each one as it completes;
                                                       large scans: in child processes)
+    HeadStart().begin(targets, ...)                  a large scan's child processes started
+                                                      early; probe_all(..., begun=head)
+                                                      takes their probes over
 
 Limits: at most ``concurrency`` probes in flight overall and ``per_address`` per IP address.
 An address (IP and port) whose connects time out twice in a row without ever succeeding
@@ -58,7 +61,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from multiprocessing.connection import Connection, wait
 
@@ -199,6 +202,7 @@ def probe_all(
     workers: int | None = None,
     processes: bool | None = None,
     on_result: Callable[[int, Observation], None] | None = None,
+    begun: HeadStart | None = None,
 ) -> list[Observation]:
     """Synchronous :func:`probe_targets` that keeps every core busy.
 
@@ -224,15 +228,20 @@ def probe_all(
     so analyse observations while the network is still busy. An exception it raises stops
     the callbacks and propagates: at once with processes (the children are terminated),
     once the probes in flight have finished with threads.
+
+    ``begun``: a :class:`HeadStart` that may already be probing these targets (begun
+    with the same arguments): its children are taken over instead of new ones started.
     """
     limits = limits or Limits()
     targets = list(targets)
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chainwatch-resolve") as pool:
-        slots = pool.submit(
-            asyncio.run, expand(targets, concurrency=concurrency, limits=limits)
-        ).result()
-    results: list[Observation | None] = [s if isinstance(s, Observation) else None for s in slots]
+    key = _key(targets, concurrency, per_address, limits, workers, processes)
+    plan = begun.take(key) if begun is not None else None
+    if plan is None:
+        plan = _plan(targets, concurrency=concurrency, per_address=per_address,
+                     limits=limits, workers=workers, processes=processes)
+    results: list[Observation | None] = [
+        s if isinstance(s, Observation) else None for s in plan.slots]
 
     def deliver(index: int, observation: Observation) -> None:
         results[index] = observation
@@ -243,6 +252,88 @@ def probe_all(
         for i, known in enumerate(results):
             if known is not None:
                 on_result(i, known)
+    if plan.processes and plan.buckets:
+        if plan.children is None:
+            plan.start()
+        _consume(plan, deliver=deliver)
+    elif plan.buckets:
+        _run_in_threads(
+            plan.shard_slots, plan.buckets, concurrency=plan.share,
+            per_address=per_address, limits=limits, deliver=deliver,
+            stream=on_result is not None,
+        )
+    out = [r for r in results if r is not None]
+    assert len(out) == len(plan.slots)
+    return out
+
+
+def _key(targets: Sequence[Target], concurrency: int, per_address: int, limits: Limits,
+         workers: int, processes: bool | None) -> tuple[object, ...]:
+    return (tuple(targets), concurrency, per_address, limits, workers, processes)
+
+
+@dataclass(eq=False)
+class _Plan:
+    """One :func:`probe_all` call worked out: the resolved slots, sharded; with
+    ``processes``, its children once :meth:`start` ran."""
+
+    slots: list[Slot]
+    buckets: list[list[int]]
+    shard_slots: list[list[Slot]]
+    share: int
+    per_address: int
+    limits: Limits
+    processes: bool
+    children: list[_Child] | None = None
+    unstarted: list[_Child] = field(default_factory=list)
+
+    def start(self) -> None:
+        """Start one child per bucket; they probe at once, whether or not anyone reads
+        their pipes yet (what they send waits in the pipe and the child's queue)."""
+        context = _process_context()
+        self.children = []
+        for bucket, slots in zip(self.buckets, self.shard_slots, strict=True):
+            reader, writer = context.Pipe(duplex=False)
+            process = context.Process(  # type: ignore[attr-defined]
+                target=_shard_process,
+                args=(slots, self.share, self.per_address, self.limits, writer),
+                name="chainwatch-probe", daemon=True,
+            )
+            child = _Child(process, reader, bucket, slots, set())
+            self.children.append(child)
+            try:
+                process.start()
+            except (OSError, AssertionError):  # out of processes; a daemonic caller
+                self.unstarted.append(child)
+            finally:
+                writer.close()
+
+    def stop(self, finished: bool = False) -> None:
+        """End the children (at once unless ``finished``) and close their pipes."""
+        children = self.children or []
+        started = [child for child in children if child.process.pid is not None]
+        for child in started:
+            if finished:
+                child.process.join(_JOIN_SECONDS)
+            if child.process.is_alive():
+                child.process.terminate()
+        for child in started:
+            child.process.join(_JOIN_SECONDS)
+            if child.process.is_alive():
+                child.process.kill()
+                child.process.join()
+        for child in children:
+            child.reader.close()
+
+
+def _plan(targets: Sequence[Target], *, concurrency: int, per_address: int, limits: Limits,
+          workers: int, processes: bool | None) -> _Plan:
+    """Resolve every name (in a thread of its own, so any thread may call this) and
+    shard the address slots over ``workers``."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chainwatch-resolve") as pool:
+        slots = pool.submit(
+            asyncio.run, expand(targets, concurrency=concurrency, limits=limits)
+        ).result()
     pending = [i for i, s in enumerate(slots) if isinstance(s, Target)]
     addresses = {s.ip for s in slots if isinstance(s, Target)}
     shards = max(1, min(workers, len(addresses)))
@@ -260,20 +351,61 @@ def probe_all(
     if processes is None:
         processes = (workers > 1 and len(pending) >= PROCESS_MIN_ADDRESSES
                      and _may_have_children())
-    shard_slots = [[slots[i] for i in bucket] for bucket in buckets]
-    if processes and buckets:
-        _run_in_processes(
-            shard_slots, buckets, concurrency=share, per_address=per_address, limits=limits,
-            deliver=deliver,
-        )
-    elif buckets:
-        _run_in_threads(
-            shard_slots, buckets, concurrency=share, per_address=per_address, limits=limits,
-            deliver=deliver, stream=on_result is not None,
-        )
-    out = [r for r in results if r is not None]
-    assert len(out) == len(slots)
-    return out
+    return _Plan(slots=slots, buckets=buckets,
+                 shard_slots=[[slots[i] for i in bucket] for bucket in buckets],
+                 share=share, per_address=per_address, limits=limits, processes=processes)
+
+
+class HeadStart:
+    """Probes begun before the program is ready to read them: a large scan starts its
+    probe processes as soon as it knows its targets, and imports its storage and opens
+    its database while they probe. :func:`probe_all` given this object and the same
+    arguments as :meth:`begin` had takes over those probes; probes begun for arguments no
+    call asks for are ended by :meth:`close` (or when this process exits: children end
+    their probes when their parent dies).
+
+    ::
+
+        with HeadStart() as head:
+            head.begin(targets, limits=limits)      # children probing now
+            ...                                     # imports, database
+            probe_all(targets, limits=limits, begun=head, on_result=...)
+    """
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple[object, ...], _Plan] = {}
+
+    def begin(self, targets: Iterable[Target], *, concurrency: int = 256,
+              per_address: int = 8, limits: Limits | None = None,
+              workers: int | None = None) -> bool:
+        """Start probing ``targets`` in child processes now, if :func:`probe_all` would
+        (a scan of at least :data:`PROCESS_MIN_ADDRESSES` addresses, more than one CPU);
+        returns whether it did."""
+        limits = limits or Limits()
+        targets = list(targets)
+        workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+        plan = _plan(targets, concurrency=concurrency, per_address=per_address,
+                     limits=limits, workers=workers, processes=None)
+        if not (plan.processes and plan.buckets):
+            return False
+        plan.start()
+        self._plans[_key(targets, concurrency, per_address, limits, workers, None)] = plan
+        return True
+
+    def take(self, key: tuple[object, ...]) -> _Plan | None:
+        return self._plans.pop(key, None)
+
+    def close(self) -> None:
+        """End the probes nobody took over."""
+        plans, self._plans = list(self._plans.values()), {}
+        for plan in plans:
+            plan.stop()
+
+    def __enter__(self) -> HeadStart:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def _run_in_threads(
@@ -389,41 +521,18 @@ class _Child:
     started: bool = False
 
 
-def _run_in_processes(
-    shard_slots: list[list[Slot]],
-    buckets: list[list[int]],
-    *,
-    concurrency: int,
-    per_address: int,
-    limits: Limits,
-    deliver: _Deliver,
-) -> None:
-    """One child process per bucket, each running one event loop; ``deliver`` in the
-    calling thread as batches arrive. The children are gone when this returns.
+def _consume(plan: _Plan, *, deliver: _Deliver) -> None:
+    """Read the started children's batches, ``deliver`` in the calling thread as they
+    arrive. The children are gone when this returns.
 
     A child that dies before it starts probing (say, the caller's ``__main__`` could not
     be imported again) leaves its bucket to a thread of this process; one that dies later
     leaves failed observations (probing again here could crash this process too)."""
-    context = _process_context()
-    children: list[_Child] = []
-    unstarted: list[_Child] = []
+    assert plan.children is not None
+    unstarted = list(plan.unstarted)
     finished = False
     try:
-        for bucket, slots in zip(buckets, shard_slots, strict=True):
-            reader, writer = context.Pipe(duplex=False)
-            process = context.Process(  # type: ignore[attr-defined]
-                target=_shard_process, args=(slots, concurrency, per_address, limits, writer),
-                name="chainwatch-probe", daemon=True,
-            )
-            child = _Child(process, reader, bucket, slots, set())
-            children.append(child)
-            try:
-                process.start()
-            except (OSError, AssertionError):  # out of processes; a daemonic caller
-                unstarted.append(child)
-            finally:
-                writer.close()
-        live = {child.reader: child for child in children if child not in unstarted}
+        live = {child.reader: child for child in plan.children if child not in unstarted}
         while live:
             for ready in wait(list(live)):
                 assert isinstance(ready, Connection)
@@ -447,24 +556,12 @@ def _run_in_processes(
         if unstarted:
             _run_in_threads(
                 [c.slots for c in unstarted], [c.bucket for c in unstarted],
-                concurrency=concurrency, per_address=per_address, limits=limits,
+                concurrency=plan.share, per_address=plan.per_address, limits=plan.limits,
                 deliver=deliver, stream=True,
             )
         finished = True
     finally:
-        started = [child for child in children if child.process.pid is not None]
-        for child in started:
-            if finished:
-                child.process.join(_JOIN_SECONDS)
-            if child.process.is_alive():
-                child.process.terminate()
-        for child in started:
-            child.process.join(_JOIN_SECONDS)
-            if child.process.is_alive():
-                child.process.kill()
-                child.process.join()
-        for child in children:
-            child.reader.close()
+        plan.stop(finished)
 
 
 def _fail_unseen(child: _Child, detail: str, deliver: _Deliver) -> None:
@@ -547,6 +644,7 @@ async def _shard(
 
 __all__ = [
     "PROCESS_MIN_ADDRESSES",
+    "HeadStart",
     "probe_all",
     "probe_hellos",
     "probe_targets",

@@ -30,6 +30,7 @@ from chainwatch.analysis.tracking import (
     with_findings,
 )
 from chainwatch.config.inventory import Endpoint, FileSource, Inventory
+from chainwatch.config.values import by_timeout
 from chainwatch.errors import BundleError
 from chainwatch.model import (
     Cert,
@@ -46,7 +47,7 @@ from chainwatch.probe import FailureReason, Observation
 from chainwatch.probe.ari import RenewalInfo, renewal_info
 from chainwatch.probe.handshake import Limits
 from chainwatch.probe.http import IPNetwork
-from chainwatch.probe.parallel import probe_all, probe_hellos
+from chainwatch.probe.parallel import HeadStart, probe_all, probe_hellos
 from chainwatch.render.codec import report_json, worst
 from chainwatch.service.discovery import endpoint_names, is_covered
 from chainwatch.service.netinputs import NetworkInputs, fetch_inputs
@@ -126,11 +127,14 @@ def collect(
     endpoints: Sequence[Endpoint] | None = None,
     sweep: bool | None = None,
     allow_private: Sequence[IPNetwork] = (),
+    begun: HeadStart | None = None,
 ) -> ScanResult:
     """One batch, written nowhere. ``endpoints`` limits it to some endpoints (the
     scheduler's due ones). A sweep (by default, a scan of every endpoint) also reads the
     files and lists uncovered names. ``history`` is only read. ``allow_private``:
     networks that OCSP, CRL, AIA and ACME fetches may go to although not public.
+    ``begun``: probes a :class:`~chainwatch.probe.parallel.HeadStart` already started
+    for these endpoints (``chainwatch scan`` starts them before opening its database).
 
     Cross-endpoint findings (``STALE_DEPLOYMENT``, ``RENEWAL_OVERDUE``) compare each leaf
     with what every endpoint of the inventory serves: the endpoints probed now, and for
@@ -167,7 +171,7 @@ def collect(
 
     clock = time.perf_counter
     t0 = clock()
-    observations = _probe(chosen, concurrency, analyse_early)
+    observations = _probe(chosen, concurrency, analyse_early, begun)
     t1 = clock()
     items: list[tuple[Item, Observation]] = []
     for obs in observations:
@@ -274,16 +278,15 @@ def population_handshakes(
 
 
 def _probe(endpoints: Sequence[Endpoint], concurrency: int,
-           on_result: Callable[[Observation], None]) -> list[Observation]:
+           on_result: Callable[[Observation], None],
+           begun: HeadStart | None = None) -> list[Observation]:
     if not endpoints:
         return []
-    groups: dict[float, list[Target]] = {}
-    for e in endpoints:
-        groups.setdefault(e.timeout.total_seconds(), []).append(e.target)
     out: list[Observation] = []
-    for timeout, targets in groups.items():
+    for timeout, targets in by_timeout(endpoints).items():
         out.extend(probe_all(targets, concurrency=concurrency, limits=Limits(timeout=timeout),
-                             on_result=lambda _, observation: on_result(observation)))
+                             on_result=lambda _, observation: on_result(observation),
+                             begun=begun))
     return out
 
 

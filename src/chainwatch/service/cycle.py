@@ -30,6 +30,7 @@ from chainwatch.alerts.escalation import Delivery
 from chainwatch.config.values import Endpoint, Inventory
 from chainwatch.errors import ChainwatchError
 from chainwatch.probe.http import IPNetwork
+from chainwatch.probe.parallel import HeadStart
 from chainwatch.service.collect import Progress, ScanResult, collect
 from chainwatch.service.record import record
 from chainwatch.storage.db import first_line
@@ -95,10 +96,11 @@ class Cycle:
         sweep: bool | None = None,
         at: dt.datetime | None = None,
         progress: Progress | None = None,
+        begun: HeadStart | None = None,
     ) -> CycleResult:
         result = collect(inventory, self.db, at=at, now=self.clock,
                          concurrency=self.concurrency, progress=progress,
-                         endpoints=endpoints, sweep=sweep)
+                         endpoints=endpoints, sweep=sweep, begun=begun)
         alerts = inventory.alerts
         if at is not None:  # a rehearsal: decide from the stored states, write nothing
             rehearsal = () if alerts is None else tuple(

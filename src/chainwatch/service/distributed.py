@@ -60,6 +60,7 @@ from chainwatch.errors import InputError
 from chainwatch.model import Cert, FindingCode, Report, Target
 from chainwatch.model.times import compact
 from chainwatch.probe import FailureReason, Observation
+from chainwatch.probe.parallel import HeadStart
 from chainwatch.render.codec import report_from_json, report_json, worst
 from chainwatch.service.collect import Item, ScanResult, collect, situations
 from chainwatch.service.cycle import Clock, Cycle, CycleResult, _utcnow
@@ -217,7 +218,8 @@ class DistributedCycle(Cycle):
 
     def batch(self, inventory: Inventory, *, endpoints: Sequence[Endpoint] | None = None,
               sweep: bool | None = None, at: dt.datetime | None = None,
-              progress: Any = None) -> CycleResult:
+              progress: Any = None, begun: HeadStart | None = None) -> CycleResult:
+        # ``begun`` is for a batch probed here: the workers probe a distributed one.
         chosen = tuple(inventory.endpoints if endpoints is None else endpoints)
         now = self.clock()
         slot = compact(now)
