@@ -47,7 +47,7 @@ def scan_command(
         # imported and the database opened; the batch takes them over.
         for timeout, targets in by_timeout(inv.endpoints).items():
             head.begin(targets, concurrency=concurrency, limits=Limits(timeout=timeout))
-        from chainwatch.render.codec import scan_json
+        from chainwatch.render.codec import scan_document, write_json
         from chainwatch.render.text import scan_text
         from chainwatch.service.cycle import Cycle, CycleResult
         from chainwatch.storage.repo import Database
@@ -71,7 +71,7 @@ def scan_command(
                                    highlight=False, soft_wrap=True, markup=False)
     rehearsed = when is not None and inv.alerts is not None
     if output is Format.json:
-        data = scan_json(result)
+        data = scan_document(result)
         if rehearsed and inv.alerts is not None:
             data["rehearsal"] = [
                 {"event": d.event.value, "step": str(d.step), "target": d.target,
@@ -79,7 +79,8 @@ def scan_command(
                  "message": d.message}
                 for d in outcome.rehearsal
             ]
-        typer.echo(dumps(data))
+        write_json(data, sys.stdout.write)
+        sys.stdout.flush()
     else:
         scan_text(result, console)
         if when is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from chainwatch.model import (
@@ -192,6 +192,34 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=False)
 
 
+def write_json(obj: Mapping[str, Any], write: Callable[[str], object]) -> None:
+    """Write ``dumps(obj)`` and a newline, byte for byte, piece by piece: each item of
+    a top-level list (or iterator) is encoded on its own, as it comes. A scan of 100,000
+    endpoints so never holds its whole JSON text, nor the encoder's million pieces of it
+    (about 8 MiB per 1,000 reports), and an iterator of reports is never a list.
+
+    ``dumps`` indents by nesting level and escapes every line break inside strings, so an
+    item's own encoding, each line indented two levels further, is what the whole
+    encoding holds for it."""
+    if not obj or not all(isinstance(key, str) for key in obj):
+        write(dumps(dict(obj)) + "\n")
+        return
+    lead = "{\n"
+    for key, value in obj.items():
+        write(f"{lead}  {json.dumps(key)}: ")
+        lead = ",\n"
+        if isinstance(value, (list, tuple, Iterator)):
+            first = True
+            for item in value:
+                write(("[\n    " if first else ",\n    ")
+                      + dumps(item).replace("\n", "\n    "))
+                first = False
+            write("[]" if first else "\n  ]")
+        else:
+            write(dumps(value).replace("\n", "\n  "))
+    write("\n}\n")
+
+
 def worst(statuses: Sequence[Status]) -> Status:
     return max(statuses, key=lambda s: s.rank, default=Status.OK)
 
@@ -215,10 +243,18 @@ def target_text(report: Report) -> str:
 def scan_json(result: ScanLike) -> dict[str, Any]:
     """``{"schema": 1, "reports": [...]}`` (DESIGN.md), reports sorted by ``breaks_at``,
     plus ``uncovered_names`` and ``renewals`` (additions to the contract)."""
+    document = scan_document(result)
+    document["reports"] = list(document["reports"])
+    return document
+
+
+def scan_document(result: ScanLike) -> dict[str, Any]:
+    """:func:`scan_json` with ``reports`` an iterator, each report's JSON made as it is
+    read: what :func:`write_json` writes without holding them all."""
     reports = sorted(result.reports, key=lambda r: (iso(r.breaks_at) or "~", target_text(r)))
     return {
         "schema": SCHEMA,
-        "reports": [report_json(r) for r in reports],
+        "reports": (report_json(r) for r in reports),
         "uncovered_names": list(result.uncovered),
         "notes": list(result.notes),
         "renewals": [
