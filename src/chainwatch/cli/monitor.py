@@ -36,7 +36,7 @@ def scan_command(
     """Probe every endpoint and file of an inventory, analyse, store, alert and report."""
     _prestart_probes(inventory)
     from chainwatch.config.inventory import load_inventory
-    from chainwatch.render.codec import scan_json
+    from chainwatch.render.codec import scan_json_chunks
     from chainwatch.render.text import scan_text
     from chainwatch.service.cycle import Cycle, CycleResult
     from chainwatch.storage.repo import Database
@@ -61,15 +61,19 @@ def scan_command(
                                    highlight=False, soft_wrap=True, markup=False)
     rehearsed = when is not None and inv.alerts is not None
     if output is Format.json:
-        data = scan_json(result)
+        extra: dict[str, object] = {}
         if rehearsed and inv.alerts is not None:
-            data["rehearsal"] = [
+            extra["rehearsal"] = [
                 {"event": d.event.value, "step": str(d.step), "target": d.target,
                  "channels": list(d.channels) or list(inv.alerts.channels),
                  "message": d.message}
                 for d in outcome.rehearsal
             ]
-        typer.echo(dumps(data))
+        # Written a report at a time: a large scan's document is never held whole.
+        for chunk in scan_json_chunks(result, extra):
+            sys.stdout.write(chunk)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
     else:
         scan_text(result, console)
         if when is not None:

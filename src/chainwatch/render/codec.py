@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from chainwatch.model import (
@@ -215,10 +215,41 @@ def target_text(report: Report) -> str:
 def scan_json(result: ScanLike) -> dict[str, Any]:
     """``{"schema": 1, "reports": [...]}`` (DESIGN.md), reports sorted by ``breaks_at``,
     plus ``uncovered_names`` and ``renewals`` (additions to the contract)."""
-    reports = sorted(result.reports, key=lambda r: (iso(r.breaks_at) or "~", target_text(r)))
     return {
         "schema": SCHEMA,
-        "reports": [report_json(r) for r in reports],
+        "reports": [report_json(r) for r in _scan_order(result)],
+        **_scan_tail(result),
+    }
+
+
+def scan_json_chunks(result: ScanLike, extra: Mapping[str, Any] | None = None
+                     ) -> Iterator[str]:
+    """The text of ``dumps(scan_json(result) | extra)``, in pieces: one report's JSON is
+    built and encoded at a time, so writing a scan of 100,000 targets never holds every
+    report's document (nor ``json``'s list of every piece of text) at once."""
+    yield f'{{\n  "schema": {json.dumps(SCHEMA)},\n  "reports": '
+    reports = _scan_order(result)
+    if not reports:
+        yield "[]"
+    else:
+        yield "["
+        for n, report in enumerate(reports):
+            # A value's own indented text, moved two levels in: JSON strings hold no raw
+            # newline, so every newline of the text is a line break of the layout.
+            yield ("\n    " if n == 0 else ",\n    ") + dumps(report_json(report)).replace(
+                "\n", "\n    ")
+        yield "\n  ]"
+    for key, value in {**_scan_tail(result), **(extra or {})}.items():
+        yield f",\n  {json.dumps(key)}: " + dumps(value).replace("\n", "\n  ")
+    yield "\n}"
+
+
+def _scan_order(result: ScanLike) -> list[Report]:
+    return sorted(result.reports, key=lambda r: (iso(r.breaks_at) or "~", target_text(r)))
+
+
+def _scan_tail(result: ScanLike) -> dict[str, Any]:
+    return {
         "uncovered_names": list(result.uncovered),
         "notes": list(result.notes),
         "renewals": [
