@@ -29,7 +29,12 @@ status 0; a wrong scan makes the row ``WRONG`` and the run's exit status 1.
 
 Targets (issue 17): scans >= 0.6x the floor at 1,000 endpoints, >= 0.8x at 10,000; check
 <= 0.25 s wall. ``--big``: 100,000 endpoints, one SQLite scan, < 150 s end to end and peak
-RSS (all processes summed, sampled from ``/proc``) < 1 GiB.
+RSS (all processes summed, sampled from ``/proc``) < 1 GiB. Past 10,000 endpoints the farm
+is ``bench/probe.py``'s ``variable`` one (``--farm``), so the ``--endpoints`` turns of such a
+run are on it too. ``--big`` then runs the floor once on the same endpoints (the pool size
+its sweep at ``--endpoints`` chose) and reports, for the scan and for that floor, the
+machine's CPU-seconds meanwhile (``/proc/stat``), nginx's, and those of chainwatch's
+processes or of the floor's (sampled): on a shared machine, what others took shows.
 
 ``--check-baseline REV`` also times ``check`` with ``src/`` of git revision REV (put first
 on ``PYTHONPATH``), alternating run by run with this tree, and its import time. Both trees

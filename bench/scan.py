@@ -4,7 +4,8 @@ inventory with no database, into SQLite and into PostgreSQL.
 Set-up (not timed): the loopback farm of ``bench/probe.py``: a throwaway hierarchy (EC
 P-256 root, 4 intermediates, one leaf per endpoint), nginx serving every endpoint's
 chain selected by its SNI name ``eN.bench.test``, spread over ``--addresses`` loopback
-addresses on one port (so each address:port serves thousands of names). The inventory
+addresses on one port (so each address:port serves thousands of names; ``--farm``: how nginx
+selects the chain, see ``bench/probe.py``). The inventory
 lists every endpoint with its address pinned (``ip:``; the names do not resolve) and one
 profile, ``file:`` of the bench root.
 
