@@ -29,7 +29,12 @@ status 0; a wrong scan makes the row ``WRONG`` and the run's exit status 1.
 
 Targets (issue 17): scans >= 0.6x the floor at 1,000 endpoints, >= 0.8x at 10,000; check
 <= 0.25 s wall. ``--big``: 100,000 endpoints, one SQLite scan, < 150 s end to end and peak
-RSS (all processes summed, sampled from ``/proc``) < 1 GiB.
+RSS (all processes summed, sampled from ``/proc``) < 1 GiB. Past 10,000 endpoints the farm
+is ``bench/probe.py``'s ``variable`` one (``--farm``), so the ``--endpoints`` turns of such a
+run are on it too. ``--big`` then runs the floor once on the same endpoints (the pool size
+its sweep at ``--endpoints`` chose) and reports, for the scan and for that floor, the
+machine's CPU-seconds meanwhile (``/proc/stat``), nginx's, and those of chainwatch's
+processes or of the floor's (sampled): on a shared machine, what others took shows.
 
 ``--check-baseline REV`` also times ``check`` with ``src/`` of git revision REV (put first
 on ``PYTHONPATH``), alternating run by run with this tree, and its import time. Both trees
@@ -53,6 +58,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -93,8 +99,10 @@ def chainwatch_command() -> list[str]:
 # -- peak RSS of a process tree, sampled ---------------------------------------------------------
 
 
-def _tree_rss_mib(root: int) -> float:
-    """The resident set of ``root`` and all its descendants now (Linux ``/proc``)."""
+def _tree_sample(root: int) -> tuple[float, float, dict[int, float]]:
+    """The resident set (MiB) of ``root`` and all its descendants now, that of ``root``
+    alone, and the CPU-seconds (user + system) each of them has used so far (Linux
+    ``/proc``)."""
     parents: dict[int, int] = {}
     rss: dict[int, int] = {}
     for entry in os.scandir("/proc"):
@@ -111,27 +119,40 @@ def _tree_rss_mib(root: int) -> float:
             elif line.startswith("VmRSS:"):
                 rss[pid] = int(line.split()[1])
     total = 0
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
     for pid, kib in rss.items():
         seen, p = 0, pid
         while p and seen < 64:  # bounded walk up the tree
             if p == root:
                 total += kib
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+                except (OSError, ValueError, IndexError):
+                    pass
                 break
             p = parents.get(p, 0)
             seen += 1
-    return total / 1024.0
+    return total / 1024.0, rss.get(root, 0) / 1024.0, cpu
 
 
 class _RssSampler:
+    """Peak resident set of a process tree, and the CPU its processes used, sampled every
+    ``every`` seconds (so the CPU of each process's last moments may be missed)."""
+
     def __init__(self, pid: int, every: float) -> None:
-        self.pid, self.every, self.peak = pid, every, 0.0
+        self.pid, self.every, self.peak, self.root_peak = pid, every, 0.0, 0.0
+        self.cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
-            self.peak = max(self.peak, _tree_rss_mib(self.pid))
+            tree, root, cpu = _tree_sample(self.pid)
+            self.peak, self.root_peak = max(self.peak, tree), max(self.root_peak, root)
+            self.cpu.update(cpu)
 
     def stop(self) -> float:
         self._stop.set()
@@ -161,6 +182,9 @@ def run_scan(inventory: Path, url: str, expected: int, sample_rss: bool = False
     result: dict[str, Any] = {"seconds": seconds, "status": proc.returncode}
     if sampler is not None:
         result["rss_mib"] = sampler.stop()
+        result["root_rss_mib"] = sampler.root_peak
+        result["tree_cpu"] = sum(sampler.cpu.values())
+        result["root_cpu"] = sampler.cpu.get(proc.pid, 0.0)
     result["wrong"] = check_report(out, err, proc.returncode, expected)
     return result
 
@@ -184,6 +208,42 @@ def check_report(out: bytes, err: bytes, status: int, expected: int) -> str:
     if len(hosts) != expected:
         return f"{len(hosts)} distinct hosts, expected {expected}"
     return ""
+
+
+def accounted(server: int, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``work()``'s result with what the machine spent meanwhile: the load average before
+    and after, every process's CPU-seconds (``/proc/stat``) and those of nginx (the process
+    tree of pid ``server``), so that the farm's share of two shared cores shows."""
+    probe = _probe()
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    machine, nginx = probe._cpu_times(), probe.tree_cpu_seconds(server)
+    result = work()
+    after = probe._cpu_times()
+    result["nginx_cpu"] = probe.tree_cpu_seconds(server) - nginx
+    if machine is not None and after is not None:
+        result["machine_cpu"] = after[0] - machine[0]
+    result["load_before"] = load
+    result["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    return result
+
+
+def big_floor(targets: list[tuple[str, int, str]], threads: int, tmp: Path) -> dict[str, Any]:
+    """The floor (``bench/probe.py``'s pyOpenSSL pool, with the pool size the sweep at
+    ``--endpoints`` chose) once over ``targets``, in a process of its own."""
+    probe = _probe()
+    spec = probe._spec("floor", targets, {"threads": [threads], "sweep": False}, tmp)
+    worker = probe._Worker(sys.executable, "floor", spec, tmp)
+    try:
+        worker.answer()  # set up and warm (200 handshakes)
+        before = probe.tree_cpu_seconds(worker.proc.pid)
+        worker.ask("run")
+        run: dict[str, Any] = worker.answer()
+        used = probe.tree_cpu_seconds(worker.proc.pid) - before
+        worker.finish()
+    finally:
+        worker.close()
+    return {"seconds": float(run["seconds"]), "ok": int(run["ok"]), "threads": threads,
+            "client_cpu": used}
 
 
 # -- check as a monitoring plugin ----------------------------------------------------------------
@@ -311,8 +371,9 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     n = meta["endpoints"]
     out = [
         f"bench/cli.py: the chainwatch command as a whole process, {n} endpoints (leaf + "
-        f"intermediate, EC P-256), nginx {meta['nginx_version']} on {meta['addresses']} "
-        f"loopback addresses, {meta['cpus']} CPUs, Python {meta['python']}, {meta['date']}; "
+        f"intermediate, EC P-256), nginx {meta['nginx_version']} "
+        f"({meta.get('farm', 'per-name')} farm) on {meta['addresses']} loopback addresses, "
+        f"{meta['cpus']} CPUs, Python {meta['python']}, {meta['date']}; "
         f"{meta['turns']} turns; load average before {meta['load_before']}, after "
         f"{meta.get('load_after', '?')}",
         "",
@@ -371,15 +432,39 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     if big:
         out.append("")
         ok = big["seconds"] < TARGET_BIG_SECONDS and big.get("rss_mib", 0) < TARGET_BIG_RSS_MIB
-        out.append(f"big: {big['endpoints']} endpoints into SQLite in {big['seconds']:.1f} s, "
-                   f"peak RSS (process tree, sampled) {big.get('rss_mib', 0):.0f} MiB; "
+        out.append(f"big: {big['endpoints']} endpoints into SQLite in {big['seconds']:.1f} s "
+                   f"({big['endpoints'] / big['seconds']:.0f}/s), "
+                   f"peak RSS (process tree, sampled) {big.get('rss_mib', 0):.0f} MiB "
+                   f"(the scan process alone {big.get('root_rss_mib', 0):.0f} MiB); "
                    f"targets < {TARGET_BIG_SECONDS:.0f} s and < {TARGET_BIG_RSS_MIB:.0f} MiB: "
                    f"{'met' if ok and not big['wrong'] else 'NOT met'}"
                    + (f"  WRONG: {big['wrong']}" if big["wrong"] else ""))
+        out.append("  " + _spent(big))
+        floor_big = results.get("big floor")
+        if floor_big:
+            rate = big["endpoints"] / floor_big["seconds"]
+            out.append(f"big floor: the same {big['endpoints']} endpoints in "
+                       f"{floor_big['seconds']:.1f} s ({rate:.0f}/s, "
+                       f"{floor_big['threads']} threads, {floor_big['ok']} chains); "
+                       f"scan / floor {floor_big['seconds'] / big['seconds']:.2f}x")
+            out.append("  " + _spent(floor_big))
     if verdicts:
         out.append("")
         out.extend(verdicts)
     return "\n".join(out)
+
+
+def _spent(row: dict[str, Any]) -> str:
+    """What the machine spent during one big run (see :func:`accounted`)."""
+    machine = row.get("machine_cpu")
+    text = f"machine CPU {machine:.0f} s, " if machine is not None else ""
+    if "tree_cpu" in row:
+        text += (f"chainwatch's processes {row['tree_cpu']:.0f} s of it (the scan process "
+                 f"{row['root_cpu']:.0f} s; sampled), ")
+    if "client_cpu" in row:
+        text += f"the floor's process {row['client_cpu']:.0f} s of it, "
+    return (text + f"nginx {row.get('nginx_cpu', 0):.0f} s; load average "
+            f"{row.get('load_before', '?')} before, {row.get('load_after', '?')} after")
 
 
 def wrong_anywhere(results: dict[str, Any]) -> bool:
@@ -404,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time check with src/ of this git revision, alternating")
     parser.add_argument("--nginx", help="nginx binary (default: found on PATH or in sbin)")
     parser.add_argument("--nginx-workers", default="auto")
+    _probe().add_farm_argument(parser)
     parser.add_argument("--pg-url", default=os.environ.get("CHAINWATCH_BENCH_PG",
                                                            "postgresql+psycopg://postgres@"
                                                            "127.0.0.1:5432/postgres"))
@@ -434,8 +520,10 @@ def main(argv: list[str] | None = None) -> int:
         root = tmp / "root.pem"
         inventory = tmp / "inventory.yaml"
         scan.write_inventory(inventory, root, main_set)
-        print(f"starting nginx with {total} server names...", file=sys.stderr)
-        with probe.running_nginx(nginx, tmp, targets, args.nginx_workers):
+        print(f"starting nginx with {total} server names "
+              f"({probe.farm_mode(args.farm, total)} farm)...", file=sys.stderr)
+        with probe.running_nginx(nginx, tmp, targets, args.nginx_workers,
+                                 args.farm) as server:
             threads = [int(t) for t in args.floor_threads.split(",") if t.strip()]
             spec = probe._spec("floor", main_set, {"threads": threads}, tmp)
             floor = probe._Worker(sys.executable, "floor", spec, tmp)
@@ -466,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
                         finally:
                             scan.drop_pg_database(args.pg_url, pg)
                 results.update({k: v for k, v in rows.items() if v})
-                floor.finish()
+                floor_threads = int(floor.finish().get("threads", threads[0]))
             finally:
                 floor.close()
             if "check" not in skip:
@@ -479,13 +567,20 @@ def main(argv: list[str] | None = None) -> int:
                 results["check"] = measure_check(main_set[0], root, args.check_runs,
                                                  baseline)
             if args.big:
+                big_set = targets[: args.big_endpoints]
                 big_inventory = tmp / "big.yaml"
-                scan.write_inventory(big_inventory, root, targets[: args.big_endpoints])
+                scan.write_inventory(big_inventory, root, big_set)
                 print(f"scanning {args.big_endpoints} endpoints...", file=sys.stderr)
                 results["big"] = {
-                    **run_scan(big_inventory, f"sqlite:///{tmp / 'big.db'}",
-                               args.big_endpoints, sample_rss=True),
+                    **accounted(server.pid, lambda: run_scan(
+                        big_inventory, f"sqlite:///{tmp / 'big.db'}", args.big_endpoints,
+                        sample_rss=True)),
                     "endpoints": args.big_endpoints}
+                if "floor" not in skip:
+                    print(f"the floor on the same {args.big_endpoints} endpoints, once "
+                          f"({floor_threads} threads)...", file=sys.stderr)
+                    results["big floor"] = accounted(server.pid, lambda: big_floor(
+                        big_set, floor_threads, tmp))
     meta["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     if args.json:
         print(json.dumps({"meta": meta, "results": results}, indent=2))

@@ -257,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the zone's concurrency (probes in flight per batch)")
     parser.add_argument("--nginx")
     parser.add_argument("--nginx-workers", default="auto")
+    _farm().add_farm_argument(parser)
     parser.add_argument("--pg-url", default=os.environ.get("CHAINWATCH_BENCH_PG",
                                                            _scan().DEFAULT_PG_URL))
     parser.add_argument("--broker", help="a broker URL (default: a redis-server of the run's own)")
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         targets = farm.build_certificates(tmp, args.endpoints, addresses, port)
         inventory = tmp / "inventory.yaml"
         write_inventory(inventory, tmp / "root.pem", targets, args.concurrency)
-        with farm.running_nginx(nginx, tmp, targets, args.nginx_workers), (
+        with farm.running_nginx(nginx, tmp, targets, args.nginx_workers, args.farm), (
             private_redis(tmp) if args.broker is None else _given(args.broker)
         ) as broker:
             for _ in range(meta["repeat"]):

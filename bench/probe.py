@@ -3,11 +3,19 @@
 
 Set-up (not timed): a throwaway hierarchy built with :mod:`chainwatch.testing.pki` (EC P-256 root,
 4 intermediates, one EC P-256 leaf per endpoint; each endpoint serves leaf + intermediate),
-then nginx (Debian's ``nginx-light`` is enough) configured in a temporary directory: one
-``server`` block per endpoint, each selected by its SNI name ``eN.bench.test`` and serving
-its own chain, spread over ``--addresses`` loopback addresses (127.0.0.1, 127.0.0.2, ...)
-on one port. nginx runs in the foreground (``daemon off``) under this script and is
-stopped at the end, also on error or Ctrl-C.
+then nginx (Debian's ``nginx-light`` is enough) configured in a temporary directory, each
+endpoint selected by its SNI name ``eN.bench.test`` and serving its own chain, spread over
+``--addresses`` loopback addresses (127.0.0.1, 127.0.0.2, ...) on one port. ``--farm``
+says how nginx finds the chain: ``per-name``, one ``server`` block per endpoint (every chain
+loaded at start: ~40 KiB per name and per nginx process, minutes to start at 10,000 names);
+``variable``, one ``server`` block per address whose ``ssl_certificate`` names the files by
+``$ssl_server_name`` (nginx >= 1.15.9: it starts at once and stays ~11 MiB per process at
+any count, but reads and parses the chain and key at every handshake: ~2,100 us of nginx
+CPU per handshake with OpenSSL 3.0 against ~520 us per name, paid alike by every client of
+the run, the floor included); ``auto`` (default), per-name up to 10,000 endpoints and
+variable above. The leaves (a fresh key each) are made in one forked process per CPU.
+nginx runs in the foreground (``daemon off``) under this script and is stopped at the end,
+also on error or Ctrl-C.
 
 Measured, each in a subprocess of its own (so ``ru_maxrss`` is that tool's peak resident
 set), after a warm-up pass. ``floor`` and ``chainwatch`` are set up side by side and run
@@ -122,7 +130,41 @@ def free_port(addresses: Sequence[str]) -> int:
     raise SystemExit("no port free on every bench address")
 
 
-def nginx_conf(tmp: Path, targets: Sequence[Target], workers: str) -> str:
+FARMS = ("auto", "per-name", "variable")
+PER_NAME_MAX = 10_000
+"""``--farm auto`` writes one ``server`` block per name up to this many endpoints and one
+per address above it (see :func:`nginx_conf`)."""
+
+
+def farm_mode(requested: str, count: int) -> str:
+    """The farm ``--farm REQUESTED`` means for ``count`` endpoints: ``per-name`` or
+    ``variable``."""
+    if requested not in FARMS:
+        raise ValueError(f"unknown farm {requested!r}; expected one of {FARMS}")
+    if requested != "auto":
+        return requested
+    return "per-name" if count <= PER_NAME_MAX else "variable"
+
+
+def add_farm_argument(parser: argparse.ArgumentParser) -> None:
+    """``--farm``, as every bench on the nginx farm takes it."""
+    parser.add_argument(
+        "--farm", choices=FARMS, default="auto",
+        help="how nginx selects each endpoint's chain: per-name (one server block and "
+        "certificate loaded at start per SNI name), variable (one server block per address, "
+        "the chain files named by $ssl_server_name and read at every handshake), auto "
+        f"(per-name up to {PER_NAME_MAX:,} endpoints, variable above)")
+
+
+def nginx_conf(tmp: Path, targets: Sequence[Target], workers: str, farm: str = "per-name"
+               ) -> str:
+    """nginx's configuration for ``targets``. ``per-name``: one ``server`` block per SNI
+    name with its own ``ssl_certificate`` (every chain loaded at start: ~40 KiB per name
+    and per process, and minutes to start at 10,000 names). ``variable``: one ``server``
+    block per listening address whose ``ssl_certificate`` names the chain file by
+    ``$ssl_server_name`` (nginx >= 1.15.9): each handshake reads and parses its chain and
+    key, so nginx starts at once and stays small at any count, at some server CPU per
+    handshake (paid by every client of the run alike, the floor included)."""
     lines = [
         "daemon off;",
         "master_process on;",
@@ -144,22 +186,34 @@ def nginx_conf(tmp: Path, targets: Sequence[Target], workers: str) -> str:
         "  ssl_session_cache off;",
         "  ssl_session_tickets off;",
     ]
-    for ip, port, name in targets:
-        lines.append(
-            f"  server {{ listen {ip}:{port} ssl; server_name {name}; "
-            f"ssl_certificate {tmp}/certs/{name}.pem; "
-            f"ssl_certificate_key {tmp}/certs/{name}.key; return 204; }}"
-        )
+    if farm == "variable":
+        for ip, port in sorted({(ip, port) for ip, port, _ in targets}):
+            lines.append(
+                f"  server {{ listen {ip}:{port} ssl; "
+                f"ssl_certificate {tmp}/certs/$ssl_server_name.pem; "
+                f"ssl_certificate_key {tmp}/certs/$ssl_server_name.key; return 204; }}"
+            )
+    elif farm == "per-name":
+        for ip, port, name in targets:
+            lines.append(
+                f"  server {{ listen {ip}:{port} ssl; server_name {name}; "
+                f"ssl_certificate {tmp}/certs/{name}.pem; "
+                f"ssl_certificate_key {tmp}/certs/{name}.key; return 204; }}"
+            )
+    else:
+        raise ValueError(f"unknown farm {farm!r}")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
 @contextmanager
-def running_nginx(binary: str, tmp: Path, targets: Sequence[Target], workers: str
-                  ) -> Iterator[subprocess.Popen[bytes]]:
-    """nginx serving ``targets`` until the block exits (killed if it will not stop)."""
+def running_nginx(binary: str, tmp: Path, targets: Sequence[Target], workers: str,
+                  farm: str = "auto") -> Iterator[subprocess.Popen[bytes]]:
+    """nginx serving ``targets`` until the block exits (killed if it will not stop);
+    ``farm``: see :func:`farm_mode` and :func:`nginx_conf`."""
+    mode = farm_mode(farm, len(targets))
     conf = tmp / "nginx.conf"
-    conf.write_text(nginx_conf(tmp, targets, workers))
+    conf.write_text(nginx_conf(tmp, targets, workers, mode))
     log = tmp / "error.log"
     args = [binary, "-p", f"{tmp}/", "-c", str(conf)]
     if _nginx_supports_e(binary):
@@ -168,9 +222,9 @@ def running_nginx(binary: str, tmp: Path, targets: Sequence[Target], workers: st
                             stderr=subprocess.PIPE)
     try:
         listening = sorted({(ip, port) for ip, port, _ in targets})
-        # nginx parses every server block before it listens: 10,000 names took more than
-        # 120 s on the shared 2-core machine under load. Bounded all the same.
-        allowed = 120 + 0.05 * len(targets)
+        # nginx parses every server block before it listens: 10,000 names per name took
+        # more than 120 s on the shared 2-core machine under load. Bounded all the same.
+        allowed = 120 + (0.05 * len(targets) if mode == "per-name" else 0)
         deadline = time.monotonic() + allowed
         for _ in range(int(allowed / 0.05) + 1):
             if proc.poll() is not None:
@@ -209,25 +263,69 @@ def _accepts(ip: str, port: int) -> bool:
 # -- certificates ----------------------------------------------------------------------------
 
 
-def build_certificates(tmp: Path, count: int, addresses: Sequence[str], port: int
-                       ) -> list[Target]:
-    """``count`` endpoints: a leaf + intermediate chain and key per SNI name."""
+CA_COUNT = 4
+LEAVES_PER_TASK = 2_000
+"""Leaves one generating process writes per task (``build_certificates``)."""
+
+
+def build_certificates(tmp: Path, count: int, addresses: Sequence[str], port: int,
+                       processes: int | None = None) -> list[Target]:
+    """``count`` endpoints: a leaf + intermediate chain and key per SNI name, each leaf
+    with a fresh EC P-256 key of its own. Past one task's worth the leaves are made by
+    ``processes`` (default: one per CPU) forked processes, each writing its share of the
+    files (a leaf costs ~1.2 ms of CPU here: 100,000 would take two minutes on one core)."""
     from chainwatch.testing.pki import PKI, key_pem, pem_of
 
     pki = PKI()
     root = pki.root("Chainwatch Bench Root")
-    cas = [root.intermediate(f"Chainwatch Bench CA {i}") for i in range(4)]
+    cas = [root.intermediate(f"Chainwatch Bench CA {i}") for i in range(CA_COUNT)]
     (tmp / "certs").mkdir()
     (tmp / "root.pem").write_bytes(pem_of(root.cert))
-    targets: list[Target] = []
-    for i in range(count):
-        name = f"e{i}.{DOMAIN}"
-        ca = cas[i % len(cas)]
-        leaf = ca.leaf(name)
-        (tmp / "certs" / f"{name}.pem").write_bytes(pem_of(*leaf.chain(ca)))
-        (tmp / "certs" / f"{name}.key").write_bytes(key_pem(leaf.key))
-        targets.append((addresses[i % len(addresses)], port, name))
+    targets = [(addresses[i % len(addresses)], port, f"e{i}.{DOMAIN}") for i in range(count)]
+    issuers = [(ca.cert.der, key_pem(ca.key)) for ca in cas]
+    tasks = [(str(tmp / "certs"), issuers, pki.now.isoformat(), lo,
+              [name for _, _, name in targets[lo:lo + LEAVES_PER_TASK]])
+             for lo in range(0, count, LEAVES_PER_TASK)]
+    workers = min(processes or os.cpu_count() or 1, len(tasks))
+    if workers <= 1:
+        for task in tasks:
+            _write_leaves(task)
+        return targets
+    import multiprocessing
+
+    # fork: this module is loaded under a name of its own (bench/_sibling.py), which a
+    # spawned or forkserver child could not import; no thread runs here yet.
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        for _ in pool.imap_unordered(_write_leaves, tasks):
+            pass
     return targets
+
+
+def _write_leaves(task: tuple[str, list[tuple[bytes, bytes]], str, int, list[str]]) -> None:
+    """One generating task: the leaves of ``names`` (endpoint numbers from ``first``),
+    each signed by intermediate ``number % CA_COUNT`` (given as DER and PEM key), as
+    ``NAME.pem`` (leaf + intermediate) and ``NAME.key`` in ``directory``."""
+    import datetime as dt
+    import itertools
+
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from chainwatch.model import Cert
+    from chainwatch.testing.pki import CA, PKI, key_pem, pem_of
+
+    directory, issuers, now, first, names = task
+    # Serials distinct across tasks: PKI numbers its certificates from its counter.
+    pki = PKI(now=dt.datetime.fromisoformat(now), _serial=itertools.count(0x10000 + first))
+    cas = []
+    for der, key in issuers:
+        private = load_pem_private_key(key, password=None)
+        cas.append(CA(pki, private, Cert.from_der(der), issuer=None))  # type: ignore[arg-type]
+    out = Path(directory)
+    for n, name in enumerate(names, start=first):
+        ca = cas[n % len(cas)]
+        leaf = ca.leaf(name)
+        (out / f"{name}.pem").write_bytes(pem_of(*leaf.chain(ca)))
+        (out / f"{name}.key").write_bytes(key_pem(leaf.key))
 
 
 # -- workers (each in its own process) ----------------------------------------------------------
@@ -282,6 +380,11 @@ def floor_session(targets: Sequence[Target], opts: dict[str, Any]) -> Session:
         return {"seconds": time.perf_counter() - start, "ok": got}
 
     timed(8, targets[: min(len(targets), 200)])  # warm-up
+    if len(opts["threads"]) == 1 and not opts.get("sweep", True):
+        # One pool size given (the best of a sweep made on another set): no sweep.
+        best = int(opts["threads"][0])
+        return Session(run=lambda: timed(best, targets),
+                       summary=lambda: {"config": f"{best} threads", "threads": best})
     # The pool size is the floor's one tuning knob: the best of a sweep is kept for
     # every measured run.
     sweep = {t: min(timed(t, targets)["seconds"] for _ in range(2)) for t in opts["threads"]}
@@ -289,7 +392,8 @@ def floor_session(targets: Sequence[Target], opts: dict[str, Any]) -> Session:
     return Session(
         run=lambda: timed(best, targets),
         summary=lambda: {"config": f"{best} threads (best of a sweep: " + ", ".join(
-            f"{t}: {len(targets) / x:.0f}/s" for t, x in sweep.items()) + ")"},
+            f"{t}: {len(targets) / x:.0f}/s" for t, x in sweep.items()) + ")",
+                         "threads": best},
     )
 
 
@@ -554,6 +658,26 @@ def _cpu_times() -> tuple[float, float, float] | None:
             steal / tick)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU-seconds used so far by ``pid`` and its live descendants (Linux
+    ``/proc``; nginx's master and workers, say); 0 for a process gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    todo = [pid]
+    for _ in range(10_000):  # bounded walk
+        if not todo:
+            break
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / tick
+
+
 class _WorkerFailed(Exception):
     pass
 
@@ -669,7 +793,8 @@ def turn_ratios(results: dict[str, dict[str, Any]], floor_kind: str = "floor") -
 def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     out = [
         f"bench/probe.py: {meta['endpoints']} endpoints (leaf + intermediate, EC P-256), "
-        f"nginx {meta['nginx_version']} on {meta['addresses']} loopback addresses, "
+        f"nginx {meta['nginx_version']} ({meta.get('farm', 'per-name')} farm) on "
+        f"{meta['addresses']} loopback addresses, "
         f"{meta['cpus']} CPUs, Python {meta['python']}",
         "",
         f"{'workload':<12} {'endpoints':>9} {'seconds':>8} {'endpoints/s':>12} "
@@ -779,6 +904,9 @@ def prepare(parser: argparse.ArgumentParser, args: argparse.Namespace
         "python": platform.python_version(),
         "nginx_version": version.stderr.strip().rpartition("/")[2],
     }
+    if hasattr(args, "farm"):
+        biggest = max(args.endpoints, args.big_endpoints if getattr(args, "big", False) else 0)
+        meta["farm"] = farm_mode(args.farm, biggest)
     return nginx, addresses, skip, meta
 
 
@@ -793,6 +921,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="thread pool sizes the floor is measured with (best kept)")
     parser.add_argument("--nginx", help="nginx binary (default: found on PATH or in sbin)")
     parser.add_argument("--nginx-workers", default="auto")
+    add_farm_argument(parser)
     parser.add_argument("--openssl-subset", type=int, default=200)
     parser.add_argument("--openssl-parallel", type=int, default=8)
     parser.add_argument("--sslyze-python", help="an interpreter that can import sslyze")
@@ -835,7 +964,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         targets = build_certificates(tmp, total, addresses, port)
         print(f"starting nginx ({nginx}) with {total} server names on "
               f"{len(addresses)} addresses, port {port}...", file=sys.stderr)
-        with running_nginx(nginx, tmp, targets, args.nginx_workers):
+        with running_nginx(nginx, tmp, targets, args.nginx_workers, args.farm):
             main_set = targets[: args.endpoints]
             python = sys.executable
             paired: dict[str, tuple[str, dict[str, Any]]] = {}

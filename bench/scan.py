@@ -4,7 +4,8 @@ inventory with no database, into SQLite and into PostgreSQL.
 Set-up (not timed): the loopback farm of ``bench/probe.py``: a throwaway hierarchy (EC
 P-256 root, 4 intermediates, one leaf per endpoint), nginx serving every endpoint's
 chain selected by its SNI name ``eN.bench.test``, spread over ``--addresses`` loopback
-addresses on one port (so each address:port serves thousands of names). The inventory
+addresses on one port (so each address:port serves thousands of names; ``--farm``: how nginx
+selects the chain, see ``bench/probe.py``). The inventory
 lists every endpoint with its address pinned (``ip:``; the names do not resolve) and one
 profile, ``file:`` of the bench root.
 
@@ -199,8 +200,9 @@ def measure(kind: str, opts: dict[str, Any], tmp: Path) -> dict[str, Any]:
 def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     out = [
         f"bench/scan.py: chainwatch scan of {meta['endpoints']} endpoints (leaf + intermediate, "
-        f"EC P-256) served by nginx {meta['nginx_version']} on {meta['addresses']} loopback "
-        f"addresses, {meta['cpus']} CPUs, Python {meta['python']}; best of {meta['repeat']} "
+        f"EC P-256) served by nginx {meta['nginx_version']} "
+        f"({meta.get('farm', 'per-name')} farm) on {meta['addresses']} loopback addresses, "
+        f"{meta['cpus']} CPUs, Python {meta['python']}; best of {meta['repeat']} "
         "runs taken in turns",
         "",
         f"{'database':<11} {'scan':<6} {'seconds':>8} {'endpoints/s':>12} {'vs none':>8} "
@@ -266,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs of each workload, taken in turns; the fastest is kept")
     parser.add_argument("--nginx", help="nginx binary (default: found on PATH or in sbin)")
     parser.add_argument("--nginx-workers", default="auto")
+    _farm().add_farm_argument(parser)
     parser.add_argument("--pg-url", default=os.environ.get("CHAINWATCH_BENCH_PG", DEFAULT_PG_URL),
                         help="a PostgreSQL server (any database on it) where the run may "
                         "create and drop a database of its own")
@@ -295,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         write_inventory(inventory, tmp / "root.pem", targets)
         print(f"starting nginx ({nginx}) with {args.endpoints} server names on "
               f"{len(addresses)} addresses, port {port}...", file=sys.stderr)
-        with farm.running_nginx(nginx, tmp, targets, args.nginx_workers):
+        with farm.running_nginx(nginx, tmp, targets, args.nginx_workers, args.farm):
             for attempt in range(meta["repeat"]):
                 for kind in runs:
                     runs[kind].append(run_one(kind, attempt, inventory, tmp, args.pg_url))

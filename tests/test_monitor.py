@@ -372,3 +372,69 @@ def test_scan_checks_revocation_when_the_inventory_asks(
     assert "REVOKED" in codes_of(checked)
     assert checked.status is Status.CRITICAL
     assert "REVOKED" not in codes_of(unchecked)  # revocation is opt-in per endpoint
+
+
+def test_scan_json_is_written_a_report_at_a_time(
+    servers: ServerLoop, tmp_path: Path, world: dict[str, Any], sqlite_url: str
+) -> None:
+    """``scan --format json`` writes what ``dumps(scan_json(...))`` would, byte for byte,
+    without holding the whole document: at 100,000 targets that document and the
+    encoder's pieces of it took more memory than everything else the scan kept."""
+    import dataclasses
+    import tracemalloc
+
+    from chainwatch.render.codec import dumps, scan_document, scan_json, write_json
+
+    def scan_json_chunks(case: Any, more: dict[str, Any] | None = None) -> list[str]:
+        """The pieces ``scan`` writes (``write_json`` of the lazy document)."""
+        pieces: list[str] = []
+        write_json({**scan_document(case), **(more or {})}, pieces.append)
+        return pieces
+
+    old = leaf_of(world["old_ca"], "app.lab.test", days=20, issued_days_ago=70)
+    handler, port = serve(servers, tmp_path, old, world["old_ca"])
+    with srv.closed_port() as dead:
+        inv = load_inventory(write_inventory(tmp_path, world, [
+            {"host": "app.lab.test", "port": port, "ip": "127.0.0.1"},
+            {"host": "down.lab.test", "port": dead, "ip": "127.0.0.1"},
+        ]))
+        with Database(sqlite_url) as db:
+            scan(inv, db)
+            # A renewal and a name no endpoint covers: every part of the document.
+            renewed = world["old_ca"].leaf("app.lab.test", "xn--n-dha.other.lab.test",
+                                           expires=NOW + dt.timedelta(days=90))
+            handler.ctx = server_context(renewed.chain(world["old_ca"]), renewed.key,
+                                         tmp_path)
+            result = scan(inv, db)
+    assert result.renewals and result.uncovered
+    extra = {"rehearsal": [{"event": "broken", "message": "ü \"quoted\"\nline"}]}
+    empty = dataclasses.replace(result, reports=(), renewals=(), uncovered=(), notes=())
+    for case, more in ((result, {}), (result, extra), (empty, {}), (empty, extra)):
+        assert "".join(scan_json_chunks(case, more)) == dumps({**scan_json(case), **more}) + "\n"
+
+    # Many reports: the pieces come one report at a time, so the writing needs memory
+    # for one report's document (and the order of the reports), not for the document.
+    many = dataclasses.replace(result, reports=result.reports * 1000)
+
+    def peak_of(write: Callable[[], int]) -> tuple[int, int]:
+        tracemalloc.start()
+        try:
+            size = write()
+            return size, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    def streaming() -> int:
+        size = 0
+
+        def count(piece: str) -> None:
+            nonlocal size
+            size += len(piece)
+
+        write_json(scan_document(many), count)
+        return size
+
+    written, streamed = peak_of(streaming)
+    whole, at_once = peak_of(lambda: len(dumps(scan_json(many)) + "\n"))
+    assert written == whole
+    assert streamed < whole / 4 and streamed < at_once / 10

@@ -254,7 +254,8 @@ def test_certificates_are_stored_once(
     parsed: list[str] = []
     real_row = storage_repo._cert_row
     monkeypatch.setattr(storage_repo, "_cert_row",
-                        lambda der, sha, seen: parsed.append(sha) or real_row(der, sha, seen))
+                        lambda der, sha, seen, cert=None: parsed.append(sha)
+                        or real_row(der, sha, seen, cert))
     with Database(db.url) as other:
         other.record(*lab.served(Target("c.example.com"), NOW, chain))
     assert parsed == []
@@ -265,6 +266,39 @@ def test_certificates_are_stored_once(
     assert count(db, "targets") == 3
     leaf = db.certificate(chain[0].sha256)
     assert leaf is not None and leaf.first_seen == later  # written first, kept since
+
+
+def test_new_certificates_are_stored_from_the_reports_parse(
+    db: Database, lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report carries its chain parsed: its new certificates' rows come from that, not
+    from their DER parsed again (in a scan of 100,000 targets the leaves have left the
+    parse table long before they are stored: every one was parsed twice)."""
+    from chainwatch.analysis.engine import clear_caches
+
+    items = [lab.served(Target(f"fresh{i}.example.com"), NOW) for i in range(3)]
+    clear_caches()  # the parse table forgets them, as thousands of other chains make it
+    parses: list[bytes] = []
+    real = Cert.parse
+    monkeypatch.setattr(Cert, "parse", classmethod(
+        lambda cls, der: parses.append(der) or real(der)))
+    db.record_many(items)
+    assert parses == []
+    for _, report in items:
+        for cert in report.chain:
+            row = db.certificate(cert.sha256)
+            assert row is not None and row.der == cert.der
+            assert (row.subject, row.issuer) == (cert.subject, cert.issuer)
+            assert (row.not_before, row.not_after) == (cert.not_before, cert.not_after)
+    # Without a parsed chain (a failed probe's report) the DER is parsed, as before.
+    junk_free = lab.chain("bare.example.com")
+    report = probe_failed_report(Target("bare.example.com"), "refused", NOW)
+    db.record(Observation(Target("bare.example.com"), NOW,
+                          chain=tuple(c.der for c in junk_free),
+                          failure=FailureReason.OTHER), report)
+    assert len(parses) == 1  # the leaf; the intermediate was stored above
+    row = db.certificate(junk_free[0].sha256)
+    assert row is not None and row.subject == junk_free[0].subject
 
 
 def test_failed_probe_is_history(db: Database, lab: Lab) -> None:

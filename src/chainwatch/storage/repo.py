@@ -237,9 +237,12 @@ def _aware(value: dt.datetime, what: str) -> dt.datetime:
     return value.astimezone(UTC)
 
 
-def _cert_row(der: bytes, sha256: str, seen: dt.datetime) -> dict[str, Any]:
+def _cert_row(der: bytes, sha256: str, seen: dt.datetime, cert: Cert | None = None
+              ) -> dict[str, Any]:
+    """A certificate's row; ``cert``: the certificate already parsed (a report's chain),
+    else it is parsed here."""
     try:
-        cert = Cert.from_der(der)
+        cert = cert if cert is not None else Cert.from_der(der)
     except ValueError:
         return {"sha256": sha256, "der": der, "subject": None, "issuer": None,
                 "not_before": None, "not_after": None, "first_seen": seen, "serial": None}
@@ -346,6 +349,10 @@ class Database:
         chain_keys: list[str | None] = []
         chains: dict[str, list[str]] = {}  # chain key -> certificate SHA-256s, served order
         unknown: dict[str, tuple[bytes, dt.datetime]] = {}  # not yet known to be stored
+        # The reports' chains, parsed already: a new certificate's row is made from them,
+        # not from its DER parsed again (a large scan's leaves have long left the parse
+        # table by the time they are stored).
+        parsed: dict[str, Cert] = {}
         doc_shas: list[str] = []
         doc_bodies: dict[str, dict[str, Any]] = {}
         for observation, report in batch:
@@ -356,6 +363,7 @@ class Database:
                 shas.append(sha)
                 if sha not in self._known_certs and sha not in unknown:
                     unknown[sha] = (der, observed_at)
+                    parsed.update((c.sha256, c) for c in report.chain if c.sha256 == sha)
             served = chain_key(shas) if shas else None
             chain_keys.append(served)
             if served is not None:
@@ -389,7 +397,7 @@ class Database:
             # are not parsed again just to be ignored by the insert.
             stored = self._stored_certs(conn, sorted(unknown))
             new_certs = {
-                sha: _cert_row(der, sha, seen)
+                sha: _cert_row(der, sha, seen, parsed.get(sha))
                 for sha, (der, seen) in unknown.items() if sha not in stored
             }
             # Rows are inserted in key order, so that concurrent writers on PostgreSQL
