@@ -17,7 +17,6 @@ import errno
 import gc
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -160,6 +159,8 @@ def _guarded(command: Callable[[], int]) -> int:
         return _fail("interrupted")
     except Exception as exc:  # last resort: an internal error is UNKNOWN, one line, no traceback
         if os.environ.get("CHAINWATCH_DEBUG") == "1":
+            import traceback
+
             traceback.print_exc(file=sys.stderr)
         first = " ".join(str(exc).split())[:300]
         return _fail(f"internal error: {type(exc).__name__}: {first} (CHAINWATCH_DEBUG=1 "
