@@ -30,6 +30,7 @@ from chainwatch.errors import InputError
 from chainwatch.model.names import printable, to_ascii
 
 if TYPE_CHECKING:
+    from chainwatch.render.blocks import Block
     from chainwatch.service.netinputs import NetworkInputs
 
 DEFAULT_TIMEOUT = 10.0
@@ -140,8 +141,9 @@ def check_endpoint(
     from chainwatch.probe.parallel import probe_all
     from chainwatch.service.observe import address_summary, report_for
 
-    # The HTTP client (httpx) is imported only when something is fetched, rich only for
-    # text: a monitoring plugin runs this command thousands of times per interval.
+    # The HTTP client (httpx) is imported only when something is fetched, Rich only for
+    # text on a terminal: a monitoring plugin runs this command thousands of times per
+    # interval.
     fetching = revocation or aia
     check_days(warn_days, crit_days)
     allowed: list[Any] = []
@@ -194,26 +196,41 @@ def check_endpoint(
         sys.stdout.write(dumps(doc) + "\n")
         sys.stdout.flush()
     else:
-        from rich.console import Console
+        from chainwatch.render.blocks import Line, report_blocks, summary_line
 
-        from chainwatch.render.text import render_text, summary_line
-
-        console = Console()
+        lines: list[Block] = []
         if len(reports) > 1:
-            console.print(summary_line(worst, warn_days, crit_days), highlight=False,
-                          soft_wrap=True, markup=False)
+            lines.append(Line(summary_line(worst, warn_days, crit_days)))
         for n, (report, obs) in enumerate(zip(reports, observations, strict=True)):
             if len(reports) > 1:
-                console.print(f"\n-- address {n + 1} of {len(reports)}: {obs.target.ip}",
-                              highlight=False)
-            render_text(report, console, warn_days, crit_days)
+                lines.append(Line(f"\n-- address {n + 1} of {len(reports)}: {obs.target.ip}",
+                                  markup=True, wrap=True))
+            lines.extend(report_blocks(report, warn_days, crit_days))
             if obs.ok:
                 staple = "stapled OCSP response" if obs.ocsp_staple else "no OCSP staple"
-                console.print(f"{obs.tls_version}, {obs.cipher}, {staple}", highlight=False)
-                for line in _network_lines(inputs[n]):
-                    console.print(printable(line), highlight=False, soft_wrap=True,
-                                  markup=False)
+                lines.append(Line(f"{obs.tls_version}, {obs.cipher}, {staple}", markup=True,
+                                  wrap=True))
+                lines.extend(Line(printable(line)) for line in _network_lines(inputs[n]))
+        _print_text(lines)
     return worst.status.exit_code
+
+
+def _print_text(output: list[Block]) -> None:
+    """``output`` on standard output: written as Rich would print it where that is not a
+    terminal (a monitoring plugin's pipe; Rich is not even imported), else by Rich."""
+    from chainwatch.render import plain
+
+    columns = plain.width()
+    text = None if columns is None else plain.render(output, columns)
+    if text is not None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    from rich.console import Console
+
+    from chainwatch.render.text import print_blocks
+
+    print_blocks(output, Console())
 
 
 def _network_json(inputs: NetworkInputs | None, *, revocation: bool, aia: bool
