@@ -188,10 +188,10 @@ def test_every_character_taken_as_one_cell_is_one_cell_to_rich() -> None:
     assert all(cell_len(c) == 1 for c in plain._SINGLE)
 
 
-def test_no_emoji_code_is_empty_or_one_or_two_digits() -> None:
+def test_the_emoji_codes_of_digits_only_are_known() -> None:
     from rich._emoji_codes import EMOJI
 
-    assert not [name for name in EMOJI if plain._NOT_EMOJI.fullmatch(name)]
+    assert {name for name in EMOJI if plain._DIGITS.fullmatch(name)} == plain._DIGIT_EMOJI
 
 
 @pytest.fixture

@@ -34,10 +34,12 @@ for Western text, and the arrow of certification paths): for text of only these,
 cell length is the number of characters."""
 
 _EMOJI_CODE = re.compile(r"(:(\S*?)(?:(?:\-)(emoji|text))?:)")  # Rich's
-_NOT_EMOJI = re.compile(r"[0-9]{0,2}")
-"""Names between colons that are no emoji code: nothing, or one or two digits (a time of
-day, an IPv6 address's ``::``). Any other name (``legacy:file:...``) is looked up in
-Rich's table of emoji codes, as Rich does before it replaces one."""
+_DIGITS = re.compile(r"[0-9]*")
+_DIGIT_EMOJI = frozenset({"100", "1234"})
+"""The emoji codes that are digits only. Other names between colons that are nothing or
+digits (a time of day, ``host:port:``, an IPv6 address's ``::``) are no emoji code; any
+other name (``legacy:file:...``) is looked up in Rich's table of emoji codes, as Rich
+does before it replaces one."""
 _WORD = re.compile(r"\s*\S+\s*")  # Rich's words: a word with the whitespace around it
 _TRAILING_SPACE = re.compile(r"\s+$")
 
@@ -102,7 +104,9 @@ def render(blocks: Iterable[Block], columns: int) -> str | None:
 def _plain(text: str) -> bool:
     """Rich shows ``text`` as it is (no emoji code in it)."""
     names = [m.group(2) for m in _EMOJI_CODE.finditer(text)]
-    names = [name for name in names if not _NOT_EMOJI.fullmatch(name)]
+    if any(name in _DIGIT_EMOJI for name in names):
+        return False
+    names = [name for name in names if not _DIGITS.fullmatch(name)]
     if not names:
         return True
     try:
