@@ -131,11 +131,11 @@ def _plain(command: Callable[[], int]) -> int:
     except OSError as exc:
         if exc.errno != errno.EPIPE:
             raise
-        _quiet_broken_pipe()
+        quiet_broken_pipe()
         sys.exit(1)
 
 
-def _quiet_broken_pipe() -> None:
+def quiet_broken_pipe() -> None:
     """After a closed output pipe, what is still buffered goes nowhere, quietly, at exit."""
     try:
         fd = sys.stdout.fileno()

@@ -30,6 +30,8 @@ from chainwatch.errors import InputError
 from chainwatch.model.names import printable, to_ascii
 
 if TYPE_CHECKING:
+    from chainwatch.model import Report
+    from chainwatch.probe import Observation
     from chainwatch.render.blocks import Block
     from chainwatch.service.netinputs import NetworkInputs
 
@@ -186,33 +188,49 @@ def check_endpoint(
     ]
     worst_n = max(range(len(reports)), key=lambda n: reports[n].status.rank)
     worst = reports[worst_n]
-    if output is Format.json:
-        from chainwatch.render.codec import dumps, report_json
+    # A reader that closed the pipe early (``check ... | head -1``) still gets the verdict's
+    # exit status: the monitor reads it, not the text.
+    try:
+        if output is Format.json:
+            from chainwatch.render.codec import dumps, report_json
 
-        doc = report_json(worst)
-        if len(reports) > 1:
-            doc["addresses"] = [address_summary(r) for r in reports]
-        doc.update(_network_json(inputs[worst_n], revocation=revocation, aia=aia))
-        sys.stdout.write(dumps(doc) + "\n")
-        sys.stdout.flush()
-    else:
-        from chainwatch.render.blocks import Line, report_blocks, summary_line
-
-        lines: list[Block] = []
-        if len(reports) > 1:
-            lines.append(Line(summary_line(worst, warn_days, crit_days)))
-        for n, (report, obs) in enumerate(zip(reports, observations, strict=True)):
+            doc = report_json(worst)
             if len(reports) > 1:
-                lines.append(Line(f"\n-- address {n + 1} of {len(reports)}: {obs.target.ip}",
-                                  markup=True, wrap=True))
-            lines.extend(report_blocks(report, warn_days, crit_days))
-            if obs.ok:
-                staple = "stapled OCSP response" if obs.ocsp_staple else "no OCSP staple"
-                lines.append(Line(f"{obs.tls_version}, {obs.cipher}, {staple}", markup=True,
-                                  wrap=True))
-                lines.extend(Line(printable(line)) for line in _network_lines(inputs[n]))
-        _print_text(lines)
+                doc["addresses"] = [address_summary(r) for r in reports]
+            doc.update(_network_json(inputs[worst_n], revocation=revocation, aia=aia))
+            sys.stdout.write(dumps(doc) + "\n")
+            sys.stdout.flush()
+        else:
+            _print_text(_text_blocks(reports, observations, inputs, worst, warn_days,
+                                     crit_days))
+    except BrokenPipeError:
+        from chainwatch.cli.app import quiet_broken_pipe
+
+        quiet_broken_pipe()
     return worst.status.exit_code
+
+
+def _text_blocks(reports: list[Report], observations: list[Observation],
+                 inputs: list[NetworkInputs | None], worst: Report, warn_days: int,
+                 crit_days: int) -> list[Block]:
+    """``check``'s text: each address's report and handshake (after a summary line of
+    the worst when there are several)."""
+    from chainwatch.render.blocks import Line, report_blocks, summary_line
+
+    lines: list[Block] = []
+    if len(reports) > 1:
+        lines.append(Line(summary_line(worst, warn_days, crit_days)))
+    for n, (report, obs) in enumerate(zip(reports, observations, strict=True)):
+        if len(reports) > 1:
+            lines.append(Line(f"\n-- address {n + 1} of {len(reports)}: {obs.target.ip}",
+                              markup=True, wrap=True))
+        lines.extend(report_blocks(report, warn_days, crit_days))
+        if obs.ok:
+            staple = "stapled OCSP response" if obs.ocsp_staple else "no OCSP staple"
+            lines.append(Line(f"{obs.tls_version}, {obs.cipher}, {staple}", markup=True,
+                              wrap=True))
+            lines.extend(Line(printable(line)) for line in _network_lines(inputs[n]))
+    return lines
 
 
 def _print_text(output: list[Block]) -> None:
