@@ -28,9 +28,9 @@ from chainwatch.render.blocks import Block, Line, Table
 
 _RANGES = ((0x20, 0x7E), (0xA0, 0xAC), (0xAE, 0x2FF), (0x370, 0x482), (0x2500, 0x25FC),
            (0x2800, 0x28FF))
-_SINGLE = frozenset(chr(c) for start, end in _RANGES for c in range(start, end + 1)) | {"→"}
-"""Characters one cell wide in every Unicode version Rich knows (Rich's own fast path
-for Western text, and the arrow of certification paths): for text of only these, Rich's
+_SINGLE = re.compile("[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in _RANGES) + "→]*")
+"""Text of characters one cell wide in every Unicode version Rich knows (Rich's own fast
+path for Western text, and the arrow of certification paths): for such text, Rich's
 cell length is the number of characters."""
 
 _EMOJI_CODE = re.compile(r"(:(\S*?)(?:(?:\-)(emoji|text))?:)")  # Rich's
@@ -117,7 +117,7 @@ def _plain(text: str) -> bool:
 
 
 def _measurable(text: str) -> bool:
-    return _SINGLE.issuperset(text) and _plain(text)
+    return _SINGLE.fullmatch(text) is not None and _plain(text)
 
 
 def _line(line: Line, columns: int) -> str | None:
