@@ -22,16 +22,28 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
+from functools import cache
 from itertools import pairwise
 
 from chainwatch.render.blocks import Block, Line, Table
 
 _RANGES = ((0x20, 0x7E), (0xA0, 0xAC), (0xAE, 0x2FF), (0x370, 0x482), (0x2500, 0x25FC),
            (0x2800, 0x28FF))
-_SINGLE = re.compile("[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in _RANGES) + "→]*")
-"""Text of characters one cell wide in every Unicode version Rich knows (Rich's own fast
-path for Western text, and the arrow of certification paths): for such text, Rich's
-cell length is the number of characters."""
+
+
+@cache
+def _single() -> re.Pattern[str]:
+    """Text of characters one cell wide in every Unicode version Rich knows (Rich's own
+    fast path for Western text, and the arrow of certification paths): for such text,
+    Rich's cell length is the number of characters. Compiled for the first text that is
+    not printable ASCII."""
+    return re.compile("[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in _RANGES) + "→]*")
+
+
+def _one_cell(text: str) -> bool:
+    if text.isascii():
+        return text.isprintable()  # 0x20 to 0x7E
+    return _single().fullmatch(text) is not None
 
 _EMOJI_CODE = re.compile(r"(:(\S*?)(?:(?:\-)(emoji|text))?:)")  # Rich's
 _DIGITS = re.compile(r"[0-9]*")
@@ -117,7 +129,7 @@ def _plain(text: str) -> bool:
 
 
 def _measurable(text: str) -> bool:
-    return _SINGLE.fullmatch(text) is not None and _plain(text)
+    return _one_cell(text) and _plain(text)
 
 
 def _line(line: Line, columns: int) -> str | None:
