@@ -154,8 +154,35 @@ def test_a_fresh_check_imports_neither_typer_nor_pydantic(site: dict[str, Any]) 
     assert done.stdout.startswith("CHAINWATCH OK - "), done.stderr
     seen = json.loads(done.stderr.strip().splitlines()[-1])
     assert seen["code"] == 0
-    heavy = {m.split(".")[0] for m in seen["modules"]} & {"typer", "pydantic", "click"}
-    assert heavy == set()
+    heavy = {m.split(".")[0] for m in seen["modules"]} & {"typer", "pydantic", "click", "rich",
+                                                          "multiprocessing"}
+    assert heavy == set()  # rich: its text goes to a pipe, written without Rich
+
+
+@pytest.mark.parametrize(("trust", "output", "status"), [
+    ("trust", "text", 0), ("other", "text", 2), ("trust", "json", 0), ("other", "json", 2),
+])
+def test_a_reader_that_closes_the_pipe_early_gets_the_verdict(
+    site: dict[str, Any], trust: str, output: str, status: int
+) -> None:
+    """``chainwatch check ... | head -1``: the monitor reads the exit status, and a reader
+    gone before the text is written must not turn it into 1."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom chainwatch.cli import main\nmain()",
+         "check", site["hostport"], "--sni", "www.example.com", "--profile", site[trust],
+         "--at", WHEN, "--format", output],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # long before the child has imported what it needs to probe
+    try:
+        err = child.stderr.read()
+        assert child.wait(timeout=120) == status, err
+    finally:
+        child.stderr.close()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert err == b""
 
 
 def test_help_still_comes_from_typer(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from chainwatch.errors import ProfileError, StoreError
 from chainwatch.model import Building
-from chainwatch.stores import resolve_profile
+from chainwatch.stores import _BARE_STORES, resolve_profile
 from chainwatch.stores.presets import PRESETS
 
 Cli = Callable[..., tuple[int, str, str]]
@@ -25,6 +25,8 @@ def test_stores_lists_snapshots_and_presets(cli: Cli) -> None:
     assert {p["name"] for p in data["presets"]} == set(PRESETS)
     assert all(p["source"] for p in data["presets"])
     assert {"android-7.0", "android-7.1.1", "android-9", "android-10"} <= set(PRESETS)
+    # resolve_profile looks for presets only among names like these
+    assert not [n for n in PRESETS if ":" in n or n in _BARE_STORES]
 
 
 def test_stores_root_history(cli: Cli) -> None:

@@ -18,7 +18,6 @@ import errno
 import gc
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -133,11 +132,11 @@ def _plain(command: Callable[[], int]) -> int:
     except OSError as exc:
         if exc.errno != errno.EPIPE:
             raise
-        _quiet_broken_pipe()
+        quiet_broken_pipe()
         sys.exit(1)
 
 
-def _quiet_broken_pipe() -> None:
+def quiet_broken_pipe() -> None:
     """After a closed output pipe, what is still buffered goes nowhere, quietly, at exit."""
     try:
         fd = sys.stdout.fileno()
@@ -161,6 +160,8 @@ def _guarded(command: Callable[[], int]) -> int:
         return _fail("interrupted")
     except Exception as exc:  # last resort: an internal error is UNKNOWN, one line, no traceback
         if os.environ.get("CHAINWATCH_DEBUG") == "1":
+            import traceback
+
             traceback.print_exc(file=sys.stderr)
         first = " ".join(str(exc).split())[:300]
         return _fail(f"internal error: {type(exc).__name__}: {first} (CHAINWATCH_DEBUG=1 "

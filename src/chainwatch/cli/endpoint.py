@@ -30,6 +30,9 @@ from chainwatch.errors import InputError
 from chainwatch.model.names import printable, to_ascii
 
 if TYPE_CHECKING:
+    from chainwatch.model import Report
+    from chainwatch.probe import Observation
+    from chainwatch.render.blocks import Block
     from chainwatch.service.netinputs import NetworkInputs
 
 DEFAULT_TIMEOUT = 10.0
@@ -140,8 +143,9 @@ def check_endpoint(
     from chainwatch.probe.parallel import probe_all
     from chainwatch.service.observe import address_summary, report_for
 
-    # The HTTP client (httpx) is imported only when something is fetched, rich only for
-    # text: a monitoring plugin runs this command thousands of times per interval.
+    # The HTTP client (httpx) is imported only when something is fetched, Rich only for
+    # text on a terminal: a monitoring plugin runs this command thousands of times per
+    # interval.
     fetching = revocation or aia
     check_days(warn_days, crit_days)
     allowed: list[Any] = []
@@ -184,36 +188,67 @@ def check_endpoint(
     ]
     worst_n = max(range(len(reports)), key=lambda n: reports[n].status.rank)
     worst = reports[worst_n]
-    if output is Format.json:
-        from chainwatch.render.codec import dumps, report_json
+    # A reader that closed the pipe early (``check ... | head -1``) still gets the verdict's
+    # exit status: the monitor reads it, not the text.
+    try:
+        if output is Format.json:
+            from chainwatch.render.codec import dumps, report_json
 
-        doc = report_json(worst)
-        if len(reports) > 1:
-            doc["addresses"] = [address_summary(r) for r in reports]
-        doc.update(_network_json(inputs[worst_n], revocation=revocation, aia=aia))
-        sys.stdout.write(dumps(doc) + "\n")
-        sys.stdout.flush()
-    else:
-        from rich.console import Console
-
-        from chainwatch.render.text import render_text, summary_line
-
-        console = Console()
-        if len(reports) > 1:
-            console.print(summary_line(worst, warn_days, crit_days), highlight=False,
-                          soft_wrap=True, markup=False)
-        for n, (report, obs) in enumerate(zip(reports, observations, strict=True)):
+            doc = report_json(worst)
             if len(reports) > 1:
-                console.print(f"\n-- address {n + 1} of {len(reports)}: {obs.target.ip}",
-                              highlight=False)
-            render_text(report, console, warn_days, crit_days)
-            if obs.ok:
-                staple = "stapled OCSP response" if obs.ocsp_staple else "no OCSP staple"
-                console.print(f"{obs.tls_version}, {obs.cipher}, {staple}", highlight=False)
-                for line in _network_lines(inputs[n]):
-                    console.print(printable(line), highlight=False, soft_wrap=True,
-                                  markup=False)
+                doc["addresses"] = [address_summary(r) for r in reports]
+            doc.update(_network_json(inputs[worst_n], revocation=revocation, aia=aia))
+            sys.stdout.write(dumps(doc) + "\n")
+            sys.stdout.flush()
+        else:
+            _print_text(_text_blocks(reports, observations, inputs, worst, warn_days,
+                                     crit_days))
+    except BrokenPipeError:
+        from chainwatch.cli.app import quiet_broken_pipe
+
+        quiet_broken_pipe()
     return worst.status.exit_code
+
+
+def _text_blocks(reports: list[Report], observations: list[Observation],
+                 inputs: list[NetworkInputs | None], worst: Report, warn_days: int,
+                 crit_days: int) -> list[Block]:
+    """``check``'s text: each address's report and handshake (after a summary line of
+    the worst when there are several)."""
+    from chainwatch.render.blocks import Line, report_blocks, summary_line
+
+    lines: list[Block] = []
+    if len(reports) > 1:
+        lines.append(Line(summary_line(worst, warn_days, crit_days)))
+    for n, (report, obs) in enumerate(zip(reports, observations, strict=True)):
+        if len(reports) > 1:
+            lines.append(Line(f"\n-- address {n + 1} of {len(reports)}: {obs.target.ip}",
+                              markup=True, wrap=True))
+        lines.extend(report_blocks(report, warn_days, crit_days))
+        if obs.ok:
+            staple = "stapled OCSP response" if obs.ocsp_staple else "no OCSP staple"
+            lines.append(Line(f"{obs.tls_version}, {obs.cipher}, {staple}", markup=True,
+                              wrap=True))
+            lines.extend(Line(printable(line)) for line in _network_lines(inputs[n]))
+    return lines
+
+
+def _print_text(output: list[Block]) -> None:
+    """``output`` on standard output: written as Rich would print it where that is not a
+    terminal (a monitoring plugin's pipe; Rich is not even imported), else by Rich."""
+    from chainwatch.render import plain
+
+    columns = plain.width()
+    text = None if columns is None else plain.render(output, columns)
+    if text is not None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    from rich.console import Console
+
+    from chainwatch.render.text import print_blocks
+
+    print_blocks(output, Console())
 
 
 def _network_json(inputs: NetworkInputs | None, *, revocation: bool, aia: bool

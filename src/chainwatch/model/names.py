@@ -16,8 +16,6 @@ from __future__ import annotations
 import ipaddress
 from enum import StrEnum
 
-import idna
-
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_NAME_SHOWN = 80
@@ -99,6 +97,8 @@ def to_ascii(name: str) -> str:
         raise ValueError("empty host name")
     if text.isascii():
         return text.lower()
+    import idna  # only for a name that is not ASCII: most are, and idna's tables are large
+
     try:
         return idna.encode(text, uts46=True, transitional=False).decode("ascii").lower()
     except (idna.IDNAError, UnicodeError) as exc:

@@ -180,15 +180,16 @@ class Cert:
         subject_key / issuer_key: normalised names, for matching.
         not_before / not_after: validity, timezone-aware UTC; ``not_after`` is inclusive.
     Two ``Cert`` values are equal when their DER is equal.
+
+    The names are decoded (and a malformed one refused) when the certificate is parsed;
+    their strings and keys are made when first read: of a trust store's hundred-odd
+    anchors, path building reads the subject keys, and a report the names of the few on
+    its paths (making them all was most of the time of loading the ``mozilla`` store).
     """
 
     der: bytes
     sha256: str
     parsed: x509.Certificate = field(repr=False)
-    subject: str
-    issuer: str
-    subject_key: NameKey = field(repr=False)
-    issuer_key: NameKey = field(repr=False)
     not_before: dt.datetime
     not_after: dt.datetime
 
@@ -245,14 +246,11 @@ class Cert:
             # NameAttribute refuses a malformed attribute (a BIT STRING value under another
             # OID than x500UniqueIdentifier) with TypeError while the name is decoded.
             raise ValueError(f"malformed name ({exc})") from None
+        del subject, issuer  # decoded to refuse a malformed name now; made again on use
         return cls(
             der=der,
             sha256=hashlib.sha256(der).hexdigest(),
             parsed=cert,
-            subject=subject.rfc4514_string(),
-            issuer=issuer.rfc4514_string(),
-            subject_key=name_key(subject),
-            issuer_key=name_key(issuer),
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,
         )
@@ -262,6 +260,33 @@ class Cert:
 
     def __hash__(self) -> int:
         return hash(self.der)
+
+    def __repr__(self) -> str:
+        return (f"Cert(der={self.der!r}, sha256={self.sha256!r}, subject={self.subject!r}, "
+                f"issuer={self.issuer!r}, not_before={self.not_before!r}, "
+                f"not_after={self.not_after!r})")
+
+    # -- names, made on first use ---------------------------------------------------------
+
+    @cached_property
+    def subject(self) -> str:
+        with lenient():
+            return self.parsed.subject.rfc4514_string()
+
+    @cached_property
+    def issuer(self) -> str:
+        with lenient():
+            return self.parsed.issuer.rfc4514_string()
+
+    @cached_property
+    def subject_key(self) -> NameKey:
+        with lenient():
+            return name_key(self.parsed.subject)
+
+    @cached_property
+    def issuer_key(self) -> NameKey:
+        with lenient():
+            return name_key(self.parsed.issuer)
 
     # -- derived facts, computed on first use -------------------------------------------
 

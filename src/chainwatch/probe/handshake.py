@@ -61,9 +61,12 @@ from OpenSSL import SSL, crypto
 
 from chainwatch.errors import ProbeError
 from chainwatch.model import ClientHello, Target
-from chainwatch.model.names import shown, to_ascii
+from chainwatch.model.names import StartTLS, shown, to_ascii
 from chainwatch.probe import FailureReason, Observation
-from chainwatch.probe.starttls import DEFAULT_PORTS, Dialogue, Stream, printable, upgrade
+
+_STARTTLS = frozenset(p.value for p in StartTLS)
+"""The STARTTLS protocols (:mod:`chainwatch.probe.starttls`, imported by a probe that
+upgrades or meets a server that is not TLS: most probes need neither)."""
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -374,6 +377,12 @@ _ALERT_IN_REASON = re.compile(
 )
 
 
+def _printable(data: bytes, limit: int) -> str:
+    from chainwatch.probe.starttls import printable
+
+    return printable(data, limit)
+
+
 def _map_ssl_error(exc: SSL.Error, scanner: _RecordScanner) -> ProbeError:
     if scanner.alert is not None and scanner.alert[1] != 0:
         return _alert_failure(scanner.alert)
@@ -402,7 +411,7 @@ def _map_ssl_error(exc: SSL.Error, scanner: _RecordScanner) -> ProbeError:
 def _not_tls(sample: bytes) -> ProbeError:
     return ProbeError(
         FailureReason.NOT_TLS,
-        f"the server answered with something that is not TLS: {printable(sample, 40)}",
+        f"the server answered with something that is not TLS: {_printable(sample, 40)}",
     )
 
 
@@ -803,6 +812,8 @@ async def _attempt(target: Target, limits: Limits,
         sock.setblocking(False)
         handshake.connect(sock)
         if handshake.connected is not None:  # STARTTLS: the dialogue, then the handshake
+            from chainwatch.probe.starttls import Dialogue, Stream, upgrade
+
             await handshake.connected
             stream = Stream(sock, budget=limits.max_banner_bytes)
             stream.start_phase(
@@ -859,11 +870,11 @@ async def probe_endpoint(
     loop = asyncio.get_running_loop()
     start = loop.time()
     try:
-        if target.starttls is not None and target.starttls not in DEFAULT_PORTS:
+        if target.starttls is not None and target.starttls not in _STARTTLS:
             outcome = _Attempt(
                 failure=FailureReason.OTHER,
                 detail=f"unknown STARTTLS protocol {target.starttls!r}; expected one of "
-                + ", ".join(DEFAULT_PORTS),
+                + ", ".join(p.value for p in StartTLS),
             )
         elif health is not None and health.unresponsive:
             outcome = health.skipped(target)

@@ -51,24 +51,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import multiprocessing
-import multiprocessing.context
-import multiprocessing.process
 import os
 import queue
-import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
-from multiprocessing.connection import Connection, wait
+from typing import TYPE_CHECKING
 
 from chainwatch.model import ClientHello, Target
 from chainwatch.probe import FailureReason, Observation
 from chainwatch.probe.handshake import AddressHealth, Limits, failure_message, probe_endpoint
 from chainwatch.probe.targets import Slot, expand
+
+if TYPE_CHECKING:
+    # Imported where child processes are started or run: a small probe (``chainwatch
+    # check``) never starts one, and multiprocessing brings pickle, tempfile, shutil, bz2
+    # and lzma with it.
+    import multiprocessing.context
+    import multiprocessing.process
+    from multiprocessing.connection import Connection
 
 
 async def _probe_slots(
@@ -463,6 +467,8 @@ def _run_in_threads(
 def _may_have_children() -> bool:
     """Daemonic processes (a Celery prefork worker, a multiprocessing pool's worker)
     may not start children: they probe in threads."""
+    import multiprocessing
+
     return not multiprocessing.current_process().daemon
 
 
@@ -470,6 +476,8 @@ def _may_have_children() -> bool:
 def _process_context() -> multiprocessing.context.BaseContext:
     """Never ``fork`` (the caller may have threads): the forkserver, with this module
     imported once in it, where there is one; else fresh interpreters."""
+    import multiprocessing
+
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(_preload())
@@ -528,6 +536,8 @@ def _consume(plan: _Plan, *, deliver: _Deliver) -> None:
     A child that dies before it starts probing (say, the caller's ``__main__`` could not
     be imported again) leaves its bucket to a thread of this process; one that dies later
     leaves failed observations (probing again here could crash this process too)."""
+    from multiprocessing.connection import Connection, wait
+
     assert plan.children is not None
     unstarted = list(plan.unstarted)
     finished = False
@@ -581,6 +591,8 @@ def _shard_process(
     """A child's life: probe ``slots`` on one event loop and send the observations back
     in small batches. A thread does the sending, so a parent slow to read never stalls
     the loop (and with it the probes' timeouts)."""
+    import signal
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent ends its children
     outbox: queue.SimpleQueue[_Message] = queue.SimpleQueue()
 
@@ -616,6 +628,8 @@ async def _shard(
     limits: Limits,
     outbox: queue.SimpleQueue[_Message],
 ) -> None:
+    import multiprocessing
+
     loop = asyncio.get_running_loop()
     parent = multiprocessing.parent_process()
     task = asyncio.current_task()

@@ -38,8 +38,9 @@ from rich.table import Table
 from chainwatch.model import ProfileResult, Report, Severity
 from chainwatch.model.advice import Advice, Change, ProfileAdvice
 from chainwatch.model.times import iso_or_none as iso
+from chainwatch.render.blocks import STYLE as _STYLE
+from chainwatch.render.blocks import short_name as _short
 from chainwatch.render.codec import report_json
-from chainwatch.render.text import _STYLE, _short
 
 
 def _verdict_json(r: ProfileResult) -> dict[str, Any]:

@@ -1,8 +1,12 @@
-"""Reports, scans and history as text: the plugin summary line and readable tables (Rich)."""
+"""Reports, scans and history as text: the plugin summary line and readable tables (Rich).
+
+A report's output is built as values by :mod:`chainwatch.render.blocks` and printed here
+with Rich (:func:`print_blocks`); :mod:`chainwatch.render.plain` writes the same
+characters without Rich where the output is not a terminal."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -12,7 +16,12 @@ from rich.table import Table
 from chainwatch.model import Report, Severity, Status
 from chainwatch.model.names import printable
 from chainwatch.model.times import iso_or_none as iso
+from chainwatch.render import blocks
+from chainwatch.render.blocks import STYLE as _STYLE
+from chainwatch.render.blocks import report_blocks, summary_line
 from chainwatch.render.codec import target_text
+
+__all__ = ["cell", "history_text", "print_blocks", "render_text", "scan_text", "summary_line"]
 
 # -- text ------------------------------------------------------------------------------
 #
@@ -26,83 +35,30 @@ def cell(text: str) -> str:
     """``text`` for a Rich table cell: non-printable characters escaped, markup inert."""
     return escape(printable(text))
 
-_STYLE = {
-    Status.OK: "green",
-    Status.WARNING: "yellow",
-    Status.CRITICAL: "bold red",
-    Status.UNKNOWN: "magenta",
-    Severity.INFO: "cyan",
-    Severity.WARNING: "yellow",
-    Severity.CRITICAL: "bold red",
-}
+
+def _markup(piece: blocks.Cell) -> str:
+    """A cell of :mod:`.blocks` (plain text) as Rich markup."""
+    text = escape(piece.text)
+    return f"[{piece.style}]{text}[/{piece.style}]" if piece.style else text
 
 
-def summary_line(report: Report, warn_days: int, crit_days: int) -> str:
-    """One plugin-style line: ``CHAINWATCH STATUS - what | perfdata``."""
-    subject = report.host or (report.chain[0].subject if report.chain else "bundle")
-    if report.target is not None:
-        t = report.target
-        subject = f"{t.host}:{t.port}" + (f" [{t.ip}]" if t.ip and t.ip != t.host else "")
-    worst_findings = [
-        f for f in report.findings if f.severity is not Severity.INFO
-    ]
-    worst_findings.sort(key=lambda f: -f.severity.rank)
-    if report.breaks_at is not None and report.days_left is not None and report.chain:
-        if report.breaks_at <= report.evaluated_at:
-            what = "broken now"
-        else:
-            what = f"trust breaks in {report.days_left} days ({iso(report.breaks_at)})"
-    else:
-        what = "no verdict"
-    codes = ", ".join(dict.fromkeys(f.code.value for f in worst_findings))
-    text = f"CHAINWATCH {report.status.value.upper()} - {subject}: {what}"
-    if codes:
-        text += f"; {codes}"
-    if report.status is Status.UNKNOWN and report.findings:
-        text += f": {report.findings[0].message}"
-    if report.days_left is not None:
-        text += f" | days_left={report.days_left};{warn_days};{crit_days}"
-    return printable(text)
-
-
-def _short(dn: str) -> str:
-    first = dn.split(",", 1)[0]
-    return first[3:] if first.startswith("CN=") else dn
+def print_blocks(output: Iterable[blocks.Block], console: Console) -> None:
+    """Print lines and tables of :mod:`.blocks` on ``console``."""
+    for block in output:
+        if isinstance(block, blocks.Line):
+            console.print(block.text, style=block.style, highlight=False,
+                          soft_wrap=not block.wrap, markup=block.markup)
+            continue
+        table = Table(title=block.title, title_justify="left")
+        for header in block.headers:
+            table.add_column(header, overflow="fold")
+        for row in block.rows:
+            table.add_row(*(_markup(piece) for piece in row))
+        console.print(table)
 
 
 def render_text(report: Report, console: Console, warn_days: int, crit_days: int) -> None:
-    console.print(summary_line(report, warn_days, crit_days), style=_STYLE[report.status],
-                  highlight=False, soft_wrap=True, markup=False)
-    if report.chain:
-        chain = Table(title="Served chain", title_justify="left", expand=False)
-        for col in ("#", "subject", "issuer", "not after", "sha256"):
-            chain.add_column(col, overflow="fold")
-        for i, c in enumerate(report.chain):
-            expired = report.evaluated_at > c.not_after
-            chain.add_row(
-                str(i), cell(c.short_name), cell(_short(c.issuer)),
-                f"[red]{iso(c.not_after)}[/red]" if expired else str(iso(c.not_after)),
-                c.sha256[:16],
-            )
-        console.print(chain)
-    if report.profiles:
-        prof = Table(title="Client profiles", title_justify="left")
-        for col in ("profile", "trusted", "breaks at", "why / path"):
-            prof.add_column(col, overflow="fold")
-        for r in report.profiles:
-            error = r.error.value if r.error else "?"
-            verdict = "[green]yes[/green]" if r.trusted else f"[red]no ({error})[/red]"
-            detail = r.reason or " → ".join(p[:8] for p in r.path)
-            prof.add_row(cell(r.profile), verdict, iso(r.breaks_at) or "-", cell(detail))
-        console.print(prof)
-    if report.findings:
-        fnd = Table(title="Findings", title_justify="left")
-        for col in ("severity", "code", "message"):
-            fnd.add_column(col, overflow="fold")
-        for f in sorted(report.findings, key=lambda f: -f.severity.rank):
-            style = _STYLE[f.severity]
-            fnd.add_row(f"[{style}]{f.severity.value}[/{style}]", f.code.value, cell(f.message))
-        console.print(fnd)
+    print_blocks(report_blocks(report, warn_days, crit_days), console)
 
 
 # -- scans and history -------------------------------------------------------------------

@@ -37,6 +37,8 @@ from chainwatch.model.behaviours import BEHAVIOURS
 from chainwatch.model.bundle import load_bundle_file, parse_bundle, read_source
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_BARE_STORES = ("mozilla", "system")
+"""The store specs without a ``:``; no preset is named like one, nor has a ``:``."""
 
 
 def resolve_profile(
@@ -47,11 +49,13 @@ def resolve_profile(
     text = spec.strip()
     if not text:
         raise ProfileError("empty profile spec")
-    from chainwatch.stores.presets import PRESETS
+    if ":" not in text and text not in _BARE_STORES:  # a preset name is neither
+        from chainwatch.stores.presets import PRESETS
 
-    if text in PRESETS:
-        target = resolve_profile(PRESETS[text].spec, base_dir=base_dir, password=password)
-        return Profile(spec=text, store=target.store, building=target.building, aia=target.aia)
+        if text in PRESETS:
+            target = resolve_profile(PRESETS[text].spec, base_dir=base_dir, password=password)
+            return Profile(spec=text, store=target.store, building=target.building,
+                           aia=target.aia)
     building, store_spec = split_spec(text)
     return Profile(
         spec=text,
