@@ -44,8 +44,10 @@ def scan_command(
     inv = load_inventory(inventory)
     with HeadStart() as head:
         # A large sweep's probe processes start now and probe while the storage is
-        # imported and the database opened; the batch takes them over.
-        for timeout, targets in by_timeout(inv.endpoints).items():
+        # imported and the database opened; the batch takes them over. Only the first
+        # group (by timeout) begins: the groups are probed one after another, so that
+        # ``concurrency`` and the per-address limit hold for the whole sweep.
+        for timeout, targets in list(by_timeout(inv.endpoints).items())[:1]:
             head.begin(targets, concurrency=concurrency, limits=Limits(timeout=timeout))
         from chainwatch.render.codec import scan_document, write_json
         from chainwatch.render.text import scan_text
