@@ -126,3 +126,34 @@ def test_a_scan_that_cannot_open_its_database_leaves_no_probes_behind(
     assert done.returncode == 3
     assert "chainwatch: error:" in done.stderr and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == "0"  # the begun probes were ended
+
+
+def test_scan_begins_only_the_first_timeout_group(
+        server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The timeout groups are probed one after another (so the concurrency and the
+    per-address limit hold for the whole sweep): only the first may begin early."""
+    from chainwatch.cli import run
+
+    begun: list[int] = []
+    real = HeadStart.begin
+
+    def begin(self: HeadStart, targets: Any, **kwargs: Any) -> bool:
+        targets = list(targets)
+        begun.append(len(targets))
+        return real(self, targets, **kwargs)
+
+    monkeypatch.setattr(HeadStart, "begin", begin)
+    inventory = tmp_path / "inventory.yaml"
+    lines = ["endpoints:"]
+    lines += [f"  - {{host: a{i}.example.com, port: {server.port}, ip: 127.0.0.1, "
+              "timeout: 5s}" for i in range(MANY)]
+    lines += [f"  - {{host: b{i}.example.com, port: {server.port}, ip: 127.0.0.1, "
+              "timeout: 6s}" for i in range(MANY)]
+    inventory.write_text("\n".join(lines) + "\n")
+    code = run(["scan", str(inventory), "--db", f"sqlite:///{tmp_path / 'cw.db'}",
+                "--format", "json"])
+    reports = json.loads(capsys.readouterr().out)["reports"]
+    assert code in (1, 2, 3)  # the names do not match the served leaf: not ok
+    assert len(reports) == 2 * MANY and all(len(r["chain"]) == 2 for r in reports)
+    assert begun == [MANY]
