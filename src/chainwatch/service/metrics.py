@@ -51,7 +51,8 @@ import io
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -75,6 +76,7 @@ from chainwatch.storage.metrics_repo import (
     SCAN_BUCKETS,
     SCAN_DURATION,
     LatestRow,
+    LeafColumns,
     MetricsRepo,
     MonitorState,
     instant,
@@ -478,6 +480,9 @@ _PLACEHOLDER = {
 _PROBE_VALUE = 0.5  # floatToGoString: "0.5"
 _FAMILIES = ("breaks", "target_breaks", "trusted", "status", "findings", "renew",
              "overdue", "leaf", "not_after")
+_ADDRESS_FAMILIES = ("breaks", "trusted", "status", "findings", "renew", "overdue", "leaf",
+                     "not_after")  # a line template per target address (_Writer._lines)
+_PAGE = 2000  # target addresses filled and written at a time
 
 
 def _go(value: float) -> str:
@@ -505,15 +510,14 @@ class _Shape:
 _FIELDS = {k: f"%({k})s" for k in (*_PLACEHOLDER, "v")}
 
 
-def _fill(shape: _Shape, value: str | None, **labels: str) -> str:
+def _fill(shape: _Shape, value: str | None, value_field: str = "v", **labels: str) -> str:
     """``shape``'s sample line with ``labels`` (escaped) and ``value`` filled in, and
-    every other field (and the value, when ``None``) kept as a field of the second
-    template (``%(a)s`` ...)."""
+    every other field (and the value, when ``None``: as ``%(value_field)s``) kept as a
+    field of the second template (``%(a)s`` ...)."""
     fields = dict(_FIELDS)
     for k, v in labels.items():
         fields[k] = _label(v).replace("%", "%%")
-    if value is not None:
-        fields["v"] = value.replace("%", "%%")
+    fields["v"] = f"%({value_field})s" if value is None else value.replace("%", "%%")
     return shape.line % fields
 
 
@@ -601,6 +605,10 @@ class _Doc:
     not_after: bytes
     needs_evaluated: bool
     overdue: bool
+    lines: dict[tuple[str, bytes | None, bool], tuple[bytes, ...]] = field(
+        default_factory=dict, compare=False, repr=False)
+    """Each address's templates, by (status, leaf line, no renewal point):
+    :meth:`_Writer.add` fills it."""
 
 
 def _doc(shapes: Mapping[str, _Shape], series: Series, fmt: _Fmt) -> _Doc:
@@ -626,35 +634,36 @@ def _doc(shapes: Mapping[str, _Shape], series: Series, fmt: _Fmt) -> _Doc:
 
 
 class _Writer:
-    """The per-target families, each in its own buffer, written one target address at
-    a time in target order (:meth:`add`); :meth:`finish` appends them, in family
-    order, to the body. Nothing per target is kept: the addresses of one target are
-    adjacent in target order, so its earliest ``breaks_at`` is written when the next
-    target starts."""
+    """The per-target families, written one target address at a time in target order
+    (:meth:`add`), then into the body family by family (:meth:`finish`).
+
+    Each address keeps its fields (one small mapping: address, target, instant of
+    evaluation, renewal point) and its templates (one tuple per distinct (document,
+    status, leaf), made once and kept on the document); :meth:`finish` fills a page of
+    addresses at a time, family by family (``bytes.__mod__`` mapped over the page, one
+    join and one write per page and family), straight into the body: no buffer per
+    family to grow and copy again. The addresses of one target are adjacent in target
+    order, so its earliest ``breaks_at`` is known when the next target starts."""
 
     def __init__(self, shapes: Mapping[str, _Shape], per_cert: bool) -> None:
         self.shapes = shapes
         self.per_cert = per_cert
         self.fmt = _Fmt()
-        self.buffers = {name: io.BytesIO() for name in _FAMILIES}
-        w = {name: buffer.write for name, buffer in self.buffers.items()}
-        self.w_breaks, self.w_target_breaks, self.w_trusted = \
-            w["breaks"], w["target_breaks"], w["trusted"]
-        self.w_status, self.w_findings, self.w_renew = w["status"], w["findings"], w["renew"]
-        self.w_overdue, self.w_leaf, self.w_not_after = \
-            w["overdue"], w["leaf"], w["not_after"]
         self.docs: dict[Any, _Doc] = {}
         self.leaves: dict[str, bytes] = {}  # by SHA-256: the line of each leaf
         status = shapes["status"]
         self.status = {name: _fill(status, _go(value)).encode()
                        for name, value in STATUS_VALUE.items()}
         self.status_unknown = _fill(status, _go(3)).encode()
-        self.renew = _fill(shapes["renew"], None).encode()
+        self.renew = _fill(shapes["renew"], None, value_field="r").encode()
         self.overdue = (_fill(shapes["overdue"], "0.0").encode(),
                         _fill(shapes["overdue"], "1.0").encode())
         self.target_breaks = _fill(shapes["target_breaks"], None).encode()
         self.target = b""  # the target being written, escaped
         self.earliest: float | None = None  # its earliest breaks_at so far
+        self.fields: list[dict[bytes, bytes]] = []  # each address's fields
+        self.lines: list[tuple[bytes, ...]] = []  # and its templates
+        self.target_lines: list[bytes] = []  # the target_breaks lines
 
     def doc(self, key: Any, series: Series) -> _Doc:
         doc = self.docs.get(key)
@@ -662,11 +671,19 @@ class _Writer:
             doc = self.docs[key] = _doc(self.shapes, series, self.fmt)
         return doc
 
+    def leaf(self, sha256: str, serial: str, issuer: str, subject: str) -> bytes:
+        """The ``chainwatch_leaf_info`` template of a leaf (fields ``%(a)s``, ``%(t)s``)."""
+        line = self.leaves.get(sha256)
+        if line is None:
+            line = self.leaves[sha256] = _fill(self.shapes["leaf"], "1.0", h=sha256,
+                                               n=serial, i=issuer, j=subject).encode()
+        return line
+
     def add(self, address: str, target: str, status: str, breaks_at: float | None,
-            doc: _Doc, evaluated: float | None, leaf: tuple[str, str, str, str] | None,
+            doc: _Doc, evaluated: float | None, leaf: bytes | None,
             renew_at: float | None) -> None:
         """One target address; ``evaluated`` (the instant of evaluation) is needed only
-        when ``doc.needs_evaluated``."""
+        when ``doc.needs_evaluated``; ``leaf`` is :meth:`leaf`'s template."""
         # _label, inlined: two label values per line of every family.
         a = address.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"').encode()
         t = target.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"').encode()
@@ -676,45 +693,53 @@ class _Writer:
             self.target = t
         if breaks_at is not None and (self.earliest is None or breaks_at < self.earliest):
             self.earliest = breaks_at
+        key = (status, leaf, renew_at is None)
+        lines = doc.lines.get(key)
+        if lines is None:
+            lines = doc.lines[key] = self._lines(doc, status, leaf, renew_at is not None)
         fmt = self.fmt
-        fields = {b"a": a, b"t": t, b"v": fmt[evaluated] if evaluated is not None else b""}
-        if doc.breaks:  # a failed probe judged no profile
-            self.w_breaks(doc.breaks % fields)
-            self.w_trusted(doc.trusted % fields)
-        self.w_status(self.status.get(status, self.status_unknown) % fields)
-        if doc.findings:
-            self.w_findings(doc.findings % fields)
-        if renew_at is not None:
-            fields[b"v"] = fmt[renew_at]
-            self.w_renew(self.renew % fields)
-        if leaf is not None:
-            self.w_overdue(self.overdue[doc.overdue] % fields)
-            line = self.leaves.get(leaf[0])
-            if line is None:
-                sha, serial, issuer, subject = leaf
-                line = self.leaves[sha] = _fill(self.shapes["leaf"], "1.0", h=sha, n=serial,
-                                                 i=issuer, j=subject).encode()
-            self.w_leaf(line % fields)
-        if self.per_cert and doc.not_after:
-            self.w_not_after(doc.not_after % fields)
+        self.fields.append({
+            b"a": a, b"t": t, b"v": b"" if evaluated is None else fmt[evaluated],
+            b"r": b"" if renew_at is None else fmt[renew_at]})
+        self.lines.append(lines)
+
+    def _lines(self, doc: _Doc, status: str, leaf: bytes | None,
+               renew: bool) -> tuple[bytes, ...]:
+        """An address's templates, one per family of :data:`_ADDRESS_FAMILIES` (``b""``
+        where it has no line)."""
+        lines = (doc.breaks, doc.trusted, self.status.get(status, self.status_unknown),
+                 doc.findings, self.renew if renew else b"",
+                 b"" if leaf is None else self.overdue[doc.overdue], leaf or b"")
+        return (*lines, doc.not_after) if self.per_cert else lines
 
     def _target_done(self) -> None:
         if self.earliest is not None:
-            self.w_target_breaks(self.target_breaks % {b"t": self.target,
-                                                       b"v": self.fmt[self.earliest]})
+            self.target_lines.append(self.target_breaks % {b"t": self.target,
+                                                           b"v": self.fmt[self.earliest]})
         self.earliest = None
 
     def finish(self, body: io.BytesIO) -> None:
         self._target_done()
+        fields, lines = self.fields, self.lines
+        for name in _FAMILIES:
+            if name == "not_after" and not self.per_cert:
+                continue
+            write = body.write
+            write(self.shapes[name].header)
+            if name == "target_breaks":
+                write(b"".join(self.target_lines))
+                continue
+            pick = itemgetter(_ADDRESS_FAMILIES.index(name))
+            for start in range(0, len(lines), _PAGE):
+                end = start + _PAGE
+                write(b"".join(map(bytes.__mod__, map(pick, lines[start:end]),
+                                   fields[start:end])))
+        fields.clear()
+        lines.clear()
+        self.target_lines.clear()
         self.docs.clear()
         self.leaves.clear()
         self.fmt.clear()
-        for name in _FAMILIES:
-            buffer = self.buffers.pop(name)
-            if name != "not_after" or self.per_cert:
-                body.write(self.shapes[name].header)
-                body.write(buffer.getbuffer())
-            buffer.close()  # each family's buffer goes once appended: one body at a time
 
 
 def _series_of_state(state: AddressState) -> Series:
@@ -750,8 +775,8 @@ def _self_check(shapes: Mapping[str, _Shape]) -> bool:
         doc = writer.doc(n, Series(
             profiles=tuple((spec, ok, at if ok else None) for spec, ok, at in series.profiles),
             findings=series.findings, not_after=series.not_after))
-        writer.add(s.address, s.target, s.status, s.breaks_at, doc, evaluated, s.leaf,
-                   s.renew_at)
+        writer.add(s.address, s.target, s.status, s.breaks_at, doc, evaluated,
+                   None if s.leaf is None else writer.leaf(*s.leaf), s.renew_at)
     body = io.BytesIO()
     writer.finish(body)
     return body.getvalue() == expected
@@ -761,61 +786,80 @@ def _render_fast(body: io.BytesIO, shapes: Mapping[str, _Shape], db: Database,
                  inventory: Inventory | None, *, per_cert: bool) -> None:
     """The per-target families of :func:`stored_states` into ``body`` (see above)."""
     wanted, policies, default = _selection(inventory)
-    rows = MetricsRepo(db).latest_series(wanted)
     writer = _Writer(shapes, per_cert)
+    docs = writer.docs
     # Rows come in (host, port, ip, ...) order and the labels are a function of those
     # three: the rows of one (target, address) are adjacent, the first is shown.
-    previous: tuple[str, int, str] | None = None
+    last_host: str | None = None
+    last_port: int | None = None
+    last_ip: str | None = None
     # Stored times repeat (a scan's batch, a leaf on many addresses): each is read once.
     epochs: dict[Any, float] = {}
     evaluated_of: dict[Any, float | None] = {}
-    renew_of: dict[tuple[int, Any, Any], float] = {}
-    for (host, port, ip, sni, starttls, status, breaks_at, evaluated_at, observed_at, text,
-         report, _, leaf_sha, serial, subject, issuer, not_before, not_after) in rows:
-        if previous is not None and host == previous[0] and port == previous[1] \
-                and ip == previous[2]:
-            continue
-        previous = (host, port, ip)
-        if port == 0 and host.startswith(FILE_PREFIX):
-            target = host
-        else:
-            target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        address = ip or ""
-        evaluated: float | None = None
-        if text is not None:
-            doc = writer.docs.get(text)
-            if doc is None:
-                doc = writer.doc(text, read_series(text))
-            if doc.needs_evaluated:
-                if evaluated_at not in evaluated_of:
-                    # As the plain render reads it: the report's evaluated_at, to the second.
-                    evaluated_of[evaluated_at] = epoch(iso_or_none(instant(evaluated_at)))
-                evaluated = evaluated_of[evaluated_at]
-        else:  # no stored summary: the row's whole report, decoded
-            doc = _doc(shapes, summarize(report), writer.fmt)
-            if doc.needs_evaluated:
-                evaluated = epoch(report.get("evaluated_at"))
-        if doc.needs_evaluated and not evaluated:
-            evaluated = _stamp(observed_at)
-        leaf = None
-        renew_at = None
-        if leaf_sha is not None and not_before is not None and not_after is not None:
-            leaf = (leaf_sha, serial or "", issuer or "", subject or "")
-            policy = default if not policies else policies.get(
-                Target(host=host, port=port, ip=ip or None, sni=sni or None,
-                       starttls=starttls or None).key, default)
-            renew_key = (id(policy), not_before, not_after)
-            renew_at = renew_of.get(renew_key)
-            if renew_at is None:
-                renew_at = renew_of[renew_key] = policy.renew_at_dates(
-                    _aware(not_before), _aware(not_after)).timestamp()
-        when = None
-        if breaks_at is not None:
-            when = epochs.get(breaks_at)
-            if when is None:
-                when = epochs[breaks_at] = _stamp(breaks_at)
-        writer.add(address, target, status, when, doc, evaluated, leaf, renew_at)
+    # Each leaf's line and dates, by SHA-256 (None: not stored, or without dates).
+    leaf_of: dict[str, tuple[bytes, dt.datetime, dt.datetime] | None] = {}
+    renew_of: dict[tuple[int, str], float] = {}
+    for page, leaves in MetricsRepo(db).latest_series(wanted):
+        for (host, port, ip, sni, starttls, status, breaks_at, evaluated_at, observed_at,
+             text, report, _, leaf_sha) in page:
+            if host == last_host and port == last_port and ip == last_ip:
+                continue
+            last_host, last_port, last_ip = host, port, ip
+            if port == 0 and host.startswith(FILE_PREFIX):
+                target = host
+            else:
+                target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            evaluated: float | None = None
+            if text is not None:
+                doc = docs.get(text)
+                if doc is None:
+                    doc = writer.doc(text, read_series(text))
+                if doc.needs_evaluated:
+                    if evaluated_at not in evaluated_of:
+                        # As the plain render reads it: the report's evaluated_at, to the
+                        # second.
+                        evaluated_of[evaluated_at] = epoch(iso_or_none(instant(evaluated_at)))
+                    evaluated = evaluated_of[evaluated_at]
+            else:  # no stored summary: the row's whole report, decoded
+                doc = _doc(shapes, summarize(report), writer.fmt)
+                if doc.needs_evaluated:
+                    evaluated = epoch(report.get("evaluated_at"))
+            if doc.needs_evaluated and not evaluated:
+                evaluated = _stamp(observed_at)
+            line = None
+            renew_at = None
+            if leaf_sha is not None:
+                if leaf_sha in leaf_of:
+                    known = leaf_of[leaf_sha]
+                else:
+                    known = leaf_of[leaf_sha] = _leaf(writer, leaf_sha, leaves.get(leaf_sha))
+                if known is not None:
+                    line, not_before, not_after = known
+                    policy = default if not policies else policies.get(
+                        Target(host=host, port=port, ip=ip or None, sni=sni or None,
+                               starttls=starttls or None).key, default)
+                    renew_key = (id(policy), leaf_sha)
+                    renew_at = renew_of.get(renew_key)
+                    if renew_at is None:
+                        renew_at = renew_of[renew_key] = policy.renew_at_dates(
+                            not_before, not_after).timestamp()
+            when = None
+            if breaks_at is not None:
+                when = epochs.get(breaks_at)
+                if when is None:
+                    when = epochs[breaks_at] = _stamp(breaks_at)
+            writer.add(ip or "", target, status, when, doc, evaluated, line, renew_at)
     writer.finish(body)
+
+
+def _leaf(writer: _Writer, sha256: str, stored: LeafColumns | None
+          ) -> tuple[bytes, dt.datetime, dt.datetime] | None:
+    """A stored leaf's line and dates; ``None`` when it has no dates (no series)."""
+    if stored is None or stored[3] is None or stored[4] is None:
+        return None
+    serial, subject, issuer, not_before, not_after = stored
+    return (writer.leaf(sha256, serial or "", issuer or "", subject or ""),
+            _aware(not_before), _aware(not_after))
 
 
 def _aware(raw: Any) -> dt.datetime:
