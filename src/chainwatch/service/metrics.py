@@ -48,10 +48,12 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -637,20 +639,26 @@ class _Writer:
     """The per-target families, written one target address at a time in target order
     (:meth:`add`), then into the body family by family (:meth:`finish`).
 
-    Each address keeps its fields (one small mapping: address, target, instant of
-    evaluation, renewal point) and its templates (one tuple per distinct (document,
-    status, leaf), made once and kept on the document); :meth:`finish` fills a page of
-    addresses at a time, family by family (``bytes.__mod__`` mapped over the page, one
-    join and one write per page and family), straight into the body: no buffer per
-    family to grow and copy again. The addresses of one target are adjacent in target
-    order, so its earliest ``breaks_at`` is known when the next target starts."""
+    Each address keeps its escaped address and target and its two values (instant of
+    evaluation, renewal point), one column each, and its templates (one tuple per
+    distinct (document, status, leaf), made once and kept on the document; equal
+    templates are one object). :meth:`finish` writes a page of addresses at a time,
+    family by family, straight into the body (no buffer per family to grow and copy
+    again), by one join of the page's pieces (:meth:`_chunk`): where every address of
+    the page has the same template, or templates of the same fields, its literal parts
+    and the field columns are interleaved (no line formatted on its own); otherwise
+    each template is filled by ``%``. The addresses of one target are adjacent in
+    target order, so its earliest ``breaks_at`` is known when the next target starts."""
 
     def __init__(self, shapes: Mapping[str, _Shape], per_cert: bool) -> None:
         self.shapes = shapes
         self.per_cert = per_cert
+        self.page = _PAGE
         self.fmt = _Fmt()
         self.docs: dict[Any, _Doc] = {}
         self.leaves: dict[str, bytes] = {}  # by SHA-256: the line of each leaf
+        self.templates: dict[bytes, bytes] = {}  # equal templates, one object
+        self.splits = _Splits()
         status = shapes["status"]
         self.status = {name: _fill(status, _go(value)).encode()
                        for name, value in STATUS_VALUE.items()}
@@ -658,12 +666,13 @@ class _Writer:
         self.renew = _fill(shapes["renew"], None, value_field="r").encode()
         self.overdue = (_fill(shapes["overdue"], "0.0").encode(),
                         _fill(shapes["overdue"], "1.0").encode())
-        self.target_breaks = _fill(shapes["target_breaks"], None).encode()
-        self.target = b""  # the target being written, escaped
+        self.target_breaks = _fill(shapes["target_breaks"], None, value_field="e").encode()
+        self.target: str | None = None  # the target being written
         self.earliest: float | None = None  # its earliest breaks_at so far
-        self.fields: list[dict[bytes, bytes]] = []  # each address's fields
-        self.lines: list[tuple[bytes, ...]] = []  # and its templates
-        self.target_lines: list[bytes] = []  # the target_breaks lines
+        # One column per field, one entry per address (target_breaks: per target).
+        self.columns: dict[bytes, list[bytes]] = {k: [] for k in (b"a", b"t", b"v", b"r")}
+        self.lines: list[tuple[bytes, ...]] = []  # each address's templates
+        self.target_columns: dict[bytes, list[bytes]] = {b"t": [], b"e": []}
 
     def doc(self, key: Any, series: Series) -> _Doc:
         doc = self.docs.get(key)
@@ -681,65 +690,130 @@ class _Writer:
 
     def add(self, address: str, target: str, status: str, breaks_at: float | None,
             doc: _Doc, evaluated: float | None, leaf: bytes | None,
-            renew_at: float | None) -> None:
+            renew: bytes | None) -> None:
         """One target address; ``evaluated`` (the instant of evaluation) is needed only
-        when ``doc.needs_evaluated``; ``leaf`` is :meth:`leaf`'s template."""
-        # _label, inlined: two label values per line of every family.
-        a = address.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"').encode()
-        t = target.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"').encode()
-        if t != self.target:
-            if self.earliest is not None:
-                self._target_done()
-            self.target = t
-        if breaks_at is not None and (self.earliest is None or breaks_at < self.earliest):
+        when ``doc.needs_evaluated``; ``leaf`` is :meth:`leaf`'s template and ``renew``
+        the renewal point as :attr:`fmt` writes it."""
+        if target != self.target:  # the previous target is done
+            self._target_done()
+            self.target = target
             self.earliest = breaks_at
-        key = (status, leaf, renew_at is None)
+        elif breaks_at is not None and (self.earliest is None or breaks_at < self.earliest):
+            self.earliest = breaks_at
+        key = (status, leaf, renew is None)
         lines = doc.lines.get(key)
         if lines is None:
-            lines = doc.lines[key] = self._lines(doc, status, leaf, renew_at is not None)
-        fmt = self.fmt
-        self.fields.append({
-            b"a": a, b"t": t, b"v": b"" if evaluated is None else fmt[evaluated],
-            b"r": b"" if renew_at is None else fmt[renew_at]})
+            lines = doc.lines[key] = self._lines(doc, status, leaf, renew is not None)
         self.lines.append(lines)
+        columns = self.columns
+        # Label values escaped as _label escapes them (most need nothing).
+        if "\\" in address or "\n" in address or '"' in address:
+            address = _label(address)
+        columns[b"a"].append(address.encode())
+        if "\\" in target or "\n" in target or '"' in target:
+            target = _label(target)
+        columns[b"t"].append(target.encode())
+        columns[b"v"].append(b"" if evaluated is None else self.fmt[evaluated])
+        columns[b"r"].append(renew or b"")
 
     def _lines(self, doc: _Doc, status: str, leaf: bytes | None,
                renew: bool) -> tuple[bytes, ...]:
         """An address's templates, one per family of :data:`_ADDRESS_FAMILIES` (``b""``
         where it has no line)."""
-        lines = (doc.breaks, doc.trusted, self.status.get(status, self.status_unknown),
-                 doc.findings, self.renew if renew else b"",
-                 b"" if leaf is None else self.overdue[doc.overdue], leaf or b"")
-        return (*lines, doc.not_after) if self.per_cert else lines
+        lines: tuple[bytes, ...] = (
+            doc.breaks, doc.trusted, self.status.get(status, self.status_unknown),
+            doc.findings, self.renew if renew else b"",
+            b"" if leaf is None else self.overdue[doc.overdue], leaf or b"")
+        if self.per_cert:
+            lines = (*lines, doc.not_after)
+        return tuple(self.templates.setdefault(line, line) for line in lines)
 
     def _target_done(self) -> None:
         if self.earliest is not None:
-            self.target_lines.append(self.target_breaks % {b"t": self.target,
-                                                           b"v": self.fmt[self.earliest]})
+            self.target_columns[b"t"].append(self.columns[b"t"][-1])
+            self.target_columns[b"e"].append(self.fmt[self.earliest])
         self.earliest = None
+
+    def _chunk(self, templates: list[bytes], columns: Mapping[bytes, list[bytes]]) -> bytes:
+        """The lines of ``templates`` (one per address of a page) filled with the page's
+        ``columns``."""
+        first = templates[0]
+        if templates.count(first) == len(templates):  # one template: its parts repeat
+            keys, parts = self.splits[first]
+            if not keys:
+                return parts[0] * len(templates)
+            pieces: list[Iterable[bytes]] = [repeat(parts[0])]
+            for key, part in zip(keys, parts[1:], strict=True):
+                pieces += (columns[key], repeat(part))
+            # The columns end the page (the parts repeat without end).
+            return b"".join(chain.from_iterable(zip(*pieces, strict=False)))
+        splits = list(map(self.splits.__getitem__, templates))
+        keys = splits[0][0]
+        if keys and list(map(itemgetter(0), splits)).count(keys) == len(splits):
+            # The same fields, other parts (a leaf line per leaf).
+            each = list(map(itemgetter(1), splits))
+            pieces = [map(itemgetter(0), each)]
+            for n, key in enumerate(keys, start=1):
+                pieces += (columns[key], map(itemgetter(n), each))
+            return b"".join(chain.from_iterable(zip(*pieces, strict=True)))
+        fields = map(dict, map(zip, repeat(tuple(columns)), zip(*columns.values(), strict=True)))
+        return b"".join(map(bytes.__mod__, templates, fields))
 
     def finish(self, body: io.BytesIO) -> None:
         self._target_done()
-        fields, lines = self.fields, self.lines
+        columns, lines, page = self.columns, self.lines, self.page
         for name in _FAMILIES:
             if name == "not_after" and not self.per_cert:
                 continue
             write = body.write
             write(self.shapes[name].header)
             if name == "target_breaks":
-                write(b"".join(self.target_lines))
+                targets = self.target_columns
+                for start in range(0, len(targets[b"t"]), page):
+                    end = start + page
+                    write(self._chunk([self.target_breaks] * (end - start),
+                                      {k: v[start:end] for k, v in targets.items()}))
                 continue
             pick = itemgetter(_ADDRESS_FAMILIES.index(name))
-            for start in range(0, len(lines), _PAGE):
-                end = start + _PAGE
-                write(b"".join(map(bytes.__mod__, map(pick, lines[start:end]),
-                                   fields[start:end])))
-        fields.clear()
+            for start in range(0, len(lines), page):
+                end = start + page
+                write(self._chunk(list(map(pick, lines[start:end])),
+                                  {k: v[start:end] for k, v in columns.items()}))
+        for column in (*columns.values(), *self.target_columns.values()):
+            column.clear()
         lines.clear()
-        self.target_lines.clear()
         self.docs.clear()
         self.leaves.clear()
+        self.templates.clear()
+        self.splits.clear()
         self.fmt.clear()
+
+
+_FIELD = re.compile(rb"%(?:\((\w)\)s|%)")
+
+
+class _Splits(dict[bytes, tuple[tuple[bytes, ...], tuple[bytes, ...]]]):
+    """A second template's fields and its literal parts around them (``%%`` read as
+    ``%``), remembered: ``b'x%(a)sy%(t)s%%z'`` is ``((b"a", b"t"), (b"x", b"y", b"%z"))``."""
+
+    def __missing__(self, template: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        keys: list[bytes] = []
+        parts: list[bytes] = []
+        current: list[bytes] = []
+        position = 0
+        for match in _FIELD.finditer(template):
+            current.append(template[position:match.start()])
+            if match.group(1) is None:
+                current.append(b"%")
+            else:
+                parts.append(b"".join(current))
+                current = []
+                keys.append(match.group(1))
+            position = match.end()
+        current.append(template[position:])
+        parts.append(b"".join(current))
+        split = self[template] = (tuple(keys), tuple(parts))
+        return split
 
 
 def _series_of_state(state: AddressState) -> Series:
@@ -752,31 +826,44 @@ def _series_of_state(state: AddressState) -> Series:
 
 
 def _self_check(shapes: Mapping[str, _Shape]) -> bool:
-    """Whether the fast path formats a tricky fleet exactly as prometheus-client does."""
+    """Whether the fast path formats a tricky fleet exactly as prometheus-client does.
+    Written two addresses a page, the fleet's pages have one template per family, the
+    same fields in other templates (another leaf), and templates of other fields: each
+    way :meth:`_Writer._chunk` writes a page."""
     odd = 'a"b\\c\nd%(a)s%%s é'
+    tricky = AddressState(
+        target=f"[2001:db8::1]:443{odd}", address=f"2001:db8::1{odd}", status="warning",
+        breaks_at=1798761600.25,
+        profiles=((f"file:/x{odd}", True, 1798761600.25),
+                  ("legacy:mozilla", False, 1764756000.0)),
+        findings=((f"CODE{odd}", f"sev{odd}"), ("RENEWAL_OVERDUE", "warning"),
+                  (f"CODE{odd}", f"sev{odd}")),
+        not_after=(1798761600.0, 2e9), leaf=(odd, "0a", f"CN={odd}", odd),
+        renew_at=1790000000.5, overdue=True)
+    bare = AddressState(target="file:/c%.pem", address="", status="strange", breaks_at=None,
+                        profiles=(), findings=(), not_after=(), leaf=None, renew_at=None,
+                        overdue=False)
     states = [
-        AddressState(target=f"[2001:db8::1]:443{odd}", address=f"2001:db8::1{odd}",
-                     status="warning", breaks_at=1798761600.25,
-                     profiles=((f"file:/x{odd}", True, 1798761600.25),
-                               ("legacy:mozilla", False, 1764756000.0)),
-                     findings=((f"CODE{odd}", f"sev{odd}"), ("RENEWAL_OVERDUE", "warning"),
-                               (f"CODE{odd}", f"sev{odd}")),
-                     not_after=(1798761600.0, 2e9), leaf=(odd, "0a", f"CN={odd}", odd),
-                     renew_at=1790000000.5, overdue=True),
-        AddressState(target="file:/c%.pem", address="", status="strange", breaks_at=None,
-                     profiles=(), findings=(), not_after=(), leaf=None, renew_at=None,
-                     overdue=False),
+        tricky,  # page 1: one template per family
+        replace(tricky, address=f"10.0.0.1{odd}", breaks_at=1798761599.0),
+        replace(tricky, target="b.example:443"),  # page 2: another leaf
+        replace(tricky, target="b.example:443", address="::1",
+                leaf=("ff" * 32, "01", "CN=Other", "CN=b.example"), renew_at=1.5),
+        bare,  # page 3: other fields
+        replace(tricky, target="c.example:443"),
     ]
     expected = render(target_families(states, per_cert=True))
     writer = _Writer(shapes, per_cert=True)
-    for n, s in enumerate(states):
+    writer.page = 2
+    for s in states:
         series = _series_of_state(s)
         evaluated = next((at for _, ok, at in s.profiles if not ok), 0.0)
-        doc = writer.doc(n, Series(
+        doc = writer.doc(series, Series(
             profiles=tuple((spec, ok, at if ok else None) for spec, ok, at in series.profiles),
             findings=series.findings, not_after=series.not_after))
         writer.add(s.address, s.target, s.status, s.breaks_at, doc, evaluated,
-                   None if s.leaf is None else writer.leaf(*s.leaf), s.renew_at)
+                   None if s.leaf is None else writer.leaf(*s.leaf),
+                   None if s.renew_at is None else writer.fmt[s.renew_at])
     body = io.BytesIO()
     writer.finish(body)
     return body.getvalue() == expected
@@ -796,9 +883,10 @@ def _render_fast(body: io.BytesIO, shapes: Mapping[str, _Shape], db: Database,
     # Stored times repeat (a scan's batch, a leaf on many addresses): each is read once.
     epochs: dict[Any, float] = {}
     evaluated_of: dict[Any, float | None] = {}
-    # Each leaf's line and dates, by SHA-256 (None: not stored, or without dates).
-    leaf_of: dict[str, tuple[bytes, dt.datetime, dt.datetime] | None] = {}
-    renew_of: dict[tuple[int, str], float] = {}
+    # Each leaf's line, dates and renewal point by the default policy, by SHA-256 (None:
+    # not stored, or without dates); the renewal point by another policy, by (policy, leaf).
+    leaf_of: dict[str, tuple[bytes, dt.datetime, dt.datetime, bytes] | None] = {}
+    renew_of: dict[tuple[int, str], bytes] = {}
     for page, leaves in MetricsRepo(db).latest_series(wanted):
         for (host, port, ip, sni, starttls, status, breaks_at, evaluated_at, observed_at,
              text, report, _, leaf_sha) in page:
@@ -826,40 +914,47 @@ def _render_fast(body: io.BytesIO, shapes: Mapping[str, _Shape], db: Database,
                     evaluated = epoch(report.get("evaluated_at"))
             if doc.needs_evaluated and not evaluated:
                 evaluated = _stamp(observed_at)
-            line = None
-            renew_at = None
+            line = renew = None
             if leaf_sha is not None:
-                if leaf_sha in leaf_of:
-                    known = leaf_of[leaf_sha]
-                else:
-                    known = leaf_of[leaf_sha] = _leaf(writer, leaf_sha, leaves.get(leaf_sha))
+                known = leaf_of.get(leaf_sha, _UNSEEN)
+                if known is _UNSEEN:
+                    known = leaf_of[leaf_sha] = _leaf(writer, leaf_sha, leaves.get(leaf_sha),
+                                                      default)
                 if known is not None:
-                    line, not_before, not_after = known
-                    policy = default if not policies else policies.get(
-                        Target(host=host, port=port, ip=ip or None, sni=sni or None,
-                               starttls=starttls or None).key, default)
-                    renew_key = (id(policy), leaf_sha)
-                    renew_at = renew_of.get(renew_key)
-                    if renew_at is None:
-                        renew_at = renew_of[renew_key] = policy.renew_at_dates(
-                            not_before, not_after).timestamp()
+                    line = known[0]
+                    if policies:
+                        policy = policies.get(Target(
+                            host=host, port=port, ip=ip or None, sni=sni or None,
+                            starttls=starttls or None).key, default)
+                        renew_key = (id(policy), leaf_sha)
+                        renew = renew_of.get(renew_key)
+                        if renew is None:
+                            renew = renew_of[renew_key] = writer.fmt[policy.renew_at_dates(
+                                known[1], known[2]).timestamp()]
+                    else:
+                        renew = known[3]
             when = None
             if breaks_at is not None:
                 when = epochs.get(breaks_at)
                 if when is None:
                     when = epochs[breaks_at] = _stamp(breaks_at)
-            writer.add(ip or "", target, status, when, doc, evaluated, line, renew_at)
+            writer.add(ip or "", target, status, when, doc, evaluated, line, renew)
     writer.finish(body)
 
 
-def _leaf(writer: _Writer, sha256: str, stored: LeafColumns | None
-          ) -> tuple[bytes, dt.datetime, dt.datetime] | None:
-    """A stored leaf's line and dates; ``None`` when it has no dates (no series)."""
+def _leaf(writer: _Writer, sha256: str, stored: LeafColumns | None, policy: RenewalPolicy
+          ) -> tuple[bytes, dt.datetime, dt.datetime, bytes] | None:
+    """A stored leaf's line, dates and renewal point by ``policy`` (as written);
+    ``None`` when it has no dates (no series)."""
     if stored is None or stored[3] is None or stored[4] is None:
         return None
-    serial, subject, issuer, not_before, not_after = stored
-    return (writer.leaf(sha256, serial or "", issuer or "", subject or ""),
-            _aware(not_before), _aware(not_after))
+    serial, subject, issuer, raw_before, raw_after = stored
+    not_before, not_after = _aware(raw_before), _aware(raw_after)
+    return (writer.leaf(sha256, serial or "", issuer or "", subject or ""), not_before,
+            not_after, writer.fmt[policy.renew_at_dates(not_before, not_after).timestamp()])
+
+
+_UNSEEN: Any = object()
 
 
 def _aware(raw: Any) -> dt.datetime:
