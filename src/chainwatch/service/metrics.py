@@ -695,7 +695,9 @@ class _Writer:
         when ``doc.needs_evaluated``; ``leaf`` is :meth:`leaf`'s template and ``renew``
         the renewal point as :attr:`fmt` writes it."""
         if target != self.target:  # the previous target is done
-            self._target_done()
+            if self.earliest is not None:
+                self.target_columns[b"t"].append(self.columns[b"t"][-1])
+                self.target_columns[b"e"].append(self.fmt[self.earliest])
             self.target = target
             self.earliest = breaks_at
         elif breaks_at is not None and (self.earliest is None or breaks_at < self.earliest):

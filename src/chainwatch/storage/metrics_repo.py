@@ -20,6 +20,7 @@ import datetime as dt
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import String, and_, case, func, select, true, type_coerce
@@ -102,6 +103,8 @@ def instant(raw: Any) -> dt.datetime | None:
 
 SeriesRow = tuple[Any, ...]
 """One row of :meth:`MetricsRepo.latest_series` (its docstring names the fields)."""
+_SERIES = itemgetter(9)
+_LEAF = itemgetter(12)
 
 LeafColumns = tuple[str | None, str | None, str | None, Any, Any]
 """A served leaf as :meth:`MetricsRepo.latest_series` reads it: ``(serial, subject,
@@ -297,10 +300,11 @@ class MetricsRepo:
         leaves: dict[str, LeafColumns] = {}
         with self.engine.connect() as conn:
             for page in self._pages(conn, stmt, targets):
-                new = {row[12] for row in page if row[12] is not None} - leaves.keys()
+                new = set(map(_LEAF, page)) - leaves.keys()
+                new.discard(None)
                 if new:
                     leaves.update(self._leaves(conn, sorted(new)))
-                if any(row[9] is None for row in page):
+                if None in map(_SERIES, page):
                     page = [row if row[9] is not None else _decoded(row) for row in page]
                 yield page, leaves
 
