@@ -772,9 +772,8 @@ class _Writer:
             if name == "target_breaks":
                 targets = self.target_columns
                 for start in range(0, len(targets[b"t"]), page):
-                    end = start + page
-                    write(self._chunk([self.target_breaks] * (end - start),
-                                      {k: v[start:end] for k, v in targets.items()}))
+                    fields = {k: v[start:start + page] for k, v in targets.items()}
+                    write(self._chunk([self.target_breaks] * len(fields[b"t"]), fields))
                 continue
             pick = itemgetter(_ADDRESS_FAMILIES.index(name))
             for start in range(0, len(lines), page):
