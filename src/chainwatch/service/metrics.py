@@ -21,12 +21,13 @@ Two renders, byte for byte the same (``tests/test_metrics_fast.py``):
   (:func:`_shapes`); each stored summary of a report document
   (:mod:`chainwatch.storage.series`, written with the document) becomes that document's
   profile, finding and chain lines once per render, with the address and target left as
-  fields; each target then costs one lean row (no report decoded) and one
-  ``%``-substitution per family of its escaped labels (escaped as prometheus-client
-  escapes label values; values by its ``floatToGoString``), written into one buffer per
-  family, the families appended to the body in order. The address and target lines, the
-  renewal point (each endpoint's policy, from the leaf's dates) and the leaf line are
-  per target. At first use a tricky fleet (quotes, backslashes, newlines, ``%``, IPv6,
+  fields; each target then costs one lean row (no report decoded; each served leaf's
+  certificate read once per render) and its escaped labels (escaped as prometheus-client
+  escapes label values; values by its ``floatToGoString``) kept beside its templates; the
+  body is then written family by family, a page of addresses at a time, as one join of
+  the templates' literal parts and the label columns (:class:`_Writer`). The renewal
+  point (each endpoint's policy, from the leaf's dates) and the leaf line are per leaf.
+  At first use a tricky fleet (quotes, backslashes, newlines, ``%``, IPv6,
   non-ASCII) is rendered both ways: if this prometheus-client formats differently, the
   plain render is used.
 
@@ -471,9 +472,11 @@ __all__ = [
 # floatToGoString. Everything that depends on a report document only (the profiles,
 # findings and chain lines) is filled once per distinct stored summary, leaving the
 # address and target (and the instant of evaluation, which is per scan) as fields of a
-# second template filled per target. At first use a tricky fleet (quotes, backslashes,
-# newlines, percent signs, IPv6, non-ASCII) is rendered both ways; if this
-# prometheus-client formats anything differently, the plain render is used instead.
+# second template filled per target address (_Writer: a page at a time, by joining the
+# template's literal parts with the field columns where it can). At first use a tricky
+# fleet (quotes, backslashes, newlines, percent signs, IPv6, non-ASCII) is rendered both
+# ways; if this prometheus-client formats anything differently, the plain render is used
+# instead.
 
 _PLACEHOLDER = {
     "a": "\x00a\x00", "t": "\x00t\x00", "p": "\x00p\x00", "c": "\x00c\x00", "s": "\x00s\x00",
