@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic import command
 from sqlalchemy import delete, func, select, update
 
@@ -174,6 +175,22 @@ def test_the_fast_render_is_the_plain_render(url: str, tmp_path: Path) -> None:
             assert fast == plain
             assert (b"chainwatch_cert_not_after_timestamp_seconds{" in fast) is per_cert
             assert b"mismatch.example.com" not in fast  # not in the inventory
+
+
+def test_the_fast_render_is_the_plain_render_page_by_page(
+        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Written a few addresses a page, the fleet's pages meet every way a page is
+    written (one template per family, one leaf line each, templates of other fields)."""
+    fleet = fill(url, tmp_path)
+    assert metrics._shapes() is not None  # the fast path is used
+    with Database(url) as db:
+        for page in (1, 2, 3, 5):
+            monkeypatch.setattr(metrics, "_PAGE", page)
+            fast, plain = both(db)
+            assert fast == plain
+            inventory = load_inventory(fleet.inventory(tmp_path, per_cert=True))
+            fast, plain = both(db, inventory)
+            assert fast == plain
 
 
 def test_a_stale_summary_would_show(tmp_path: Path) -> None:

@@ -21,12 +21,13 @@ Two renders, byte for byte the same (``tests/test_metrics_fast.py``):
   (:func:`_shapes`); each stored summary of a report document
   (:mod:`chainwatch.storage.series`, written with the document) becomes that document's
   profile, finding and chain lines once per render, with the address and target left as
-  fields; each target then costs one lean row (no report decoded) and one
-  ``%``-substitution per family of its escaped labels (escaped as prometheus-client
-  escapes label values; values by its ``floatToGoString``), written into one buffer per
-  family, the families appended to the body in order. The address and target lines, the
-  renewal point (each endpoint's policy, from the leaf's dates) and the leaf line are
-  per target. At first use a tricky fleet (quotes, backslashes, newlines, ``%``, IPv6,
+  fields; each target then costs one lean row (no report decoded; each served leaf's
+  certificate read once per render) and its escaped labels (escaped as prometheus-client
+  escapes label values; values by its ``floatToGoString``) kept beside its templates; the
+  body is then written family by family, a page of addresses at a time, as one join of
+  the templates' literal parts and the label columns (:class:`_Writer`). The renewal
+  point (each endpoint's policy, from the leaf's dates) and the leaf line are per leaf.
+  At first use a tricky fleet (quotes, backslashes, newlines, ``%``, IPv6,
   non-ASCII) is rendered both ways: if this prometheus-client formats differently, the
   plain render is used.
 
@@ -48,10 +49,13 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -75,6 +79,7 @@ from chainwatch.storage.metrics_repo import (
     SCAN_BUCKETS,
     SCAN_DURATION,
     LatestRow,
+    LeafColumns,
     MetricsRepo,
     MonitorState,
     instant,
@@ -467,9 +472,11 @@ __all__ = [
 # floatToGoString. Everything that depends on a report document only (the profiles,
 # findings and chain lines) is filled once per distinct stored summary, leaving the
 # address and target (and the instant of evaluation, which is per scan) as fields of a
-# second template filled per target. At first use a tricky fleet (quotes, backslashes,
-# newlines, percent signs, IPv6, non-ASCII) is rendered both ways; if this
-# prometheus-client formats anything differently, the plain render is used instead.
+# second template filled per target address (_Writer: a page at a time, by joining the
+# template's literal parts with the field columns where it can). At first use a tricky
+# fleet (quotes, backslashes, newlines, percent signs, IPv6, non-ASCII) is rendered both
+# ways; if this prometheus-client formats anything differently, the plain render is used
+# instead.
 
 _PLACEHOLDER = {
     "a": "\x00a\x00", "t": "\x00t\x00", "p": "\x00p\x00", "c": "\x00c\x00", "s": "\x00s\x00",
@@ -478,6 +485,9 @@ _PLACEHOLDER = {
 _PROBE_VALUE = 0.5  # floatToGoString: "0.5"
 _FAMILIES = ("breaks", "target_breaks", "trusted", "status", "findings", "renew",
              "overdue", "leaf", "not_after")
+_ADDRESS_FAMILIES = ("breaks", "trusted", "status", "findings", "renew", "overdue", "leaf",
+                     "not_after")  # a line template per target address (_Writer._lines)
+_PAGE = 2000  # target addresses filled and written at a time
 
 
 def _go(value: float) -> str:
@@ -505,15 +515,14 @@ class _Shape:
 _FIELDS = {k: f"%({k})s" for k in (*_PLACEHOLDER, "v")}
 
 
-def _fill(shape: _Shape, value: str | None, **labels: str) -> str:
+def _fill(shape: _Shape, value: str | None, value_field: str = "v", **labels: str) -> str:
     """``shape``'s sample line with ``labels`` (escaped) and ``value`` filled in, and
-    every other field (and the value, when ``None``) kept as a field of the second
-    template (``%(a)s`` ...)."""
+    every other field (and the value, when ``None``: as ``%(value_field)s``) kept as a
+    field of the second template (``%(a)s`` ...)."""
     fields = dict(_FIELDS)
     for k, v in labels.items():
         fields[k] = _label(v).replace("%", "%%")
-    if value is not None:
-        fields["v"] = value.replace("%", "%%")
+    fields["v"] = f"%({value_field})s" if value is None else value.replace("%", "%%")
     return shape.line % fields
 
 
@@ -601,6 +610,10 @@ class _Doc:
     not_after: bytes
     needs_evaluated: bool
     overdue: bool
+    lines: dict[tuple[str, bytes | None, bool], tuple[bytes, ...]] = field(
+        default_factory=dict, compare=False, repr=False)
+    """Each address's templates, by (status, leaf line, no renewal point):
+    :meth:`_Writer.add` fills it."""
 
 
 def _doc(shapes: Mapping[str, _Shape], series: Series, fmt: _Fmt) -> _Doc:
@@ -626,35 +639,43 @@ def _doc(shapes: Mapping[str, _Shape], series: Series, fmt: _Fmt) -> _Doc:
 
 
 class _Writer:
-    """The per-target families, each in its own buffer, written one target address at
-    a time in target order (:meth:`add`); :meth:`finish` appends them, in family
-    order, to the body. Nothing per target is kept: the addresses of one target are
-    adjacent in target order, so its earliest ``breaks_at`` is written when the next
-    target starts."""
+    """The per-target families, written one target address at a time in target order
+    (:meth:`add`), then into the body family by family (:meth:`finish`).
+
+    Each address keeps its escaped address and target and its two values (instant of
+    evaluation, renewal point), one column each, and its templates (one tuple per
+    distinct (document, status, leaf), made once and kept on the document; equal
+    templates are one object). :meth:`finish` writes a page of addresses at a time,
+    family by family, straight into the body (no buffer per family to grow and copy
+    again), by one join of the page's pieces (:meth:`_chunk`): where every address of
+    the page has the same template, or templates of the same fields, its literal parts
+    and the field columns are interleaved (no line formatted on its own); otherwise
+    each template is filled by ``%``. The addresses of one target are adjacent in
+    target order, so its earliest ``breaks_at`` is known when the next target starts."""
 
     def __init__(self, shapes: Mapping[str, _Shape], per_cert: bool) -> None:
         self.shapes = shapes
         self.per_cert = per_cert
+        self.page = _PAGE
         self.fmt = _Fmt()
-        self.buffers = {name: io.BytesIO() for name in _FAMILIES}
-        w = {name: buffer.write for name, buffer in self.buffers.items()}
-        self.w_breaks, self.w_target_breaks, self.w_trusted = \
-            w["breaks"], w["target_breaks"], w["trusted"]
-        self.w_status, self.w_findings, self.w_renew = w["status"], w["findings"], w["renew"]
-        self.w_overdue, self.w_leaf, self.w_not_after = \
-            w["overdue"], w["leaf"], w["not_after"]
         self.docs: dict[Any, _Doc] = {}
         self.leaves: dict[str, bytes] = {}  # by SHA-256: the line of each leaf
+        self.templates: dict[bytes, bytes] = {}  # equal templates, one object
+        self.splits = _Splits()
         status = shapes["status"]
         self.status = {name: _fill(status, _go(value)).encode()
                        for name, value in STATUS_VALUE.items()}
         self.status_unknown = _fill(status, _go(3)).encode()
-        self.renew = _fill(shapes["renew"], None).encode()
+        self.renew = _fill(shapes["renew"], None, value_field="r").encode()
         self.overdue = (_fill(shapes["overdue"], "0.0").encode(),
                         _fill(shapes["overdue"], "1.0").encode())
-        self.target_breaks = _fill(shapes["target_breaks"], None).encode()
-        self.target = b""  # the target being written, escaped
+        self.target_breaks = _fill(shapes["target_breaks"], None, value_field="e").encode()
+        self.target: str | None = None  # the target being written
         self.earliest: float | None = None  # its earliest breaks_at so far
+        # One column per field, one entry per address (target_breaks: per target).
+        self.columns: dict[bytes, list[bytes]] = {k: [] for k in (b"a", b"t", b"v", b"r")}
+        self.lines: list[tuple[bytes, ...]] = []  # each address's templates
+        self.target_columns: dict[bytes, list[bytes]] = {b"t": [], b"e": []}
 
     def doc(self, key: Any, series: Series) -> _Doc:
         doc = self.docs.get(key)
@@ -662,59 +683,141 @@ class _Writer:
             doc = self.docs[key] = _doc(self.shapes, series, self.fmt)
         return doc
 
+    def leaf(self, sha256: str, serial: str, issuer: str, subject: str) -> bytes:
+        """The ``chainwatch_leaf_info`` template of a leaf (fields ``%(a)s``, ``%(t)s``)."""
+        line = self.leaves.get(sha256)
+        if line is None:
+            line = self.leaves[sha256] = _fill(self.shapes["leaf"], "1.0", h=sha256,
+                                               n=serial, i=issuer, j=subject).encode()
+        return line
+
     def add(self, address: str, target: str, status: str, breaks_at: float | None,
-            doc: _Doc, evaluated: float | None, leaf: tuple[str, str, str, str] | None,
-            renew_at: float | None) -> None:
+            doc: _Doc, evaluated: float | None, leaf: bytes | None,
+            renew: bytes | None) -> None:
         """One target address; ``evaluated`` (the instant of evaluation) is needed only
-        when ``doc.needs_evaluated``."""
-        # _label, inlined: two label values per line of every family.
-        a = address.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"').encode()
-        t = target.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"').encode()
-        if t != self.target:
+        when ``doc.needs_evaluated``; ``leaf`` is :meth:`leaf`'s template and ``renew``
+        the renewal point as :attr:`fmt` writes it."""
+        if target != self.target:  # the previous target is done
             if self.earliest is not None:
-                self._target_done()
-            self.target = t
-        if breaks_at is not None and (self.earliest is None or breaks_at < self.earliest):
+                self.target_columns[b"t"].append(self.columns[b"t"][-1])
+                self.target_columns[b"e"].append(self.fmt[self.earliest])
+            self.target = target
             self.earliest = breaks_at
-        fmt = self.fmt
-        fields = {b"a": a, b"t": t, b"v": fmt[evaluated] if evaluated is not None else b""}
-        if doc.breaks:  # a failed probe judged no profile
-            self.w_breaks(doc.breaks % fields)
-            self.w_trusted(doc.trusted % fields)
-        self.w_status(self.status.get(status, self.status_unknown) % fields)
-        if doc.findings:
-            self.w_findings(doc.findings % fields)
-        if renew_at is not None:
-            fields[b"v"] = fmt[renew_at]
-            self.w_renew(self.renew % fields)
-        if leaf is not None:
-            self.w_overdue(self.overdue[doc.overdue] % fields)
-            line = self.leaves.get(leaf[0])
-            if line is None:
-                sha, serial, issuer, subject = leaf
-                line = self.leaves[sha] = _fill(self.shapes["leaf"], "1.0", h=sha, n=serial,
-                                                 i=issuer, j=subject).encode()
-            self.w_leaf(line % fields)
-        if self.per_cert and doc.not_after:
-            self.w_not_after(doc.not_after % fields)
+        elif breaks_at is not None and (self.earliest is None or breaks_at < self.earliest):
+            self.earliest = breaks_at
+        key = (status, leaf, renew is None)
+        lines = doc.lines.get(key)
+        if lines is None:
+            lines = doc.lines[key] = self._lines(doc, status, leaf, renew is not None)
+        self.lines.append(lines)
+        columns = self.columns
+        # Label values escaped as _label escapes them (most need nothing).
+        if "\\" in address or "\n" in address or '"' in address:
+            address = _label(address)
+        columns[b"a"].append(address.encode())
+        if "\\" in target or "\n" in target or '"' in target:
+            target = _label(target)
+        columns[b"t"].append(target.encode())
+        columns[b"v"].append(b"" if evaluated is None else self.fmt[evaluated])
+        columns[b"r"].append(renew or b"")
+
+    def _lines(self, doc: _Doc, status: str, leaf: bytes | None,
+               renew: bool) -> tuple[bytes, ...]:
+        """An address's templates, one per family of :data:`_ADDRESS_FAMILIES` (``b""``
+        where it has no line)."""
+        lines: tuple[bytes, ...] = (
+            doc.breaks, doc.trusted, self.status.get(status, self.status_unknown),
+            doc.findings, self.renew if renew else b"",
+            b"" if leaf is None else self.overdue[doc.overdue], leaf or b"")
+        if self.per_cert:
+            lines = (*lines, doc.not_after)
+        return tuple(self.templates.setdefault(line, line) for line in lines)
 
     def _target_done(self) -> None:
         if self.earliest is not None:
-            self.w_target_breaks(self.target_breaks % {b"t": self.target,
-                                                       b"v": self.fmt[self.earliest]})
+            self.target_columns[b"t"].append(self.columns[b"t"][-1])
+            self.target_columns[b"e"].append(self.fmt[self.earliest])
         self.earliest = None
+
+    def _chunk(self, templates: list[bytes], columns: Mapping[bytes, list[bytes]]) -> bytes:
+        """The lines of ``templates`` (one per address of a page) filled with the page's
+        ``columns``."""
+        first = templates[0]
+        if templates.count(first) == len(templates):  # one template: its parts repeat
+            keys, parts = self.splits[first]
+            if not keys:
+                return parts[0] * len(templates)
+            pieces: list[Iterable[bytes]] = [repeat(parts[0])]
+            for key, part in zip(keys, parts[1:], strict=True):
+                pieces += (columns[key], repeat(part))
+            # The columns end the page (the parts repeat without end).
+            return b"".join(chain.from_iterable(zip(*pieces, strict=False)))
+        splits = list(map(self.splits.__getitem__, templates))
+        keys = splits[0][0]
+        if keys and list(map(itemgetter(0), splits)).count(keys) == len(splits):
+            # The same fields, other parts (a leaf line per leaf).
+            each = list(map(itemgetter(1), splits))
+            pieces = [map(itemgetter(0), each)]
+            for n, key in enumerate(keys, start=1):
+                pieces += (columns[key], map(itemgetter(n), each))
+            return b"".join(chain.from_iterable(zip(*pieces, strict=True)))
+        fields = map(dict, map(zip, repeat(tuple(columns)), zip(*columns.values(), strict=True)))
+        return b"".join(map(bytes.__mod__, templates, fields))
 
     def finish(self, body: io.BytesIO) -> None:
         self._target_done()
+        columns, lines, page = self.columns, self.lines, self.page
+        for name in _FAMILIES:
+            if name == "not_after" and not self.per_cert:
+                continue
+            write = body.write
+            write(self.shapes[name].header)
+            if name == "target_breaks":
+                targets = self.target_columns
+                for start in range(0, len(targets[b"t"]), page):
+                    fields = {k: v[start:start + page] for k, v in targets.items()}
+                    write(self._chunk([self.target_breaks] * len(fields[b"t"]), fields))
+                continue
+            pick = itemgetter(_ADDRESS_FAMILIES.index(name))
+            for start in range(0, len(lines), page):
+                end = start + page
+                write(self._chunk(list(map(pick, lines[start:end])),
+                                  {k: v[start:end] for k, v in columns.items()}))
+        for column in (*columns.values(), *self.target_columns.values()):
+            column.clear()
+        lines.clear()
         self.docs.clear()
         self.leaves.clear()
+        self.templates.clear()
+        self.splits.clear()
         self.fmt.clear()
-        for name in _FAMILIES:
-            buffer = self.buffers.pop(name)
-            if name != "not_after" or self.per_cert:
-                body.write(self.shapes[name].header)
-                body.write(buffer.getbuffer())
-            buffer.close()  # each family's buffer goes once appended: one body at a time
+
+
+_FIELD = re.compile(rb"%(?:\((\w)\)s|%)")
+
+
+class _Splits(dict[bytes, tuple[tuple[bytes, ...], tuple[bytes, ...]]]):
+    """A second template's fields and its literal parts around them (``%%`` read as
+    ``%``), remembered: ``b'x%(a)sy%(t)s%%z'`` is ``((b"a", b"t"), (b"x", b"y", b"%z"))``."""
+
+    def __missing__(self, template: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        keys: list[bytes] = []
+        parts: list[bytes] = []
+        current: list[bytes] = []
+        position = 0
+        for match in _FIELD.finditer(template):
+            current.append(template[position:match.start()])
+            if match.group(1) is None:
+                current.append(b"%")
+            else:
+                parts.append(b"".join(current))
+                current = []
+                keys.append(match.group(1))
+            position = match.end()
+        current.append(template[position:])
+        parts.append(b"".join(current))
+        split = self[template] = (tuple(keys), tuple(parts))
+        return split
 
 
 def _series_of_state(state: AddressState) -> Series:
@@ -727,31 +830,44 @@ def _series_of_state(state: AddressState) -> Series:
 
 
 def _self_check(shapes: Mapping[str, _Shape]) -> bool:
-    """Whether the fast path formats a tricky fleet exactly as prometheus-client does."""
+    """Whether the fast path formats a tricky fleet exactly as prometheus-client does.
+    Written two addresses a page, the fleet's pages have one template per family, the
+    same fields in other templates (another leaf), and templates of other fields: each
+    way :meth:`_Writer._chunk` writes a page."""
     odd = 'a"b\\c\nd%(a)s%%s é'
+    tricky = AddressState(
+        target=f"[2001:db8::1]:443{odd}", address=f"2001:db8::1{odd}", status="warning",
+        breaks_at=1798761600.25,
+        profiles=((f"file:/x{odd}", True, 1798761600.25),
+                  ("legacy:mozilla", False, 1764756000.0)),
+        findings=((f"CODE{odd}", f"sev{odd}"), ("RENEWAL_OVERDUE", "warning"),
+                  (f"CODE{odd}", f"sev{odd}")),
+        not_after=(1798761600.0, 2e9), leaf=(odd, "0a", f"CN={odd}", odd),
+        renew_at=1790000000.5, overdue=True)
+    bare = AddressState(target="file:/c%.pem", address="", status="strange", breaks_at=None,
+                        profiles=(), findings=(), not_after=(), leaf=None, renew_at=None,
+                        overdue=False)
     states = [
-        AddressState(target=f"[2001:db8::1]:443{odd}", address=f"2001:db8::1{odd}",
-                     status="warning", breaks_at=1798761600.25,
-                     profiles=((f"file:/x{odd}", True, 1798761600.25),
-                               ("legacy:mozilla", False, 1764756000.0)),
-                     findings=((f"CODE{odd}", f"sev{odd}"), ("RENEWAL_OVERDUE", "warning"),
-                               (f"CODE{odd}", f"sev{odd}")),
-                     not_after=(1798761600.0, 2e9), leaf=(odd, "0a", f"CN={odd}", odd),
-                     renew_at=1790000000.5, overdue=True),
-        AddressState(target="file:/c%.pem", address="", status="strange", breaks_at=None,
-                     profiles=(), findings=(), not_after=(), leaf=None, renew_at=None,
-                     overdue=False),
+        tricky,  # page 1: one template per family
+        replace(tricky, address=f"10.0.0.1{odd}", breaks_at=1798761599.0),
+        replace(tricky, target="b.example:443"),  # page 2: another leaf
+        replace(tricky, target="b.example:443", address="::1",
+                leaf=("ff" * 32, "01", "CN=Other", "CN=b.example"), renew_at=1.5),
+        bare,  # page 3: other fields
+        replace(tricky, target="c.example:443"),
     ]
     expected = render(target_families(states, per_cert=True))
     writer = _Writer(shapes, per_cert=True)
-    for n, s in enumerate(states):
+    writer.page = 2
+    for s in states:
         series = _series_of_state(s)
         evaluated = next((at for _, ok, at in s.profiles if not ok), 0.0)
-        doc = writer.doc(n, Series(
+        doc = writer.doc(series, Series(
             profiles=tuple((spec, ok, at if ok else None) for spec, ok, at in series.profiles),
             findings=series.findings, not_after=series.not_after))
-        writer.add(s.address, s.target, s.status, s.breaks_at, doc, evaluated, s.leaf,
-                   s.renew_at)
+        writer.add(s.address, s.target, s.status, s.breaks_at, doc, evaluated,
+                   None if s.leaf is None else writer.leaf(*s.leaf),
+                   None if s.renew_at is None else writer.fmt[s.renew_at])
     body = io.BytesIO()
     writer.finish(body)
     return body.getvalue() == expected
@@ -761,61 +877,88 @@ def _render_fast(body: io.BytesIO, shapes: Mapping[str, _Shape], db: Database,
                  inventory: Inventory | None, *, per_cert: bool) -> None:
     """The per-target families of :func:`stored_states` into ``body`` (see above)."""
     wanted, policies, default = _selection(inventory)
-    rows = MetricsRepo(db).latest_series(wanted)
     writer = _Writer(shapes, per_cert)
+    docs = writer.docs
     # Rows come in (host, port, ip, ...) order and the labels are a function of those
     # three: the rows of one (target, address) are adjacent, the first is shown.
-    previous: tuple[str, int, str] | None = None
+    last_host: str | None = None
+    last_port: int | None = None
+    last_ip: str | None = None
     # Stored times repeat (a scan's batch, a leaf on many addresses): each is read once.
     epochs: dict[Any, float] = {}
     evaluated_of: dict[Any, float | None] = {}
-    renew_of: dict[tuple[int, Any, Any], float] = {}
-    for (host, port, ip, sni, starttls, status, breaks_at, evaluated_at, observed_at, text,
-         report, _, leaf_sha, serial, subject, issuer, not_before, not_after) in rows:
-        if previous is not None and host == previous[0] and port == previous[1] \
-                and ip == previous[2]:
-            continue
-        previous = (host, port, ip)
-        if port == 0 and host.startswith(FILE_PREFIX):
-            target = host
-        else:
-            target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        address = ip or ""
-        evaluated: float | None = None
-        if text is not None:
-            doc = writer.docs.get(text)
-            if doc is None:
-                doc = writer.doc(text, read_series(text))
-            if doc.needs_evaluated:
-                if evaluated_at not in evaluated_of:
-                    # As the plain render reads it: the report's evaluated_at, to the second.
-                    evaluated_of[evaluated_at] = epoch(iso_or_none(instant(evaluated_at)))
-                evaluated = evaluated_of[evaluated_at]
-        else:  # no stored summary: the row's whole report, decoded
-            doc = _doc(shapes, summarize(report), writer.fmt)
-            if doc.needs_evaluated:
-                evaluated = epoch(report.get("evaluated_at"))
-        if doc.needs_evaluated and not evaluated:
-            evaluated = _stamp(observed_at)
-        leaf = None
-        renew_at = None
-        if leaf_sha is not None and not_before is not None and not_after is not None:
-            leaf = (leaf_sha, serial or "", issuer or "", subject or "")
-            policy = default if not policies else policies.get(
-                Target(host=host, port=port, ip=ip or None, sni=sni or None,
-                       starttls=starttls or None).key, default)
-            renew_key = (id(policy), not_before, not_after)
-            renew_at = renew_of.get(renew_key)
-            if renew_at is None:
-                renew_at = renew_of[renew_key] = policy.renew_at_dates(
-                    _aware(not_before), _aware(not_after)).timestamp()
-        when = None
-        if breaks_at is not None:
-            when = epochs.get(breaks_at)
-            if when is None:
-                when = epochs[breaks_at] = _stamp(breaks_at)
-        writer.add(address, target, status, when, doc, evaluated, leaf, renew_at)
+    # Each leaf's line, dates and renewal point by the default policy, by SHA-256 (None:
+    # not stored, or without dates); the renewal point by another policy, by (policy, leaf).
+    leaf_of: dict[str, tuple[bytes, dt.datetime, dt.datetime, bytes] | None] = {}
+    renew_of: dict[tuple[int, str], bytes] = {}
+    for page, leaves in MetricsRepo(db).latest_series(wanted):
+        for (host, port, ip, sni, starttls, status, breaks_at, evaluated_at, observed_at,
+             text, report, _, leaf_sha) in page:
+            if host == last_host and port == last_port and ip == last_ip:
+                continue
+            last_host, last_port, last_ip = host, port, ip
+            if port == 0 and host.startswith(FILE_PREFIX):
+                target = host
+            else:
+                target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            evaluated: float | None = None
+            if text is not None:
+                doc = docs.get(text)
+                if doc is None:
+                    doc = writer.doc(text, read_series(text))
+                if doc.needs_evaluated:
+                    if evaluated_at not in evaluated_of:
+                        # As the plain render reads it: the report's evaluated_at, to the
+                        # second.
+                        evaluated_of[evaluated_at] = epoch(iso_or_none(instant(evaluated_at)))
+                    evaluated = evaluated_of[evaluated_at]
+            else:  # no stored summary: the row's whole report, decoded
+                doc = _doc(shapes, summarize(report), writer.fmt)
+                if doc.needs_evaluated:
+                    evaluated = epoch(report.get("evaluated_at"))
+            if doc.needs_evaluated and not evaluated:
+                evaluated = _stamp(observed_at)
+            line = renew = None
+            if leaf_sha is not None:
+                known = leaf_of.get(leaf_sha, _UNSEEN)
+                if known is _UNSEEN:
+                    known = leaf_of[leaf_sha] = _leaf(writer, leaf_sha, leaves.get(leaf_sha),
+                                                      default)
+                if known is not None:
+                    line = known[0]
+                    if policies:
+                        policy = policies.get(Target(
+                            host=host, port=port, ip=ip or None, sni=sni or None,
+                            starttls=starttls or None).key, default)
+                        renew_key = (id(policy), leaf_sha)
+                        renew = renew_of.get(renew_key)
+                        if renew is None:
+                            renew = renew_of[renew_key] = writer.fmt[policy.renew_at_dates(
+                                known[1], known[2]).timestamp()]
+                    else:
+                        renew = known[3]
+            when = None
+            if breaks_at is not None:
+                when = epochs.get(breaks_at)
+                if when is None:
+                    when = epochs[breaks_at] = _stamp(breaks_at)
+            writer.add(ip or "", target, status, when, doc, evaluated, line, renew)
     writer.finish(body)
+
+
+def _leaf(writer: _Writer, sha256: str, stored: LeafColumns | None, policy: RenewalPolicy
+          ) -> tuple[bytes, dt.datetime, dt.datetime, bytes] | None:
+    """A stored leaf's line, dates and renewal point by ``policy`` (as written);
+    ``None`` when it has no dates (no series)."""
+    if stored is None or stored[3] is None or stored[4] is None:
+        return None
+    serial, subject, issuer, raw_before, raw_after = stored
+    not_before, not_after = _aware(raw_before), _aware(raw_after)
+    return (writer.leaf(sha256, serial or "", issuer or "", subject or ""), not_before,
+            not_after, writer.fmt[policy.renew_at_dates(not_before, not_after).timestamp()])
+
+
+_UNSEEN: Any = object()
 
 
 def _aware(raw: Any) -> dt.datetime:

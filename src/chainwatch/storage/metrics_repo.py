@@ -20,6 +20,7 @@ import datetime as dt
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import String, and_, case, func, select, true, type_coerce
@@ -46,6 +47,7 @@ SCAN_DURATION = "scan_duration_seconds"
 PROBE_FAILURES = "probe_failures_total"
 WATCHDOG_PREFIX = "watchdog:"
 _STREAM_PAGE = 2000
+_IN_CHUNK = 500  # bound parameters per IN list
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,21 @@ def instant(raw: Any) -> dt.datetime | None:
 
 SeriesRow = tuple[Any, ...]
 """One row of :meth:`MetricsRepo.latest_series` (its docstring names the fields)."""
+_SERIES = itemgetter(9)
+_LEAF = itemgetter(12)
+
+LeafColumns = tuple[str | None, str | None, str | None, Any, Any]
+"""A served leaf as :meth:`MetricsRepo.latest_series` reads it: ``(serial, subject,
+issuer, not_before, not_after)``, the times raw (:func:`instant`)."""
+
+
+def _decoded(row: SeriesRow) -> SeriesRow:
+    """A :meth:`MetricsRepo.latest_series` row without a summary, its whole report
+    decoded in the ``report`` field."""
+    fields = list(row)
+    fields[10] = stored_report(_json(row[10]), _json(row[11]), instant(row[7]), None)
+    fields[11] = None
+    return tuple(fields)
 
 
 @dataclass(frozen=True)
@@ -205,26 +222,39 @@ class MetricsRepo:
     def _stream(self, stmt: Any, targets: Sequence[Target] | None) -> Iterator[Any]:
         """The rows of ``stmt`` (its first five columns a target's host, port, ip, sni
         and starttls), streamed a page at a time; with ``targets``, only theirs."""
-        wanted = _wanted(targets)
         with self.engine.connect() as conn:
-            result = conn.execution_options(stream_results=True,
-                                            yield_per=_STREAM_PAGE).execute(stmt)
-            for page in result.partitions():
-                for row in page:
-                    if wanted is None or (row[0], row[1], row[3], row[4]) in wanted:
-                        yield row
+            for page in self._pages(conn, stmt, targets):
+                yield from page
 
-    def latest_series(self, targets: Sequence[Target] | None = None) -> Iterator[SeriesRow]:
+    @staticmethod
+    def _pages(conn: Any, stmt: Any, targets: Sequence[Target] | None) -> Iterator[list[Any]]:
+        """:meth:`_stream`'s pages, on ``conn``."""
+        wanted = _wanted(targets)
+        result = conn.execution_options(stream_results=True,
+                                        yield_per=_STREAM_PAGE).execute(stmt)
+        for page in result.partitions():
+            if wanted is None:
+                yield page
+            else:
+                yield [row for row in page if (row[0], row[1], row[3], row[4]) in wanted]
+
+    def latest_series(self, targets: Sequence[Target] | None = None
+                      ) -> Iterator[tuple[list[SeriesRow], Mapping[str, LeafColumns]]]:
         """What :meth:`latest` gives, lean: one Core query, no ORM object, no report body
         decoded (the document's stored :mod:`~chainwatch.storage.series` summary
         instead), times as the driver returns them (:func:`instant` reads one).
-        Streamed in target order; ``targets`` filters as in :meth:`latest`.
+        Streamed in target order, a page of rows at a time; ``targets`` filters as in
+        :meth:`latest`.
 
         Each row is ``(host, port, ip, sni, starttls, status, breaks_at, evaluated_at,
-        observed_at, series, report, _, leaf_sha256, serial, subject, issuer, not_before,
-        not_after)``: ``series`` is the document's summary text, or ``None`` when there
-        is none, and ``report`` is then the whole stored report (an observation written
-        before report documents, or a document without a summary), else ``None``."""
+        observed_at, series, report, _, leaf_sha256)``: ``series`` is the document's
+        summary text, or ``None`` when there is none, and ``report`` is then the whole
+        stored report (an observation written before report documents, or a document
+        without a summary), else ``None``. Each page comes with the served leaves'
+        :data:`LeafColumns` by SHA-256 (one mapping, every leaf of the pages so far):
+        a fleet serves far fewer leaves than it has targets, so each leaf's columns are
+        read once, by one query per page for the leaves it is the first to serve,
+        instead of being joined to every row (a quarter of the query's time)."""
         stmt = select(
             TargetRow.host, TargetRow.port, TargetRow.ip, TargetRow.sni, TargetRow.starttls,
             ObservationRow.status, _raw(ObservationRow.breaks_at),
@@ -238,9 +268,7 @@ class MetricsRepo:
                        select(ReportDocumentRow.body)
                        .where(ReportDocumentRow.id == ObservationRow.document_id)
                        .scalar_subquery()), else_=None).label("body")),
-            ObservationRow.leaf_sha256, CertificateRow.serial, CertificateRow.subject,
-            CertificateRow.issuer, _raw(CertificateRow.not_before),
-            _raw(CertificateRow.not_after))
+            ObservationRow.leaf_sha256)
         if self.engine.dialect.name == "postgresql":
             # Each target's newest observation by one backward index scan (LATERAL): no
             # pass over the whole history, and a plan that streams from the first row.
@@ -266,19 +294,33 @@ class MetricsRepo:
         stmt = (
             stmt.outerjoin(ReportSeriesRow,
                            ReportSeriesRow.document_id == ObservationRow.document_id)
-            .outerjoin(CertificateRow, CertificateRow.sha256 == ObservationRow.leaf_sha256)
             .order_by(TargetRow.host, TargetRow.port, TargetRow.ip, TargetRow.sni,
                       TargetRow.starttls)
         )
-        for row in self._stream(stmt, targets):
-            if row[9] is None:  # no summary: the whole report, decoded
-                fields = list(row)
-                fields[10] = stored_report(_json(row[10]), _json(row[11]),
-                                           instant(row[7]), None)
-                fields[11] = None
-                yield tuple(fields)
-            else:
-                yield row
+        leaves: dict[str, LeafColumns] = {}
+        with self.engine.connect() as conn:
+            for page in self._pages(conn, stmt, targets):
+                new = set(map(_LEAF, page)) - leaves.keys()
+                new.discard(None)
+                if new:
+                    leaves.update(self._leaves(conn, sorted(new)))
+                if None in map(_SERIES, page):
+                    page = [row if row[9] is not None else _decoded(row) for row in page]
+                yield page, leaves
+
+    @staticmethod
+    def _leaves(conn: Any, shas: Sequence[str]) -> dict[str, LeafColumns]:
+        """The :data:`LeafColumns` of the certificates ``shas`` (stored ones only)."""
+        out: dict[str, LeafColumns] = {}
+        for start in range(0, len(shas), _IN_CHUNK):
+            out.update(
+                (sha, (serial, subject, issuer, not_before, not_after))
+                for sha, serial, subject, issuer, not_before, not_after in conn.execute(
+                    select(CertificateRow.sha256, CertificateRow.serial,
+                           CertificateRow.subject, CertificateRow.issuer,
+                           _raw(CertificateRow.not_before), _raw(CertificateRow.not_after))
+                    .where(CertificateRow.sha256.in_(shas[start:start + _IN_CHUNK]))))
+        return out
 
     def version(self) -> tuple[Any, ...]:
         """A cheap fingerprint of everything :meth:`latest` and :meth:`monitor` read: it
