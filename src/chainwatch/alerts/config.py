@@ -24,6 +24,9 @@ class Action(StrEnum):
     PAGE = "page"
 
 
+DELIVERY_TIMEOUT = 10.0
+"""Seconds allowed for one whole delivery: every HTTP request it makes, from connecting
+to the last byte of the last response (see :class:`chainwatch.alerts.channels.Http`)."""
 MAX_SECRET_BYTES = 64 * 1024
 """The largest secret file read (a token, a routing key, a URL): more is not a secret
 file, and a device such as ``/dev/zero`` or a FIFO is refused outright."""

@@ -49,18 +49,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from chainwatch.alerts import escalation as policy
-from chainwatch.alerts.channels import DEFAULT_TIMEOUT, Channel, DeliveryError, Http, build_channel
-from chainwatch.alerts.channels import redact as redact_text
-from chainwatch.alerts.config import AlertsConfig, Deadman, Secret
+from chainwatch.alerts.config import DELIVERY_TIMEOUT, AlertsConfig, Deadman, Secret
 from chainwatch.alerts.config import Channel as ChannelConfig
 from chainwatch.alerts.escalation import (
     Ack,
@@ -71,8 +68,9 @@ from chainwatch.alerts.escalation import (
     StepId,
     StepKind,
 )
-from chainwatch.errors import AlertError, InputError
+from chainwatch.errors import AlertError, DeliveryError, InputError
 from chainwatch.model.redaction import basic_auth
+from chainwatch.model.redaction import redact as redact_text
 from chainwatch.model.times import compact, iso_or_none
 from chainwatch.model.values import Target
 from chainwatch.render import codec
@@ -84,6 +82,11 @@ from chainwatch.storage.alerts_repo import (
     StateRecord,
 )
 from chainwatch.storage.repo import Database
+
+if TYPE_CHECKING:
+    import httpx
+
+    from chainwatch.alerts.channels import Channel
 
 __all__ = [
     "BACKOFF_CAP",
@@ -421,7 +424,7 @@ def deliver(
     transport: httpx.BaseTransport | None = None,
     max_age: dt.timedelta = DEFAULT_MAX_AGE,
     limit: int = 500,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float = DELIVERY_TIMEOUT,
     parallel: int = MAX_PARALLEL,
 ) -> DeliveryStats:
     """Send every pending row whose next attempt is due at ``now`` (at most ``limit``
@@ -446,9 +449,16 @@ def deliver(
     def due_channels() -> list[str]:
         return list(dict.fromkeys(item.channel for item in repo.due(now, limit=limit)))
 
+    fresh = due_channels()
+    if not fresh:
+        return DeliveryStats(**counts)
+    # The senders (httpx, apprise) are imported when something is sent, here, before
+    # any worker thread needs them.
+    importlib.import_module("chainwatch.alerts.channels")
+
     workers = max(1, parallel) if _threads_share_the_database(db) else 1
     if workers == 1:
-        for channel in due_channels():
+        for channel in fresh:
             for outcome, n in serve(channel).items():
                 counts[outcome] += n
         return DeliveryStats(**counts)
@@ -456,7 +466,6 @@ def deliver(
     with ThreadPoolExecutor(max_workers=workers,
                             thread_name_prefix="chainwatch-deliver") as pool:
         running: dict[Future[dict[str, int]], str] = {}
-        fresh = due_channels()
         while fresh or running:  # each channel is started once: bounded by the channels
             for channel in fresh:
                 if channel not in served:
@@ -531,6 +540,8 @@ def _send_one(
                          retry_at=None)
         log.warning("alert dead id=%d channel=%s reason=unknown-channel", item.id, item.channel)
         return "dead"
+    from chainwatch.alerts.channels import build_channel
+
     try:
         sender = senders.get(item.channel)
         if sender is None:
@@ -774,7 +785,7 @@ def ping_deadman(
     summary: str = "",
     environ: Mapping[str, str] | None = None,
     transport: httpx.BaseTransport | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float = DELIVERY_TIMEOUT,
 ) -> bool:
     """Ping the dead-man's switch (``alerts.deadman``) after a completed scan; a POST
     carries ``summary``. Returns ``False`` when none is configured; raises
@@ -786,6 +797,8 @@ def ping_deadman(
         url = deadman.url.reveal(environ)
     except InputError as exc:
         raise DeadmanError(True, f"deadman: {exc}") from None
+    from chainwatch.alerts.channels import Http
+
     try:
         with Http("deadman", secrets=[url], timeout=timeout, transport=transport) as http:
             if deadman.method == "post":
@@ -822,7 +835,7 @@ def send_test(
     *,
     environ: Mapping[str, str] | None = None,
     transport: httpx.BaseTransport | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float = DELIVERY_TIMEOUT,
 ) -> dict[str, Any]:
     """Send a test message (event ``test``) through ``channel`` now, bypassing the
     outbox. Returns the payload sent; raises DeliveryError (redacted) on failure."""
@@ -830,6 +843,8 @@ def send_test(
     if found is None:
         names = ", ".join(config.channels) or "none defined"
         raise AlertError(f"unknown channel {channel!r} (alerts.channels: {names})")
+    from chainwatch.alerts.channels import build_channel
+
     payload = payload_for_test(channel, _aware(now, "now"))
     secrets = config_secrets(config, environ)
     try:

@@ -92,7 +92,7 @@ def advise_command(
     """Compute the chain to serve (which certificates, in which order) that keeps every
     required client population trusting the longest, as a diff against what is served.
     Exit status: that of check-bundle on the advised chain."""
-    from chainwatch.probe.http import allow_networks
+    from chainwatch.probe.fetchpolicy import allow_networks
     from chainwatch.service.advise import gather_pool, served_chain
 
     check_days(warn_days, crit_days)

@@ -150,7 +150,7 @@ def check_endpoint(
     check_days(warn_days, crit_days)
     allowed: list[Any] = []
     if fetching or allow_private:
-        from chainwatch.probe.http import allow_networks
+        from chainwatch.probe.fetchpolicy import allow_networks
 
         try:
             allowed = list(allow_networks(allow_private or ()))

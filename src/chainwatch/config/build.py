@@ -79,7 +79,7 @@ from chainwatch.model import ClientHello, Profile, RenewalPolicy, Store, Target
 from chainwatch.model.behaviours import BEHAVIOURS
 from chainwatch.model.bundle import read_source
 from chainwatch.model.names import StartTLS, shown, to_ascii
-from chainwatch.probe.http import IPNetwork, allow_networks
+from chainwatch.probe.fetchpolicy import IPNetwork, allow_networks
 from chainwatch.stores import resolve_profile, resolve_store
 from chainwatch.stores.presets import PRESETS
 

@@ -41,7 +41,7 @@ from chainwatch.config.schema import (
 from chainwatch.errors import InventoryError
 from chainwatch.model import Profile
 from chainwatch.model.names import StartTLS
-from chainwatch.probe.http import IPNetwork, allow_networks
+from chainwatch.probe.fetchpolicy import IPNetwork, allow_networks
 from chainwatch.stores import resolve_profile
 
 DEFAULT_MODULE = "default"

@@ -15,7 +15,7 @@ from chainwatch.alerts.config import AlertsConfig
 from chainwatch.model import Profile, RenewalPolicy, Target
 from chainwatch.model.names import StartTLS
 from chainwatch.model.names import is_ip as _is_ip
-from chainwatch.probe.http import IPNetwork
+from chainwatch.probe.fetchpolicy import IPNetwork
 
 STARTTLS_PORTS: Mapping[StartTLS, int] = MappingProxyType({s: s.default_port for s in StartTLS})
 """The port an endpoint gets when it names a STARTTLS protocol but no port."""

@@ -20,18 +20,13 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from chainwatch.model import Cert
-from chainwatch.probe.http import (
-    FetchCache,
-    Fetcher,
-    FetchKind,
-    FetchLimits,
-    IPNetwork,
-    url_problem,
-)
+from chainwatch.probe.fetchpolicy import FetchKind, FetchLimits, IPNetwork
+
+if TYPE_CHECKING:
+    from chainwatch.probe.http import Fetcher
 
 MAX_BYTES = 64 * 1024
 DEFAULT_TIMEOUT = 5.0
@@ -100,6 +95,8 @@ def _implausible(start: dt.datetime, end: dt.datetime, leaf: Cert) -> str | None
 
 
 async def _lookup(fetcher: Fetcher, directory_url: str, ident: str, leaf: Cert) -> RenewalInfo:
+    from chainwatch.probe.http import url_problem
+
     directory = await _get_json(fetcher, directory_url)
     base = directory.get("renewalInfo") if isinstance(directory, dict) else None
     if not isinstance(base, str) or url_problem(base) is not None:
@@ -127,6 +124,11 @@ async def renewal_info(directory_url: str, leaf: Cert, *,
     without one, a fetcher of its own with ``allow_private`` and no shared cache.
     Never raises: any failure is a note, and ``window=None``.
     """
+    # The HTTP client is imported by the scans that look a window up, not by every scan.
+    import httpx
+
+    from chainwatch.probe.http import FetchCache, Fetcher, url_problem
+
     ident = cert_id(leaf)
     if ident is None:
         return RenewalInfo(None, "the leaf has no authorityKeyIdentifier: no ARI lookup")

@@ -45,8 +45,8 @@ from chainwatch.model import (
 from chainwatch.model.bundle import load_bundle_file
 from chainwatch.probe import FailureReason, Observation
 from chainwatch.probe.ari import RenewalInfo, renewal_info
+from chainwatch.probe.fetchpolicy import IPNetwork
 from chainwatch.probe.handshake import Limits
-from chainwatch.probe.http import IPNetwork
 from chainwatch.probe.parallel import HeadStart, probe_all, probe_hellos
 from chainwatch.render.codec import report_json, worst
 from chainwatch.service.discovery import endpoint_names, is_covered

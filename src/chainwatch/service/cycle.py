@@ -29,7 +29,7 @@ from chainwatch.alerts.config import AlertsConfig
 from chainwatch.alerts.escalation import Delivery
 from chainwatch.config.values import Endpoint, Inventory
 from chainwatch.errors import ChainwatchError
-from chainwatch.probe.http import IPNetwork
+from chainwatch.probe.fetchpolicy import IPNetwork
 from chainwatch.probe.parallel import HeadStart
 from chainwatch.service.collect import Progress, ScanResult, collect
 from chainwatch.service.record import record

@@ -27,6 +27,7 @@ import asyncio
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs7
@@ -44,14 +45,10 @@ from chainwatch.analysis.revocation import (
 )
 from chainwatch.model import Cert, Profile, Store, lenient, signature_valid
 from chainwatch.probe import Observation
-from chainwatch.probe.http import (
-    DEFAULT_TIMEOUT,
-    FetchCache,
-    Fetcher,
-    FetchKind,
-    FetchLimits,
-    IPNetwork,
-)
+from chainwatch.probe.fetchpolicy import DEFAULT_TIMEOUT, FetchKind, FetchLimits, IPNetwork
+
+if TYPE_CHECKING:
+    from chainwatch.probe.http import FetchCache, Fetcher
 
 MAX_AIA_HOPS = 3
 """Most caIssuers fetched one after another for one chain (real gaps are one certificate)."""
@@ -251,6 +248,8 @@ async def check_revocation(
     if not chain:
         return Revocation.unknown("no certificate to check")
     if fetcher is None:
+        from chainwatch.probe.http import Fetcher
+
         limits = FetchLimits(timeout=timeout, allow_private=tuple(allow_private))
         async with Fetcher(limits) as own:
             return await check_revocation(chain, staple, fetcher=own, issuers=issuers, now=now)
@@ -366,6 +365,8 @@ def fetch_inputs(
     responder); by default only public destinations are."""
     if not items:
         return []
+    # The HTTP client is imported by the scans that fetch, not by every scan.
+    from chainwatch.probe.http import Fetcher
 
     async def run() -> list[NetworkInputs]:
         limits = FetchLimits(timeout=timeout, concurrency=concurrency,

@@ -16,19 +16,20 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from chainwatch.alerts.config import DELIVERY_TIMEOUT
 from chainwatch.errors import DeliveryError as DeliveryError  # re-exported for the channels
 from chainwatch.model.names import printable
 from chainwatch.model.redaction import MIN_SECRET, forms
 from chainwatch.model.redaction import redact as redact
 from chainwatch.model.times import iso
-from chainwatch.probe.http import DECODABLE, BoundedDecoder, DecodedTooLarge
+from chainwatch.probe.fetchpolicy import DECODABLE, BoundedDecoder, DecodedTooLarge
 
 Payload = Mapping[str, Any]
 """The channel-neutral message: DESIGN.md's webhook payload (``schema``, ``event``,
 ``dedup_key``, ``target``, ``breaks_at``, ``days_left``, ``status``, ``findings``,
 ``message``, ``sent_at``; chainwatch adds ``step``)."""
 
-DEFAULT_TIMEOUT = 10.0
+DEFAULT_TIMEOUT = DELIVERY_TIMEOUT
 """Seconds allowed for one whole delivery: every HTTP request it makes, from connecting
 to the last byte of the last response (see :class:`Http`)."""
 MAX_RESPONSE_BYTES = 1 << 20
